@@ -1,0 +1,342 @@
+//! The telemetry record carried on the bus (SPEC §3), its CBOR wire form and its JSON form.
+//!
+//! Field names and nesting are the contract with every other client, so they are spelled
+//! out here once. Decoding is lenient where CBOR encoders legitimately differ (an integer
+//! where a float is expected, half-precision floats) and strict where it matters (unknown
+//! fields, a payload that does not match `type`, non-finite numbers).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use thiserror::Error;
+
+use crate::datagram::{Datagram, MessageKind, Payload};
+use crate::rfc3339;
+use crate::validity::StatusFlags;
+
+/// Why bytes from the bus are not a telemetry record.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("not a CBOR telemetry map: {0}")]
+    Cbor(String),
+    #[error("payload fields do not match type {kind}")]
+    PayloadMismatch { kind: MessageKind },
+    #[error("field {field} is not a finite number")]
+    NotFinite { field: &'static str },
+}
+
+/// Geocentric (ECEF) payload in SI units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeocentricPayload {
+    #[serde(deserialize_with = "number")]
+    pub x_m: f64,
+    #[serde(deserialize_with = "number")]
+    pub y_m: f64,
+    #[serde(deserialize_with = "number")]
+    pub z_m: f64,
+    #[serde(deserialize_with = "number")]
+    pub vx_mps: f64,
+    #[serde(deserialize_with = "number")]
+    pub vy_mps: f64,
+    #[serde(deserialize_with = "number")]
+    pub vz_mps: f64,
+    #[serde(deserialize_with = "number")]
+    pub ax_mps2: f64,
+    #[serde(deserialize_with = "number")]
+    pub ay_mps2: f64,
+    #[serde(deserialize_with = "number")]
+    pub az_mps2: f64,
+}
+
+/// Spherical (sensor-relative) payload in SI units and degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SphericalPayload {
+    #[serde(deserialize_with = "number")]
+    pub range_m: f64,
+    #[serde(deserialize_with = "number")]
+    pub azimuth_deg: f64,
+    #[serde(deserialize_with = "number")]
+    pub elevation_deg: f64,
+    #[serde(deserialize_with = "number")]
+    pub azimuth_rate_dps: f64,
+    #[serde(deserialize_with = "number")]
+    pub elevation_rate_dps: f64,
+    #[serde(deserialize_with = "number")]
+    pub range_rate_mps: f64,
+    #[serde(deserialize_with = "number")]
+    pub azimuth_accel_dps2: f64,
+    #[serde(deserialize_with = "number")]
+    pub elevation_accel_dps2: f64,
+    #[serde(deserialize_with = "number")]
+    pub range_accel_mps2: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RecordPayload {
+    Geocentric(GeocentricPayload),
+    Spherical(SphericalPayload),
+}
+
+impl RecordPayload {
+    fn kind(&self) -> MessageKind {
+        match self {
+            RecordPayload::Geocentric(_) => MessageKind::Geocentric,
+            RecordPayload::Spherical(_) => MessageKind::Spherical,
+        }
+    }
+
+    fn values(&self) -> [(&'static str, f64); 9] {
+        match *self {
+            RecordPayload::Geocentric(g) => [
+                ("x_m", g.x_m),
+                ("y_m", g.y_m),
+                ("z_m", g.z_m),
+                ("vx_mps", g.vx_mps),
+                ("vy_mps", g.vy_mps),
+                ("vz_mps", g.vz_mps),
+                ("ax_mps2", g.ax_mps2),
+                ("ay_mps2", g.ay_mps2),
+                ("az_mps2", g.az_mps2),
+            ],
+            RecordPayload::Spherical(s) => [
+                ("range_m", s.range_m),
+                ("azimuth_deg", s.azimuth_deg),
+                ("elevation_deg", s.elevation_deg),
+                ("azimuth_rate_dps", s.azimuth_rate_dps),
+                ("elevation_rate_dps", s.elevation_rate_dps),
+                ("range_rate_mps", s.range_rate_mps),
+                ("azimuth_accel_dps2", s.azimuth_accel_dps2),
+                ("elevation_accel_dps2", s.elevation_accel_dps2),
+                ("range_accel_mps2", s.range_accel_mps2),
+            ],
+        }
+    }
+}
+
+impl From<&Payload> for RecordPayload {
+    fn from(p: &Payload) -> Self {
+        let c = |v: i32| f64::from(v) / 100.0;
+        let h = |v: i16| f64::from(v) / 100.0;
+        match *p {
+            Payload::Geocentric(g) => RecordPayload::Geocentric(GeocentricPayload {
+                x_m: c(g.x),
+                y_m: c(g.y),
+                z_m: c(g.z),
+                vx_mps: h(g.vx),
+                vy_mps: h(g.vy),
+                vz_mps: h(g.vz),
+                ax_mps2: h(g.ax),
+                ay_mps2: h(g.ay),
+                az_mps2: h(g.az),
+            }),
+            Payload::Spherical(s) => RecordPayload::Spherical(SphericalPayload {
+                range_m: c(s.range),
+                azimuth_deg: f64::from(s.azimuth) / 1e6,
+                elevation_deg: f64::from(s.elevation) / 1e6,
+                azimuth_rate_dps: h(s.azimuth_rate),
+                elevation_rate_dps: h(s.elevation_rate),
+                range_rate_mps: h(s.range_rate),
+                azimuth_accel_dps2: h(s.azimuth_accel),
+                elevation_accel_dps2: h(s.elevation_accel),
+                range_accel_mps2: h(s.range_accel),
+            }),
+        }
+    }
+}
+
+/// One telemetry message as published on `<prefix>.<type>.<sensor_id>`.
+/// Exactly these top-level fields, in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryRecord {
+    #[serde(rename = "type")]
+    pub kind: MessageKind,
+    pub sensor_id: u16,
+    pub day: u16,
+    #[serde(deserialize_with = "number")]
+    pub time_s: f64,
+    pub status: u8,
+    pub status_flags: StatusFlags,
+    /// UTC milliseconds when the producer received the datagram.
+    pub recv_epoch_ms: i64,
+    /// The same moment as RFC 3339 UTC.
+    pub recv_iso: String,
+    pub payload: RecordPayload,
+}
+
+impl TelemetryRecord {
+    /// Build the bus record for a datagram received at `recv_epoch_ms`.
+    pub fn from_datagram(d: &Datagram, recv_epoch_ms: i64) -> Self {
+        TelemetryRecord {
+            kind: d.kind(),
+            sensor_id: d.sensor_id,
+            day: d.day,
+            time_s: d.time_s(),
+            status: d.status,
+            status_flags: d.validity(),
+            recv_epoch_ms,
+            recv_iso: rfc3339::format_utc_millis(recv_epoch_ms),
+            payload: RecordPayload::from(&d.payload),
+        }
+    }
+
+    /// Append the CBOR map to `out`.
+    pub fn write_cbor(&self, out: &mut Vec<u8>) {
+        // Serialising plain structs into a Vec cannot fail: no I/O, no maps with
+        // non-string keys, no unsupported types.
+        let _ = ciborium::into_writer(self, out);
+    }
+
+    /// The CBOR map as a fresh buffer.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write_cbor(&mut out);
+        out
+    }
+
+    /// Parse and check a record from untrusted bytes.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, RecordError> {
+        let record: TelemetryRecord =
+            ciborium::from_reader(bytes).map_err(|e| RecordError::Cbor(e.to_string()))?;
+        record.check()?;
+        Ok(record)
+    }
+
+    /// Append the JSON form (one line, no newline) to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Every float was checked finite and every key is a string, so this cannot fail.
+        let _ = serde_json::to_writer(out, self);
+    }
+
+    /// Consistency rules serde cannot express.
+    pub fn check(&self) -> Result<(), RecordError> {
+        if self.payload.kind() != self.kind {
+            return Err(RecordError::PayloadMismatch { kind: self.kind });
+        }
+        if !self.time_s.is_finite() {
+            return Err(RecordError::NotFinite { field: "time_s" });
+        }
+        for (field, v) in self.payload.values() {
+            if !v.is_finite() {
+                return Err(RecordError::NotFinite { field });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accept any CBOR/JSON number for an `f64` field: other encoders write integral values
+/// as integers and small ones as half floats.
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    struct Num;
+    impl serde::de::Visitor<'_> for Num {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_i128<E>(self, v: i128) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u128<E>(self, v: u128) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+    }
+    d.deserialize_any(Num)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datagram::{decode, GeocentricRaw};
+
+    fn record() -> TelemetryRecord {
+        let d = Datagram {
+            sensor_id: 101,
+            day: 200,
+            time_ticks: 10_000,
+            status: 0xFF,
+            status_flags: 1,
+            payload: Payload::Geocentric(GeocentricRaw {
+                x: 123_456,
+                vz: -5,
+                ..Default::default()
+            }),
+        };
+        TelemetryRecord::from_datagram(&d, 1_759_057_200_123)
+    }
+
+    #[test]
+    fn cbor_round_trip() {
+        let r = record();
+        let back = TelemetryRecord::from_cbor(&r.to_cbor()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn json_has_exactly_the_spec_fields() {
+        let mut out = Vec::new();
+        record().write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        let mut want = [
+                "type",
+                "sensor_id",
+                "day",
+                "time_s",
+                "status",
+                "status_flags",
+                "recv_epoch_ms",
+                "recv_iso",
+                "payload",
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        // The wire order follows the SPEC, which keeps lines readable.
+        assert!(String::from_utf8(out).unwrap().starts_with("{\"type\":"));
+        assert_eq!(v["recv_iso"], "2025-09-28T11:00:00.123Z");
+        assert_eq!(v["payload"]["x_m"], 1234.56);
+    }
+
+    #[test]
+    fn integers_and_half_floats_are_accepted_as_numbers() {
+        // What another encoder may produce: time_s as an integer, x_m as a half float.
+        let mut v: ciborium::Value = ciborium::Value::serialized(&record()).unwrap();
+        let map = v.as_map_mut().unwrap();
+        for (k, val) in map.iter_mut() {
+            if k.as_text() == Some("time_s") {
+                *val = ciborium::Value::Integer(1.into());
+            }
+        }
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&v, &mut bytes).unwrap();
+        let back = TelemetryRecord::from_cbor(&bytes).unwrap();
+        assert_eq!(back.time_s, 1.0);
+        // ciborium writes the shortest lossless float, so 0.0 travels as a half float
+        // (0xf9 0x00 0x00) and every round trip above exercises f16 decoding.
+        assert!(record().to_cbor().windows(3).any(|w| w == [0xf9, 0, 0]));
+    }
+
+    #[test]
+    fn mismatched_payload_and_garbage_are_errors_not_panics() {
+        let mut r = record();
+        r.kind = MessageKind::Spherical;
+        assert!(matches!(
+            TelemetryRecord::from_cbor(&r.to_cbor()),
+            Err(RecordError::PayloadMismatch { .. })
+        ));
+        assert!(TelemetryRecord::from_cbor(b"\xff\x00garbage").is_err());
+        assert!(TelemetryRecord::from_cbor(&[]).is_err());
+        assert!(decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! UTC calendar arithmetic without a clock: RFC 3339 text for `recv_iso`, and the day of
+//! year / ticks of a moment, which the generator stamps into datagrams.
+//!
+//! Hand-written (Howard Hinnant's days-from-civil algorithms) because it sits on the
+//! producer's per-datagram path and this crate must stay free of I/O and heavy deps.
+
+use std::fmt::Write as _;
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Civil date from days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Days since 1970-01-01 of a civil date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Append `epoch_ms` as RFC 3339 UTC with millisecond precision,
+/// e.g. `2025-09-28T11:00:00.123Z`.
+pub fn write_utc_millis(out: &mut String, epoch_ms: i64) {
+    let days = epoch_ms.div_euclid(MS_PER_DAY);
+    let ms_of_day = epoch_ms.rem_euclid(MS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let secs = ms_of_day / 1000;
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        y,
+        m,
+        d,
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60,
+        ms_of_day % 1000
+    );
+}
+
+/// `epoch_ms` as an RFC 3339 UTC string.
+pub fn format_utc_millis(epoch_ms: i64) -> String {
+    let mut s = String::with_capacity(24);
+    write_utc_millis(&mut s, epoch_ms);
+    s
+}
+
+/// Day of year (1..=366) and TSPI ticks since midnight of a UTC moment given in
+/// microseconds since the Unix epoch.
+pub fn day_and_ticks(epoch_us: i64) -> (u16, u32) {
+    let us_per_day = MS_PER_DAY * 1000;
+    let days = epoch_us.div_euclid(us_per_day);
+    let us_of_day = epoch_us.rem_euclid(us_per_day);
+    let (y, _, _) = civil_from_days(days);
+    let day_of_year = days - days_from_civil(y, 1, 1) + 1;
+    // Both values are bounded by the calendar: 1..=366 and < 864_000_000.
+    (day_of_year as u16, (us_of_day / 100) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(format_utc_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_utc_millis(1_759_057_200_123),
+            "2025-09-28T11:00:00.123Z"
+        );
+        assert_eq!(format_utc_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_utc_millis(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn day_of_year_and_ticks() {
+        // 2024-12-31T23:59:59.9999 is day 366 of a leap year.
+        let us = (days_from_civil(2024, 12, 31) * 86_400 + 86_399) * 1_000_000 + 999_900;
+        assert_eq!(day_and_ticks(us), (366, 863_999_999));
+        assert_eq!(day_and_ticks(0), (1, 0));
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in (-800_000..800_000).step_by(37) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Subjects and message ids (SPEC §3): `<prefix>.<type>.<sensor_id>` and
+//! `<sensor_id>:<day>:<time_s with 4 decimals>`.
+
+use std::fmt::Write as _;
+
+use thiserror::Error;
+
+use crate::datagram::{Datagram, MessageKind, TICKS_PER_SECOND};
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SubjectError {
+    #[error("subject prefix is empty")]
+    Empty,
+    #[error("subject prefix {prefix:?} has an empty token")]
+    EmptyToken { prefix: String },
+    #[error("subject prefix {prefix:?} contains {ch:?}; use letters, digits, '-', '_' and '.' between tokens")]
+    BadCharacter { prefix: String, ch: char },
+}
+
+/// A validated subject prefix (default `tspi`): dot-separated, non-empty tokens with no
+/// wildcards or whitespace, so every subject built from it is a literal subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamPrefix(String);
+
+impl Default for StreamPrefix {
+    fn default() -> Self {
+        StreamPrefix("tspi".to_owned())
+    }
+}
+
+impl StreamPrefix {
+    pub fn new(prefix: &str) -> Result<Self, SubjectError> {
+        if prefix.is_empty() {
+            return Err(SubjectError::Empty);
+        }
+        for token in prefix.split('.') {
+            if token.is_empty() {
+                return Err(SubjectError::EmptyToken {
+                    prefix: prefix.to_owned(),
+                });
+            }
+            if let Some(ch) = token
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            {
+                return Err(SubjectError::BadCharacter {
+                    prefix: prefix.to_owned(),
+                    ch,
+                });
+            }
+        }
+        Ok(StreamPrefix(prefix.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `<prefix>.<type>.<sensor_id>`.
+    pub fn subject(&self, kind: MessageKind, sensor_id: u16) -> String {
+        let mut s = String::with_capacity(self.0.len() + 18);
+        self.write_subject(&mut s, kind, sensor_id);
+        s
+    }
+
+    /// Appends the subject to `out`, for callers that reuse a buffer.
+    pub fn write_subject(&self, out: &mut String, kind: MessageKind, sensor_id: u16) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}.{}.{}", self.0, kind.as_str(), sensor_id);
+    }
+
+    /// Wildcard subjects covering every telemetry message under this prefix.
+    pub fn telemetry_wildcards(&self) -> [String; 2] {
+        [
+            format!("{}.geocentric.>", self.0),
+            format!("{}.spherical.>", self.0),
+        ]
+    }
+}
+
+impl std::str::FromStr for StreamPrefix {
+    type Err = SubjectError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StreamPrefix::new(s)
+    }
+}
+
+impl std::fmt::Display for StreamPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `Nats-Msg-Id` of a datagram: `<sensor_id>:<day>:<seconds>.<4 decimals>`, built from
+/// the integer ticks so it is exact (no float formatting involved).
+pub fn msg_id(d: &Datagram) -> String {
+    let mut s = String::with_capacity(24);
+    write_msg_id(&mut s, d.sensor_id, d.day, d.time_ticks);
+    s
+}
+
+/// Appends the message id for the given header fields to `out`.
+pub fn write_msg_id(out: &mut String, sensor_id: u16, day: u16, time_ticks: u32) {
+    let _ = write!(
+        out,
+        "{}:{}:{}.{:04}",
+        sensor_id,
+        day,
+        time_ticks / TICKS_PER_SECOND,
+        time_ticks % TICKS_PER_SECOND
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_validation() {
+        assert!(StreamPrefix::new("tspi").is_ok());
+        assert!(StreamPrefix::new("range-2.tspi").is_ok());
+        assert_eq!(StreamPrefix::new(""), Err(SubjectError::Empty));
+        assert!(matches!(
+            StreamPrefix::new("a..b"),
+            Err(SubjectError::EmptyToken { .. })
+        ));
+        assert!(matches!(
+            StreamPrefix::new("tspi.>"),
+            Err(SubjectError::BadCharacter { ch: '>', .. })
+        ));
+        assert!(matches!(
+            StreamPrefix::new("ts pi"),
+            Err(SubjectError::BadCharacter { ch: ' ', .. })
+        ));
+        assert!(matches!(
+            StreamPrefix::new("a.*"),
+            Err(SubjectError::BadCharacter { ch: '*', .. })
+        ));
+    }
+
+    #[test]
+    fn msg_id_is_exact() {
+        let mut s = String::new();
+        write_msg_id(&mut s, 65535, 366, 863_999_999);
+        assert_eq!(s, "65535:366:86399.9999");
+        s.clear();
+        write_msg_id(&mut s, 1, 1, 5);
+        assert_eq!(s, "1:1:0.0005");
+    }
+}
