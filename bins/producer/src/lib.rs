@@ -1,0 +1,277 @@
+//! The producer: UDP datagrams in, decoded TSPI records out on JetStream (SPEC §5).
+//!
+//! One task reads the socket, decodes, filters, stamps the receive time and encodes CBOR;
+//! it never waits on NATS. A bounded queue sits between it and the publisher
+//! ([`tspi_bus::run_publisher`]), which keeps a bounded window of unacknowledged
+//! publishes and retries with the same `Nats-Msg-Id`. What cannot be queued is counted,
+//! never silently lost.
+
+pub mod metrics;
+pub mod udp;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tspi_bus::{run_publisher, OutMessage, PublisherOptions};
+use tspi_core::{decode, subject::write_msg_id, StreamPrefix, TelemetryRecord};
+
+pub use metrics::ProducerMetrics;
+
+/// Validated producer settings (built from the command line in `main.rs`).
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    pub prefix: StreamPrefix,
+    /// Only these sensors are published; all when `None`.
+    pub sensor_filter: Option<HashSet<u16>>,
+    /// Decoded datagrams that may wait for a publish slot.
+    pub queue_capacity: usize,
+    pub publisher: PublisherOptions,
+    /// How long shutdown waits for outstanding acks.
+    pub drain_timeout: Duration,
+    /// Period of the counters line in the log (0 = off).
+    pub stats_interval: Duration,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        ProducerOptions {
+            prefix: StreamPrefix::default(),
+            sensor_filter: None,
+            queue_capacity: 65_536,
+            publisher: PublisherOptions::default(),
+            drain_timeout: Duration::from_secs(10),
+            stats_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Run until `shutdown`, then drain: stop reading, publish what is queued, wait for acks
+/// up to `drain_timeout`.
+pub async fn run(
+    options: ProducerOptions,
+    socket: UdpSocket,
+    js: jetstream::Context,
+    metrics: ProducerMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel::<OutMessage>(options.queue_capacity.max(1));
+    let abandon = CancellationToken::new();
+    let mut publisher = tokio::spawn(run_publisher(
+        js,
+        rx,
+        options.publisher.clone(),
+        metrics.publish.clone(),
+        abandon.clone(),
+    ));
+    let socket = Arc::new(socket);
+    let stats = tokio::spawn(report_stats(
+        socket.clone(),
+        metrics.clone(),
+        options.stats_interval,
+        shutdown.clone(),
+    ));
+
+    read_loop(&options, &socket, &tx, &metrics, &shutdown).await;
+    drop(tx);
+
+    let drained = tokio::time::timeout(options.drain_timeout, &mut publisher).await;
+    if drained.is_err() {
+        abandon.cancel();
+        let _ = publisher.await;
+    }
+    let _ = stats.await;
+    update_kernel_drops(&socket, &metrics, &mut None);
+    log_counters(&metrics, "producer stopped");
+    Ok(())
+}
+
+async fn read_loop(
+    options: &ProducerOptions,
+    socket: &UdpSocket,
+    tx: &mpsc::Sender<OutMessage>,
+    metrics: &ProducerMetrics,
+    shutdown: &CancellationToken,
+) {
+    // One byte more than any valid datagram would need is not enough to see how long an
+    // oversized one was; a full UDP payload buffer is, and it is allocated once.
+    let mut buf = vec![0u8; 65_536];
+    let mut encoder = Encoder::new(&options.prefix);
+    let mut invalid_log = RateLimitedLog::default();
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match received {
+            Ok((len, peer)) => {
+                if !handle(&buf[..len], options, &mut encoder, tx, metrics, &mut invalid_log, peer) {
+                    return;
+                }
+            }
+            Err(e) => {
+                // ICMP errors and the like surface here; keep reading.
+                tracing::warn!(error = %e, "UDP receive error");
+            }
+        }
+    }
+    // Datagrams already in the kernel queue when the signal came are part of the drain.
+    while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
+        if !handle(&buf[..len], options, &mut encoder, tx, metrics, &mut invalid_log, peer) {
+            return;
+        }
+    }
+}
+
+/// Decode, filter, encode and queue one datagram. Returns false when the publisher is gone.
+fn handle(
+    bytes: &[u8],
+    options: &ProducerOptions,
+    encoder: &mut Encoder,
+    tx: &mpsc::Sender<OutMessage>,
+    metrics: &ProducerMetrics,
+    invalid_log: &mut RateLimitedLog,
+    peer: std::net::SocketAddr,
+) -> bool {
+    metrics.received.inc();
+    let datagram = match decode(bytes) {
+        Ok(d) => d,
+        Err(error) => {
+            metrics.invalid[error.reason_index()].inc();
+            invalid_log.log(|suppressed| {
+                tracing::warn!(%peer, reason = error.reason(), %error, suppressed, "invalid datagram");
+            });
+            return true;
+        }
+    };
+    if let Some(filter) = &options.sensor_filter {
+        if !filter.contains(&datagram.sensor_id) {
+            metrics.filtered.inc();
+            return true;
+        }
+    }
+    let msg = encoder.encode(&datagram);
+    match tx.try_send(msg) {
+        Ok(()) => {
+            metrics.queue_depth.set((tx.max_capacity() - tx.capacity()) as i64);
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics.queue_dropped.inc();
+            invalid_log.log(|suppressed| {
+                tracing::error!(suppressed, "publish queue full: NATS is not keeping up; datagram dropped (counted)");
+            });
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// Reuses buffers across datagrams; only the final payload and strings are allocated.
+struct Encoder {
+    prefix: StreamPrefix,
+    cbor: Vec<u8>,
+}
+
+impl Encoder {
+    fn new(prefix: &StreamPrefix) -> Self {
+        Encoder {
+            prefix: prefix.clone(),
+            cbor: Vec::with_capacity(512),
+        }
+    }
+
+    fn encode(&mut self, d: &tspi_core::Datagram) -> OutMessage {
+        let received = Instant::now();
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|t| t.as_millis() as i64)
+            .unwrap_or(0);
+        let record = TelemetryRecord::from_datagram(d, epoch_ms);
+        self.cbor.clear();
+        record.write_cbor(&mut self.cbor);
+        let mut subject = String::with_capacity(self.prefix.as_str().len() + 18);
+        self.prefix.write_subject(&mut subject, d.kind(), d.sensor_id);
+        let mut msg_id = String::with_capacity(24);
+        write_msg_id(&mut msg_id, d.sensor_id, d.day, d.time_ticks);
+        OutMessage {
+            subject: subject.into(),
+            msg_id,
+            payload: Bytes::copy_from_slice(&self.cbor),
+            received,
+        }
+    }
+}
+
+/// At most one line a second for a flood of the same event, with the count suppressed.
+#[derive(Debug, Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn log(&mut self, emit: impl FnOnce(u64)) {
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            emit(self.suppressed);
+            self.last = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+async fn report_stats(
+    socket: Arc<UdpSocket>,
+    metrics: ProducerMetrics,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut last_drops = None;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut since_log = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        update_kernel_drops(&socket, &metrics, &mut last_drops);
+        if !interval.is_zero() && since_log.elapsed() >= interval {
+            since_log = Instant::now();
+            log_counters(&metrics, "producer counters");
+        }
+    }
+}
+
+fn update_kernel_drops(socket: &UdpSocket, metrics: &ProducerMetrics, last: &mut Option<u64>) {
+    if let Some(now) = udp::kernel_drops(socket) {
+        let before = last.unwrap_or(0);
+        if now > before {
+            metrics.kernel_dropped.inc_by(now - before);
+            tracing::warn!(dropped = now - before, "kernel dropped UDP datagrams: receive buffer overflowed (raise --udp-recv-buffer / net.core.rmem_max)");
+        }
+        *last = Some(now.max(before));
+    }
+}
+
+fn log_counters(m: &ProducerMetrics, what: &str) {
+    tracing::info!(
+        received = m.received.get(),
+        published = m.publish.published.get(),
+        duplicates = m.publish.duplicates.get(),
+        invalid = m.invalid_total(),
+        filtered = m.filtered.get(),
+        dropped_queue = m.queue_dropped.get(),
+        dropped_kernel = m.kernel_dropped.get(),
+        retries = m.publish.retries.get(),
+        failed = m.publish.failed.get(),
+        "{what}"
+    );
+}

@@ -1,0 +1,126 @@
+//! `producer`: flags → validated options → logging → NATS → `tspi_producer::run`.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use tspi_bus::{connect, ensure_stream, NatsArgs, PublisherOptions, StreamArgs, StreamSpec};
+use tspi_core::StreamPrefix;
+use tspi_producer::{run, udp, ProducerMetrics, ProducerOptions};
+use tspi_runtime::{exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs, MetricsArgs};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Listen on UDP 30000, publish to a local three-node cluster
+  producer --nats-server nats://127.0.0.1:4222 --nats-server nats://127.0.0.1:4223 \\
+           --nats-server nats://127.0.0.1:4224 --udp-port 30000 --metrics-addr 127.0.0.1:9464
+
+  # Only two sensors, an existing stream that must not be touched
+  producer --sensor-id 101 --sensor-id 102 --no-create-stream
+
+  # Generate traffic for it
+  generator --udp-target 127.0.0.1:30000 --count 50 --rate 50 --duration 60";
+
+/// UDP TSPI datagrams in, decoded CBOR records out on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "producer", version, after_help = EXAMPLES)]
+struct Cli {
+    /// Address to bind the UDP socket on.
+    #[arg(long, default_value = "0.0.0.0", env = "TSPI_UDP_HOST")]
+    udp_host: IpAddr,
+    /// UDP port to receive datagrams on.
+    #[arg(long, default_value_t = 30000, env = "TSPI_UDP_PORT")]
+    udp_port: u16,
+    /// Socket receive buffer to request, bytes (bursts wait here while NATS is slow).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    udp_recv_buffer: usize,
+    /// Only publish these sensor ids (repeatable); all sensors when absent.
+    #[arg(long = "sensor-id")]
+    sensor_ids: Vec<u16>,
+    /// Subject prefix: telemetry goes to <prefix>.<type>.<sensor_id>.
+    #[arg(long, default_value = "tspi")]
+    stream_prefix: String,
+    /// Publishes awaiting a JetStream ack at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_in_flight: u32,
+    /// How long to wait for a publish ack before retrying with the same Nats-Msg-Id.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    publish_timeout: Duration,
+    /// Decoded datagrams that may queue for a publish slot; beyond that they are dropped
+    /// and counted.
+    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
+    queue_capacity: u32,
+    /// On shutdown, how long to wait for outstanding acks.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Period of the counters line in the log (0 turns it off).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    stats_interval: Duration,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    stream: StreamArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    exit_code(start(cli))
+}
+
+fn start(cli: Cli) -> anyhow::Result<()> {
+    init_logging(&cli.log)?;
+    let prefix = StreamPrefix::new(&cli.stream_prefix).context("--stream-prefix")?;
+    let spec = StreamSpec::tspi(&cli.stream, &prefix)?;
+    let options = ProducerOptions {
+        prefix,
+        sensor_filter: (!cli.sensor_ids.is_empty())
+            .then(|| cli.sensor_ids.iter().copied().collect::<HashSet<u16>>()),
+        queue_capacity: cli.queue_capacity as usize,
+        publisher: PublisherOptions {
+            max_in_flight: cli.max_in_flight as usize,
+            ..PublisherOptions::default()
+        },
+        drain_timeout: cli.drain_timeout,
+        stats_interval: cli.stats_interval,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let shutdown = shutdown_on_signals()?;
+            let addr = SocketAddr::new(cli.udp_host, cli.udp_port);
+            let (std_socket, granted) = udp::bind_udp(addr, cli.udp_recv_buffer)
+                .with_context(|| format!("cannot bind UDP {addr}"))?;
+            if granted < cli.udp_recv_buffer {
+                tracing::warn!(requested = cli.udp_recv_buffer, granted, "UDP receive buffer smaller than requested; raise net.core.rmem_max");
+            }
+            let socket = tokio::net::UdpSocket::from_std(std_socket)?;
+            let client = connect(&cli.nats, "tspi-producer").await?;
+            let js = async_nats::jetstream::ContextBuilder::new()
+                .timeout(cli.publish_timeout)
+                .max_ack_inflight(cli.max_in_flight as usize + 1)
+                .build(client.clone());
+            ensure_stream(&client, &js, &spec).await?;
+            let mut registry = Registry::with_prefix("tspi_producer");
+            let metrics = ProducerMetrics::new(&mut registry);
+            if let Some(maddr) = cli.metrics.metrics_addr {
+                let bound = serve_metrics(maddr, Arc::new(registry), shutdown.clone())
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {maddr}"))?;
+                tracing::info!(%bound, "metrics endpoint up");
+            }
+            tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, "producer running");
+            run(options, socket, js, metrics, shutdown).await?;
+            client.flush().await.ok();
+            Ok(())
+        })
+}

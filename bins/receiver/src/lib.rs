@@ -1,0 +1,401 @@
+//! The receiver: a JetStream pull consumer that prints telemetry as JSON lines (SPEC §5).
+//!
+//! Messages are fetched in batches no larger than what is still wanted (`--count`), so
+//! nothing is pulled that will not be printed. Output is flushed whenever no further
+//! message is immediately available, then acknowledged with `AckPolicy::All` on the last
+//! written message: an ack always follows the write, and one ack covers a whole burst.
+//! A reader that closes the pipe ends the run cleanly; unwritten messages stay unacked
+//! and are redelivered to the next run.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use futures::{FutureExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use thiserror::Error;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tspi_core::TelemetryRecord;
+
+/// Where a new consumer starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deliver {
+    New,
+    All,
+    Since(time::OffsetDateTime),
+}
+
+impl Deliver {
+    /// Parse `new`, `all`, `since <RFC 3339>` or `since=<RFC 3339>`.
+    pub fn parse(words: &[String]) -> Result<Deliver, String> {
+        let joined = words.join(" ");
+        let (policy, rest) = match joined.split_once(['=', ' ']) {
+            Some((p, r)) => (p, Some(r.trim())),
+            None => (joined.as_str(), None),
+        };
+        match (policy, rest) {
+            ("new", None) => Ok(Deliver::New),
+            ("all", None) => Ok(Deliver::All),
+            ("since", Some(t)) if !t.is_empty() => time::OffsetDateTime::parse(
+                t,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map(Deliver::Since)
+            .map_err(|e| format!("--deliver since: {t:?} is not an RFC 3339 time ({e})")),
+            ("since", _) => Err("--deliver since needs a time, e.g. --deliver since 2025-09-28T11:00:00Z".into()),
+            _ => Err(format!("--deliver {joined:?}: expected new, all or since <RFC 3339>")),
+        }
+    }
+
+    fn policy(&self) -> DeliverPolicy {
+        match self {
+            Deliver::New => DeliverPolicy::New,
+            Deliver::All => DeliverPolicy::All,
+            Deliver::Since(t) => DeliverPolicy::ByStartTime { start_time: *t },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverOptions {
+    pub stream: String,
+    /// Durable consumer name; ephemeral when `None`.
+    pub durable: Option<String>,
+    /// Subject filters (default: every telemetry subject under the prefix).
+    pub subjects: Vec<String>,
+    pub deliver: Deliver,
+    /// Print JSON lines on stdout.
+    pub json: bool,
+    /// Stop after this many messages.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Largest pull request.
+    pub batch: usize,
+    /// Redelivery delay for a message that was pulled but not acknowledged.
+    pub ack_wait: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum ReceiverError {
+    #[error("stream {stream} not found: start a producer (it creates the stream) or check --stream")]
+    StreamMissing { stream: String },
+    #[error("stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("durable consumer {name} exists with filter {existing:?}, not {wanted:?}: use another --durable or delete it")]
+    DurableMismatch {
+        name: String,
+        existing: Vec<String>,
+        wanted: Vec<String>,
+    },
+    #[error("consumer: {0}")]
+    Consumer(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverMetrics {
+    pub received: Counter,
+    pub written: Counter,
+    pub invalid: Counter,
+    pub redelivered: Counter,
+    /// Producer receipt → line written, seconds.
+    pub latency: Histogram,
+}
+
+impl ReceiverMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = ReceiverMetrics {
+            received: Counter::default(),
+            written: Counter::default(),
+            invalid: Counter::default(),
+            redelivered: Counter::default(),
+            latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+        };
+        registry.register("messages_received", "Messages delivered by the consumer", m.received.clone());
+        registry.register("messages_written", "Records written as JSON lines (or counted with --no-json-stream)", m.written.clone());
+        registry.register("messages_invalid", "Messages that are not telemetry records (skipped, acknowledged)", m.invalid.clone());
+        registry.register("messages_redelivered", "Messages JetStream delivered more than once", m.redelivered.clone());
+        registry.register("latency_seconds", "recv_epoch_ms at the producer to line written", m.latency.clone());
+        m
+    }
+}
+
+/// Why the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Count,
+    Duration,
+    Shutdown,
+    OutputClosed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub written: u64,
+    pub invalid: u64,
+    pub stop: StopReason,
+}
+
+/// Create or bind the consumer, then print until `--count`, `--duration`, shutdown or a
+/// closed output.
+pub async fn run<W: AsyncWrite + Unpin>(
+    options: ReceiverOptions,
+    js: jetstream::Context,
+    mut out: W,
+    metrics: ReceiverMetrics,
+    shutdown: CancellationToken,
+) -> Result<Summary, ReceiverError> {
+    let consumer = bind_consumer(&options, &js).await?;
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut line = Vec::with_capacity(64 * 1024);
+    let mut written: u64 = 0;
+    let mut invalid: u64 = 0;
+    let mut last_unacked: Option<jetstream::Message> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut invalid_logged: Option<Instant> = None;
+
+    let stop = 'outer: loop {
+        let remaining = options.count.map(|c| c.saturating_sub(written + invalid));
+        if remaining == Some(0) {
+            break StopReason::Count;
+        }
+        let want = remaining.map_or(options.batch, |r| options.batch.min(r as usize)).max(1);
+        let batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(Duration::from_secs(1))
+            .messages();
+        let mut messages = tokio::select! {
+            _ = shutdown.cancelled() => break StopReason::Shutdown,
+            _ = sleep_until(deadline) => break StopReason::Duration,
+            b = batch => match b {
+                Ok(m) => { backoff = Duration::from_millis(100); m }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pull request failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break StopReason::Shutdown,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        loop {
+            // Take what is already here without waiting; flush and ack before waiting.
+            let next = match messages.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    if let Err(stop) = flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await {
+                        break 'outer stop;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'outer StopReason::Shutdown,
+                        _ = sleep_until(deadline) => break 'outer StopReason::Duration,
+                        item = messages.next() => item,
+                    }
+                }
+            };
+            let msg = match next {
+                None => break,
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "pull batch ended");
+                    break;
+                }
+            };
+            metrics.received.inc();
+            if msg.info().is_ok_and(|i| i.delivered > 1) {
+                metrics.redelivered.inc();
+            }
+            match TelemetryRecord::from_cbor(&msg.payload) {
+                Ok(record) => {
+                    if options.json {
+                        record.write_json(&mut line);
+                        line.push(b'\n');
+                    }
+                    written += 1;
+                    metrics.written.inc();
+                    let now_ms = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|t| t.as_millis() as i64)
+                        .unwrap_or(0);
+                    metrics
+                        .latency
+                        .observe((now_ms - record.recv_epoch_ms).max(0) as f64 / 1000.0);
+                }
+                Err(error) => {
+                    invalid += 1;
+                    metrics.invalid.inc();
+                    if invalid_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        invalid_logged = Some(Instant::now());
+                        tracing::warn!(subject = %msg.subject, %error, "skipping a message that is not a telemetry record");
+                    }
+                }
+            }
+            last_unacked = Some(msg);
+            if line.len() >= 60 * 1024 {
+                if let Err(stop) = flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await {
+                    break 'outer stop;
+                }
+            }
+            if options.count.is_some_and(|c| written + invalid >= c) {
+                break 'outer StopReason::Count;
+            }
+        }
+    };
+
+    if stop != StopReason::OutputClosed {
+        if let Err(StopReason::OutputClosed) =
+            flush_and_ack(&mut out, &mut line, &mut last_unacked, true).await
+        {
+            return Ok(Summary { written, invalid, stop: StopReason::OutputClosed });
+        }
+    }
+    Ok(Summary { written, invalid, stop })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Write what is buffered, then acknowledge everything up to the last message written.
+/// With `confirm` (the final ack of a run) the server's confirmation is awaited, so a
+/// restart never sees these messages again.
+async fn flush_and_ack<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    line: &mut Vec<u8>,
+    last: &mut Option<jetstream::Message>,
+    confirm: bool,
+) -> Result<(), StopReason> {
+    if !line.is_empty() {
+        let written = async {
+            out.write_all(line).await?;
+            out.flush().await
+        }
+        .await;
+        line.clear();
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                tracing::info!("output closed by the reader; stopping");
+            } else {
+                tracing::error!(error = %e, "cannot write output; stopping");
+            }
+            // Not acknowledged: these messages are redelivered to the next reader.
+            *last = None;
+            return Err(StopReason::OutputClosed);
+        }
+    }
+    if let Some(msg) = last.take() {
+        let acked = if confirm { msg.double_ack().await } else { msg.ack().await };
+        if let Err(e) = acked {
+            // Still written; JetStream redelivers after ack_wait and the next ack covers it.
+            tracing::warn!(error = %e, "acknowledgement not confirmed; message may be redelivered");
+        }
+    }
+    Ok(())
+}
+
+async fn bind_consumer(
+    options: &ReceiverOptions,
+    js: &jetstream::Context,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ReceiverError> {
+    let stream = match js.get_stream(&options.stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let jetstream::context::GetStreamErrorKind::JetStream(err) = e.kind() {
+                if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND {
+                    return Err(ReceiverError::StreamMissing {
+                        stream: options.stream.clone(),
+                    });
+                }
+            }
+            return Err(ReceiverError::Stream {
+                stream: options.stream.clone(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let (filter_subject, filter_subjects) = match options.subjects.as_slice() {
+        [one] => (one.clone(), Vec::new()),
+        many => (String::new(), many.to_vec()),
+    };
+    let config = pull::Config {
+        durable_name: options.durable.clone(),
+        name: options.durable.clone(),
+        deliver_policy: options.deliver.policy(),
+        ack_policy: AckPolicy::All,
+        ack_wait: options.ack_wait,
+        filter_subject,
+        filter_subjects,
+        max_ack_pending: 100_000,
+        inactive_threshold: if options.durable.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(60)
+        },
+        description: Some("tspi receiver".into()),
+        ..Default::default()
+    };
+    let consumer = match &options.durable {
+        Some(name) => stream
+            .get_or_create_consumer(name, config)
+            .await
+            .map_err(|e| ReceiverError::Consumer(e.to_string()))?,
+        None => stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| ReceiverError::Consumer(e.to_string()))?,
+    };
+    if let Some(name) = &options.durable {
+        let info = consumer.cached_info();
+        let mut existing = info.config.filter_subjects.clone();
+        if !info.config.filter_subject.is_empty() {
+            existing.push(info.config.filter_subject.clone());
+        }
+        let mut wanted = options.subjects.clone();
+        existing.sort();
+        wanted.sort();
+        if existing != wanted {
+            return Err(ReceiverError::DurableMismatch {
+                name: name.clone(),
+                existing,
+                wanted,
+            });
+        }
+        tracing::info!(durable = %name, pending = info.num_pending, "bound durable consumer");
+    }
+    Ok(consumer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn deliver_parsing() {
+        assert_eq!(Deliver::parse(&words("new")), Ok(Deliver::New));
+        assert_eq!(Deliver::parse(&words("all")), Ok(Deliver::All));
+        assert!(matches!(
+            Deliver::parse(&words("since 2025-09-28T11:00:00Z")),
+            Ok(Deliver::Since(_))
+        ));
+        assert!(matches!(
+            Deliver::parse(&words("since=2025-09-28T11:00:00+02:00")),
+            Ok(Deliver::Since(_))
+        ));
+        assert!(Deliver::parse(&words("since")).is_err());
+        assert!(Deliver::parse(&words("since yesterday")).is_err());
+        assert!(Deliver::parse(&words("everything")).is_err());
+        assert!(Deliver::parse(&words("all extra")).is_err());
+    }
+}

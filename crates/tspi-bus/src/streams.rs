@@ -1,0 +1,203 @@
+//! The `TSPI` stream of SPEC §4, created or updated idempotently at start-up.
+//!
+//! Only the fields this toolkit owns are compared and set; anything else an operator
+//! configured on an existing stream (limits, placement, metadata) is left as it is.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use clap::Args;
+use tspi_core::StreamPrefix;
+
+use crate::BusError;
+
+/// Minimum duplicate window: SPEC §4 requires at least two minutes so that retries after
+/// a node failure are still de-duplicated.
+pub const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Name of the telemetry/commands/tags stream.
+    #[arg(long = "stream", default_value = "TSPI")]
+    pub stream_name: String,
+    /// Do not create or update streams (locked-down deployments); the stream must exist.
+    #[arg(long)]
+    pub no_create_stream: bool,
+    /// Stream replicas; default min(3, cluster size).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
+    /// How long the stream keeps messages (the archive keeps them for ever).
+    #[arg(long = "retention", default_value = "7d", value_parser = tspi_runtime::parse_duration)]
+    pub max_age: Duration,
+    /// JetStream duplicate window for Nats-Msg-Id (at least 2m).
+    #[arg(long, default_value = "2m", value_parser = tspi_runtime::parse_duration)]
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamArgs {
+    fn default() -> Self {
+        StreamArgs {
+            stream_name: "TSPI".into(),
+            no_create_stream: false,
+            replicas: None,
+            max_age: Duration::from_secs(7 * 86_400),
+            duplicate_window: MIN_DUPLICATE_WINDOW,
+        }
+    }
+}
+
+/// What a stream must look like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub replicas: Option<usize>,
+    pub max_age: Duration,
+    pub duplicate_window: Duration,
+    pub create: bool,
+}
+
+impl StreamSpec {
+    /// `TSPI`: telemetry under the prefix, display commands and tags in one ordered log.
+    pub fn tspi(args: &StreamArgs, prefix: &StreamPrefix) -> Result<StreamSpec, BusError> {
+        if args.duplicate_window < MIN_DUPLICATE_WINDOW {
+            return Err(BusError::Stream {
+                name: args.stream_name.clone(),
+                reason: format!(
+                    "--duplicate-window {:?} is below the 2m minimum",
+                    args.duplicate_window
+                ),
+            });
+        }
+        if args.max_age != Duration::ZERO && args.max_age < args.duplicate_window {
+            return Err(BusError::Stream {
+                name: args.stream_name.clone(),
+                reason: "--retention must be longer than --duplicate-window".into(),
+            });
+        }
+        let [geo, sph] = prefix.telemetry_wildcards();
+        Ok(StreamSpec {
+            name: args.stream_name.clone(),
+            subjects: vec![geo, sph, "tspi.cmd.>".into(), "tags.>".into()],
+            replicas: args.replicas.map(usize::from),
+            max_age: args.max_age,
+            duplicate_window: args.duplicate_window,
+            create: !args.no_create_stream,
+        })
+    }
+}
+
+/// Replicas when none were asked for: min(3, cluster size) as the connected server
+/// advertises it (a standalone server has no cluster and gets 1).
+fn auto_replicas(client: &async_nats::Client) -> usize {
+    let info = client.server_info();
+    if info.cluster.is_none() {
+        return 1;
+    }
+    info.connect_urls.len().clamp(1, 3)
+}
+
+/// Make sure the stream exists with our fields; create it, or update what differs.
+pub async fn ensure_stream(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+) -> Result<stream::Info, BusError> {
+    let stream_err = |reason: String| BusError::Stream {
+        name: spec.name.clone(),
+        reason,
+    };
+    let existing = match js.get_stream(&spec.name).await {
+        Ok(mut s) => Some(s.info().await.map_err(|e| stream_err(e.to_string()))?.clone()),
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(err)
+                if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                None
+            }
+            _ => {
+                let text = e.to_string();
+                if text.contains("no responders") || text.contains("not enabled") {
+                    return Err(BusError::NoJetStream(text));
+                }
+                return Err(stream_err(text));
+            }
+        },
+    };
+    if !spec.create {
+        return existing.ok_or_else(|| BusError::StreamMissing {
+            name: spec.name.clone(),
+        });
+    }
+    let replicas = spec.replicas.unwrap_or_else(|| auto_replicas(client));
+    match existing {
+        None => {
+            let config = stream::Config {
+                name: spec.name.clone(),
+                subjects: spec.subjects.clone(),
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                max_age: spec.max_age,
+                duplicate_window: spec.duplicate_window,
+                discard: stream::DiscardPolicy::Old,
+                allow_direct: true,
+                description: Some("TSPI telemetry, display commands and tags".into()),
+                ..Default::default()
+            };
+            let created = js
+                .create_stream(config)
+                .await
+                .map_err(|e| conflict_or_error(&spec.name, e.to_string()))?;
+            tracing::info!(stream = %spec.name, replicas, "created stream");
+            Ok(created.cached_info().clone())
+        }
+        Some(info) => {
+            let mut config = info.config.clone();
+            let mut subjects = config.subjects.clone();
+            for s in &spec.subjects {
+                if !subjects.contains(s) {
+                    subjects.push(s.clone());
+                }
+            }
+            let wanted_replicas = spec.replicas.unwrap_or(config.num_replicas.max(1));
+            let differs = subjects != config.subjects
+                || config.storage != stream::StorageType::File
+                || config.num_replicas != wanted_replicas
+                || config.max_age != spec.max_age
+                || config.duplicate_window != spec.duplicate_window;
+            if !differs {
+                return Ok(info);
+            }
+            if config.storage != stream::StorageType::File {
+                return Err(BusError::StreamConflict {
+                    name: spec.name.clone(),
+                    reason: "it uses memory storage; TSPI needs file storage (storage cannot be changed: delete the stream or pick another --stream name)".into(),
+                });
+            }
+            config.subjects = subjects;
+            config.num_replicas = wanted_replicas;
+            config.max_age = spec.max_age;
+            config.duplicate_window = spec.duplicate_window;
+            let updated = js
+                .update_stream(&config)
+                .await
+                .map_err(|e| conflict_or_error(&spec.name, e.to_string()))?;
+            tracing::info!(stream = %spec.name, replicas = wanted_replicas, "updated stream");
+            Ok(updated)
+        }
+    }
+}
+
+fn conflict_or_error(name: &str, text: String) -> BusError {
+    if text.contains("overlap") || text.contains("can not") || text.contains("cannot") {
+        BusError::StreamConflict {
+            name: name.to_owned(),
+            reason: text,
+        }
+    } else {
+        BusError::Stream {
+            name: name.to_owned(),
+            reason: text,
+        }
+    }
+}

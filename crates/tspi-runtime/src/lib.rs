@@ -1,0 +1,83 @@
+//! Process plumbing every TSPI program shares, so each `main.rs` stays a page long:
+//! logging flags, the single shutdown token, the Prometheus endpoint and exit codes.
+//!
+//! **Architecture Invariant:** nothing here knows about TSPI data; a program's behaviour
+//! lives in its own crate's `run`.
+
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+
+pub use logging::{init_logging, LogArgs, LogFormat};
+pub use metrics::{serve_metrics, MetricsArgs};
+pub use shutdown::shutdown_on_signals;
+
+use std::process::ExitCode;
+
+/// Turn a program's result into its exit code: a one-line reason on stderr and status 1
+/// for errors; success otherwise. A closed stdout (reader went away) is not an error.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Parse a human duration for flags: `250ms`, `5s`, `2m`, `1h`, `7d`, or bare seconds
+/// (`1.5`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 5s, 2m, 1h, 7d"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
+        return Err(format!("duration {text:?} is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e400").is_err());
+    }
+}

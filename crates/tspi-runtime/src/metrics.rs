@@ -1,0 +1,61 @@
+//! Prometheus text exposition on `--metrics-addr HOST:PORT`, served by a deliberately tiny
+//! HTTP responder: every GET gets the current registry, nothing else is routed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off when absent.
+    #[arg(long, env = "TSPI_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Bind `addr` and serve `registry` until `shutdown`. Returns the bound address (useful
+/// with port 0).
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let Ok((mut stream, _)) = accepted else { continue };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                // Read (and ignore) the request head; bounded so a slow client costs little.
+                let mut buf = [0u8; 2048];
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    stream.read(&mut buf),
+                )
+                .await;
+                let mut body = String::new();
+                let status = match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => "200 OK",
+                    Err(_) => "500 Internal Server Error",
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    Ok(bound)
+}

