@@ -47,12 +47,16 @@ impl ProducerMetrics {
         registry.register("datagrams_invalid", "Datagrams rejected by the decoder, by reason", invalid_family);
         registry.register("datagrams_filtered", "Valid datagrams from sensors outside --sensor-id", m.filtered.clone());
         let dropped = Family::<Reason, Counter>::default();
-        dropped.get_or_create(&Reason { reason: "queue_full" }).inc_by(0);
         registry.register("datagrams_dropped", "Datagrams lost inside the producer, by reason", dropped.clone());
-        // Share the family's counters with our handles.
+        // Share the family's counters with our handles. One statement per lookup: the
+        // family's read guard lives to the end of its statement.
+        let queue_dropped = dropped.get_or_create(&Reason { reason: "queue_full" }).clone();
+        let kernel_dropped = dropped
+            .get_or_create(&Reason { reason: "kernel_receive_queue" })
+            .clone();
         let m = ProducerMetrics {
-            queue_dropped: dropped.get_or_create(&Reason { reason: "queue_full" }).clone(),
-            kernel_dropped: dropped.get_or_create(&Reason { reason: "kernel_receive_queue" }).clone(),
+            queue_dropped,
+            kernel_dropped,
             ..m
         };
         registry.register("publish_queue_depth", "Decoded datagrams waiting for a publish slot", m.queue_depth.clone());

@@ -13,7 +13,7 @@ pub enum LogFormat {
 pub struct LogArgs {
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as
     /// "info,async_nats=warn").
-    #[arg(long, env = "TSPI_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "TSPI_LOG_LEVEL", default_value = "info,async_nats=warn")]
     pub log_level: String,
     /// Log line format on stderr.
     #[arg(long, env = "TSPI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -27,7 +27,8 @@ pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match args.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
