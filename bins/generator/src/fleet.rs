@@ -103,11 +103,17 @@ impl Fleet {
                     o.min_speed_mps
                 };
                 let (radius, alt) = match o.style {
-                    Style::Normal => (rng.random_range(2_000.0..10_000.0), rng.random_range(1_000.0..9_000.0)),
+                    Style::Normal => (
+                        rng.random_range(2_000.0..10_000.0),
+                        rng.random_range(1_000.0..9_000.0),
+                    ),
                     // Loops tight enough to be a show, never above 9 g.
                     Style::Airshow => {
                         let min_r = speed * speed / (9.0 * G);
-                        (rng.random_range(min_r.max(150.0)..min_r.max(150.0) * 2.0), rng.random_range(300.0..1_500.0))
+                        (
+                            rng.random_range(min_r.max(150.0)..min_r.max(150.0) * 2.0),
+                            rng.random_range(300.0..1_500.0),
+                        )
                     }
                 };
                 Aircraft {
@@ -190,13 +196,23 @@ impl Fleet {
             let look = |t: f64| {
                 let p = self.kinematics(a, t).pos;
                 let horiz = p[0].hypot(p[1]);
-                [p[0].hypot(p[1]).hypot(p[2]), p[0].atan2(p[1]).to_degrees(), p[2].atan2(horiz).to_degrees()]
+                [
+                    p[0].hypot(p[1]).hypot(p[2]),
+                    p[0].atan2(p[1]).to_degrees(),
+                    p[2].atan2(horiz).to_degrees(),
+                ]
             };
             // Rates by central differences; angles unwrapped across ±180°.
             let h = 1e-2;
             let (m, z, p) = (look(t - h), look(t), look(t + h));
             let unwrap = |d: f64| (d + 540.0).rem_euclid(360.0) - 180.0;
-            let rate = |i: usize| if i == 1 { unwrap(p[1] - m[1]) / (2.0 * h) } else { (p[i] - m[i]) / (2.0 * h) };
+            let rate = |i: usize| {
+                if i == 1 {
+                    unwrap(p[1] - m[1]) / (2.0 * h)
+                } else {
+                    (p[i] - m[i]) / (2.0 * h)
+                }
+            };
             let accel = |i: usize| {
                 if i == 1 {
                     (unwrap(p[1] - z[1]) - unwrap(z[1] - m[1])) / (h * h)

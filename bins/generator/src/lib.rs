@@ -9,7 +9,7 @@
 pub mod fleet;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -19,7 +19,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tspi_bus::{run_publisher, OutMessage, PublishMetrics, PublisherOptions};
-use tspi_core::{rfc3339, subject::write_msg_id, Datagram, StreamPrefix, TelemetryRecord, TICKS_PER_DAY};
+use tspi_core::{
+    rfc3339, subject::write_msg_id, Datagram, StreamPrefix, TelemetryRecord, TICKS_PER_DAY,
+};
 
 pub use fleet::{Fleet, FleetOptions, Kind, Style};
 
@@ -86,11 +88,8 @@ pub async fn run(
     let total_frames = options
         .duration
         .map(|d| (d.as_secs_f64() * options.rate_hz).round() as u64);
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    let (today, ticks0) = rfc3339::day_and_ticks(now_us);
+    // Millisecond start is plenty: ticks are 0.1 ms and only their spacing matters.
+    let (today, ticks0) = rfc3339::day_and_ticks(tspi_runtime::now_epoch_ms() * 1000);
     let day0 = options.day.unwrap_or(today);
 
     let metrics = PublishMetrics::default();
@@ -98,7 +97,13 @@ pub async fn run(
     let (tx, publisher) = match sinks.jetstream {
         Some((js, popts)) => {
             let (tx, rx) = mpsc::channel(popts.max_in_flight.max(1) * 4);
-            let handle = tokio::spawn(run_publisher(js, rx, popts, metrics.clone(), abandon.clone()));
+            let handle = tokio::spawn(run_publisher(
+                js,
+                rx,
+                popts,
+                metrics.clone(),
+                abandon.clone(),
+            ));
             (Some(tx), Some(handle))
         }
         None => (None, None),
@@ -139,7 +144,9 @@ pub async fn run(
         let ticks = (ticks_total % u64::from(TICKS_PER_DAY)) as u32;
         for i in 0..fleet.len() {
             if let Some(d) = fleet.datagram(i, t, day, ticks) {
-                sender.send_valid(&d, options.duplicate_every, options.garbage_every).await;
+                sender
+                    .send_valid(&d, options.duplicate_every, options.garbage_every)
+                    .await;
             }
         }
         n += 1;
@@ -164,7 +171,10 @@ pub async fn run(
     if let Some(mut handle) = publisher {
         // The publisher ends once everything queued is acknowledged; past the deadline
         // what is left is counted as failed.
-        if tokio::time::timeout(Duration::from_secs(30), &mut handle).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), &mut handle)
+            .await
+            .is_err()
+        {
             abandon.cancel();
             let _ = handle.await;
         }
@@ -185,7 +195,12 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send_valid(&mut self, d: &Datagram, duplicate_every: Option<u64>, garbage_every: Option<u64>) {
+    async fn send_valid(
+        &mut self,
+        d: &Datagram,
+        duplicate_every: Option<u64>,
+        garbage_every: Option<u64>,
+    ) {
         let bytes = d.encode();
         self.maybe_garbage(garbage_every).await;
         self.send_udp(&bytes).await;
@@ -201,7 +216,9 @@ impl Sender {
 
     /// Sends a garbage datagram first when the next one sent would be the Nth.
     async fn maybe_garbage(&mut self, garbage_every: Option<u64>) {
-        let Some(k) = garbage_every.filter(|k| *k > 1) else { return };
+        let Some(k) = garbage_every.filter(|k| *k > 1) else {
+            return;
+        };
         let sent = self.summary.valid + self.summary.duplicates + self.summary.garbage;
         if (sent + 1) % k != 0 {
             return;
@@ -237,7 +254,9 @@ impl Sender {
     }
 
     async fn send_udp(&mut self, bytes: &[u8]) {
-        let Some((socket, targets)) = &self.udp else { return };
+        let Some((socket, targets)) = &self.udp else {
+            return;
+        };
         for target in targets {
             self.summary.datagrams += 1;
             if socket.send_to(bytes, target).await.is_err() {
@@ -248,10 +267,7 @@ impl Sender {
 
     async fn publish(&mut self, d: &Datagram) {
         let Some(tx) = &self.tx else { return };
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|t| t.as_millis() as i64)
-            .unwrap_or(0);
+        let epoch_ms = tspi_runtime::now_epoch_ms();
         self.cbor.clear();
         TelemetryRecord::from_datagram(d, epoch_ms).write_cbor(&mut self.cbor);
         let mut msg_id = String::with_capacity(24);
@@ -272,8 +288,16 @@ impl Sender {
         let elapsed = elapsed.as_secs_f64();
         let mut s = self.summary.clone();
         s.elapsed_s = elapsed;
-        s.achieved_rate_hz = if elapsed > 0.0 { s.frames as f64 / elapsed } else { 0.0 };
-        s.datagrams_per_s = if elapsed > 0.0 { s.datagrams as f64 / elapsed } else { 0.0 };
+        s.achieved_rate_hz = if elapsed > 0.0 {
+            s.frames as f64 / elapsed
+        } else {
+            0.0
+        };
+        s.datagrams_per_s = if elapsed > 0.0 {
+            s.datagrams as f64 / elapsed
+        } else {
+            0.0
+        };
         if self.jetstream {
             s.published = Some(metrics.published.get());
             s.publish_failed = Some(metrics.failed.get());

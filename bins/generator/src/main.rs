@@ -156,8 +156,14 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals()?;
             let mut sinks = Sinks::default();
             if !cli.udp_targets.is_empty() {
-                let bind = if cli.udp_targets.iter().all(SocketAddr::is_ipv4) { "0.0.0.0:0" } else { "[::]:0" };
-                let socket = tokio::net::UdpSocket::bind(bind).await.context("cannot open a UDP socket")?;
+                let bind = if cli.udp_targets.iter().all(SocketAddr::is_ipv4) {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                let socket = tokio::net::UdpSocket::bind(bind)
+                    .await
+                    .context("cannot open a UDP socket")?;
                 sinks.udp = Some((socket, cli.udp_targets.clone()));
             }
             if cli.jetstream {
@@ -166,7 +172,13 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                     .max_ack_inflight(cli.max_in_flight + 1)
                     .build(client.clone());
                 ensure_stream(&client, &js, &StreamSpec::tspi(&cli.stream, &prefix)?).await?;
-                sinks.jetstream = Some((js, PublisherOptions { max_in_flight: cli.max_in_flight.max(1), ..PublisherOptions::default() }));
+                sinks.jetstream = Some((
+                    js,
+                    PublisherOptions {
+                        max_in_flight: cli.max_in_flight.max(1),
+                        ..PublisherOptions::default()
+                    },
+                ));
             }
             let print = |s: &tspi_generator::Summary| {
                 if let Ok(line) = serde_json::to_string(s) {

@@ -11,7 +11,7 @@ pub mod udp;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -111,7 +111,15 @@ async fn read_loop(
         };
         match received {
             Ok((len, peer)) => {
-                if !handle(&buf[..len], options, &mut encoder, tx, metrics, &mut invalid_log, peer) {
+                if !handle(
+                    &buf[..len],
+                    options,
+                    &mut encoder,
+                    tx,
+                    metrics,
+                    &mut invalid_log,
+                    peer,
+                ) {
                     return;
                 }
             }
@@ -123,7 +131,15 @@ async fn read_loop(
     }
     // Datagrams already in the kernel queue when the signal came are part of the drain.
     while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
-        if !handle(&buf[..len], options, &mut encoder, tx, metrics, &mut invalid_log, peer) {
+        if !handle(
+            &buf[..len],
+            options,
+            &mut encoder,
+            tx,
+            metrics,
+            &mut invalid_log,
+            peer,
+        ) {
             return;
         }
     }
@@ -159,13 +175,18 @@ fn handle(
     let msg = encoder.encode(&datagram);
     match tx.try_send(msg) {
         Ok(()) => {
-            metrics.queue_depth.set((tx.max_capacity() - tx.capacity()) as i64);
+            metrics
+                .queue_depth
+                .set((tx.max_capacity() - tx.capacity()) as i64);
             true
         }
         Err(mpsc::error::TrySendError::Full(_)) => {
             metrics.queue_dropped.inc();
             invalid_log.log(|suppressed| {
-                tracing::error!(suppressed, "publish queue full: NATS is not keeping up; datagram dropped (counted)");
+                tracing::error!(
+                    suppressed,
+                    "publish queue full: NATS is not keeping up; datagram dropped (counted)"
+                );
             });
             true
         }
@@ -189,15 +210,13 @@ impl Encoder {
 
     fn encode(&mut self, d: &tspi_core::Datagram) -> OutMessage {
         let received = Instant::now();
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|t| t.as_millis() as i64)
-            .unwrap_or(0);
+        let epoch_ms = tspi_runtime::now_epoch_ms();
         let record = TelemetryRecord::from_datagram(d, epoch_ms);
         self.cbor.clear();
         record.write_cbor(&mut self.cbor);
         let mut subject = String::with_capacity(self.prefix.as_str().len() + 18);
-        self.prefix.write_subject(&mut subject, d.kind(), d.sensor_id);
+        self.prefix
+            .write_subject(&mut subject, d.kind(), d.sensor_id);
         let mut msg_id = String::with_capacity(24);
         write_msg_id(&mut msg_id, d.sensor_id, d.day, d.time_ticks);
         OutMessage {
@@ -218,7 +237,10 @@ struct RateLimitedLog {
 
 impl RateLimitedLog {
     fn log(&mut self, emit: impl FnOnce(u64)) {
-        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
             emit(self.suppressed);
             self.last = Some(Instant::now());
             self.suppressed = 0;

@@ -12,7 +12,10 @@ use prometheus_client::registry::Registry;
 use tspi_bus::{connect, ensure_stream, NatsArgs, PublisherOptions, StreamArgs, StreamSpec};
 use tspi_core::StreamPrefix;
 use tspi_producer::{run, udp, ProducerMetrics, ProducerOptions};
-use tspi_runtime::{exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs, MetricsArgs};
+use tspi_runtime::{
+    exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs,
+    MetricsArgs,
+};
 
 const EXAMPLES: &str = "\
 Examples:

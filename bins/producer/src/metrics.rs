@@ -31,9 +31,8 @@ impl ProducerMetrics {
     /// Fresh counters, registered in `registry` (use `Registry::with_prefix("tspi_producer")`).
     pub fn new(registry: &mut Registry) -> Self {
         let invalid_family = Family::<Reason, Counter>::default();
-        let invalid = DatagramError::REASONS.map(|reason| {
-            invalid_family.get_or_create(&Reason { reason }).clone()
-        });
+        let invalid = DatagramError::REASONS
+            .map(|reason| invalid_family.get_or_create(&Reason { reason }).clone());
         let m = ProducerMetrics {
             received: Counter::default(),
             invalid,
@@ -43,23 +42,49 @@ impl ProducerMetrics {
             queue_depth: Gauge::default(),
             publish: PublishMetrics::default(),
         };
-        registry.register("datagrams_received", "UDP datagrams read from the socket", m.received.clone());
-        registry.register("datagrams_invalid", "Datagrams rejected by the decoder, by reason", invalid_family);
-        registry.register("datagrams_filtered", "Valid datagrams from sensors outside --sensor-id", m.filtered.clone());
+        registry.register(
+            "datagrams_received",
+            "UDP datagrams read from the socket",
+            m.received.clone(),
+        );
+        registry.register(
+            "datagrams_invalid",
+            "Datagrams rejected by the decoder, by reason",
+            invalid_family,
+        );
+        registry.register(
+            "datagrams_filtered",
+            "Valid datagrams from sensors outside --sensor-id",
+            m.filtered.clone(),
+        );
         let dropped = Family::<Reason, Counter>::default();
-        registry.register("datagrams_dropped", "Datagrams lost inside the producer, by reason", dropped.clone());
+        registry.register(
+            "datagrams_dropped",
+            "Datagrams lost inside the producer, by reason",
+            dropped.clone(),
+        );
         // Share the family's counters with our handles. One statement per lookup: the
         // family's read guard lives to the end of its statement.
-        let queue_dropped = dropped.get_or_create(&Reason { reason: "queue_full" }).clone();
+        let queue_dropped = dropped
+            .get_or_create(&Reason {
+                reason: "queue_full",
+            })
+            .clone();
         let kernel_dropped = dropped
-            .get_or_create(&Reason { reason: "kernel_receive_queue" })
+            .get_or_create(&Reason {
+                reason: "kernel_receive_queue",
+            })
             .clone();
         let m = ProducerMetrics {
             queue_dropped,
             kernel_dropped,
             ..m
         };
-        registry.register("publish_queue_depth", "Decoded datagrams waiting for a publish slot", m.queue_depth.clone());
+        registry.register(
+            "publish_queue_depth",
+            "Decoded datagrams waiting for a publish slot",
+            m.queue_depth.clone(),
+        );
         m.publish.register(registry);
         m
     }

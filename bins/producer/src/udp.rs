@@ -48,7 +48,9 @@ pub fn kernel_drops(socket: &impl AsRawFd) -> Option<u64> {
         .ok()?
         .ino();
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops

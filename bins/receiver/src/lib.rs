@@ -7,7 +7,7 @@
 //! A reader that closes the pipe ends the run cleanly; unwritten messages stay unacked
 //! and are redelivered to the next run.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::{FutureExt, StreamExt};
@@ -38,14 +38,17 @@ impl Deliver {
         match (policy, rest) {
             ("new", None) => Ok(Deliver::New),
             ("all", None) => Ok(Deliver::All),
-            ("since", Some(t)) if !t.is_empty() => time::OffsetDateTime::parse(
-                t,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map(Deliver::Since)
-            .map_err(|e| format!("--deliver since: {t:?} is not an RFC 3339 time ({e})")),
-            ("since", _) => Err("--deliver since needs a time, e.g. --deliver since 2025-09-28T11:00:00Z".into()),
-            _ => Err(format!("--deliver {joined:?}: expected new, all or since <RFC 3339>")),
+            ("since", Some(t)) if !t.is_empty() => {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .map(Deliver::Since)
+                    .map_err(|e| format!("--deliver since: {t:?} is not an RFC 3339 time ({e})"))
+            }
+            ("since", _) => Err(
+                "--deliver since needs a time, e.g. --deliver since 2025-09-28T11:00:00Z".into(),
+            ),
+            _ => Err(format!(
+                "--deliver {joined:?}: expected new, all or since <RFC 3339>"
+            )),
         }
     }
 
@@ -80,7 +83,9 @@ pub struct ReceiverOptions {
 
 #[derive(Debug, Error)]
 pub enum ReceiverError {
-    #[error("stream {stream} not found: start a producer (it creates the stream) or check --stream")]
+    #[error(
+        "stream {stream} not found: start a producer (it creates the stream) or check --stream"
+    )]
     StreamMissing { stream: String },
     #[error("stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
@@ -113,11 +118,31 @@ impl ReceiverMetrics {
             redelivered: Counter::default(),
             latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
         };
-        registry.register("messages_received", "Messages delivered by the consumer", m.received.clone());
-        registry.register("messages_written", "Records written as JSON lines (or counted with --no-json-stream)", m.written.clone());
-        registry.register("messages_invalid", "Messages that are not telemetry records (skipped, acknowledged)", m.invalid.clone());
-        registry.register("messages_redelivered", "Messages JetStream delivered more than once", m.redelivered.clone());
-        registry.register("latency_seconds", "recv_epoch_ms at the producer to line written", m.latency.clone());
+        registry.register(
+            "messages_received",
+            "Messages delivered by the consumer",
+            m.received.clone(),
+        );
+        registry.register(
+            "messages_written",
+            "Records written as JSON lines (or counted with --no-json-stream)",
+            m.written.clone(),
+        );
+        registry.register(
+            "messages_invalid",
+            "Messages that are not telemetry records (skipped, acknowledged)",
+            m.invalid.clone(),
+        );
+        registry.register(
+            "messages_redelivered",
+            "Messages JetStream delivered more than once",
+            m.redelivered.clone(),
+        );
+        registry.register(
+            "latency_seconds",
+            "recv_epoch_ms at the producer to line written",
+            m.latency.clone(),
+        );
         m
     }
 }
@@ -161,7 +186,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
         if remaining == Some(0) {
             break StopReason::Count;
         }
-        let want = remaining.map_or(options.batch, |r| options.batch.min(r as usize)).max(1);
+        let want = remaining
+            .map_or(options.batch, |r| options.batch.min(r as usize))
+            .max(1);
         let batch = consumer
             .batch()
             .max_messages(want)
@@ -188,7 +215,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
             let next = match messages.next().now_or_never() {
                 Some(item) => item,
                 None => {
-                    if let Err(stop) = flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await {
+                    if let Err(stop) =
+                        flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await
+                    {
                         break 'outer stop;
                     }
                     tokio::select! {
@@ -218,10 +247,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     }
                     written += 1;
                     metrics.written.inc();
-                    let now_ms = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|t| t.as_millis() as i64)
-                        .unwrap_or(0);
+                    let now_ms = tspi_runtime::now_epoch_ms();
                     metrics
                         .latency
                         .observe((now_ms - record.recv_epoch_ms).max(0) as f64 / 1000.0);
@@ -237,7 +263,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
             }
             last_unacked = Some(msg);
             if line.len() >= 60 * 1024 {
-                if let Err(stop) = flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await {
+                if let Err(stop) =
+                    flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await
+                {
                     break 'outer stop;
                 }
             }
@@ -251,10 +279,18 @@ pub async fn run<W: AsyncWrite + Unpin>(
         if let Err(StopReason::OutputClosed) =
             flush_and_ack(&mut out, &mut line, &mut last_unacked, true).await
         {
-            return Ok(Summary { written, invalid, stop: StopReason::OutputClosed });
+            return Ok(Summary {
+                written,
+                invalid,
+                stop: StopReason::OutputClosed,
+            });
         }
     }
-    Ok(Summary { written, invalid, stop })
+    Ok(Summary {
+        written,
+        invalid,
+        stop,
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -292,7 +328,11 @@ async fn flush_and_ack<W: AsyncWrite + Unpin>(
         }
     }
     if let Some(msg) = last.take() {
-        let acked = if confirm { msg.double_ack().await } else { msg.ack().await };
+        let acked = if confirm {
+            msg.double_ack().await
+        } else {
+            msg.ack().await
+        };
         if let Err(e) = acked {
             // Still written; JetStream redelivers after ack_wait and the next ack covers it.
             tracing::warn!(error = %e, "acknowledgement not confirmed; message may be redelivered");

@@ -10,7 +10,10 @@ use prometheus_client::registry::Registry;
 use tspi_bus::{connect, NatsArgs};
 use tspi_core::StreamPrefix;
 use tspi_receiver::{run, Deliver, ReceiverMetrics, ReceiverOptions, StopReason};
-use tspi_runtime::{exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs, MetricsArgs};
+use tspi_runtime::{
+    exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs,
+    MetricsArgs,
+};
 
 const EXAMPLES: &str = "\
 Examples:

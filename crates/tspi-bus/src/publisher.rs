@@ -113,7 +113,15 @@ struct Pending {
 }
 
 type AckFuture = Pin<
-    Box<dyn Future<Output = (OutMessage, u32, Result<jetstream::publish::PublishAck, String>)> + Send>,
+    Box<
+        dyn Future<
+                Output = (
+                    OutMessage,
+                    u32,
+                    Result<jetstream::publish::PublishAck, String>,
+                ),
+            > + Send,
+    >,
 >;
 
 /// Publish everything received on `rx` until it closes and all is acknowledged, or
@@ -145,7 +153,15 @@ pub async fn run_publisher(
                 match send(&js, p.msg, p.attempts).await {
                     Ok(fut) => in_flight.push(fut),
                     Err((msg, attempts, error)) => {
-                        schedule_retry(&mut retries, &metrics, &options, msg, attempts, &error, &mut last_error_log);
+                        schedule_retry(
+                            &mut retries,
+                            &metrics,
+                            &options,
+                            msg,
+                            attempts,
+                            &error,
+                            &mut last_error_log,
+                        );
                     }
                 }
             }
@@ -256,8 +272,8 @@ fn schedule_retry(
         *last_log = Some(Instant::now());
         tracing::warn!(msg_id = %msg.msg_id, attempt = attempts + 1, %error, "publish not acknowledged; retrying with the same Nats-Msg-Id");
     }
-    let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempts.min(6)))
-        .min(options.max_backoff);
+    let backoff =
+        Duration::from_millis(50u64.saturating_mul(1 << attempts.min(6))).min(options.max_backoff);
     retries.push_back(Pending {
         msg,
         attempts: attempts.saturating_add(1),

@@ -108,7 +108,12 @@ pub async fn ensure_stream(
         reason,
     };
     let existing = match js.get_stream(&spec.name).await {
-        Ok(mut s) => Some(s.info().await.map_err(|e| stream_err(e.to_string()))?.clone()),
+        Ok(mut s) => Some(
+            s.info()
+                .await
+                .map_err(|e| stream_err(e.to_string()))?
+                .clone(),
+        ),
         Err(e) => match e.kind() {
             jetstream::context::GetStreamErrorKind::JetStream(err)
                 if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>

@@ -6,7 +6,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use tspi_core::{decode, subject::write_msg_id, StreamPrefix, TelemetryRecord};
 
-const GEOCENTRIC: &str = "c104006500c800002710ff00010001e240fff6040f000f424009c4f63c01f4000afff60000";
+const GEOCENTRIC: &str =
+    "c104006500c800002710ff00010001e240fff6040f000f424009c4f63c01f4000afff60000";
 
 fn bytes() -> Vec<u8> {
     (0..GEOCENTRIC.len())

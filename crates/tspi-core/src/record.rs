@@ -290,15 +290,15 @@ mod tests {
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         let mut want = [
-                "type",
-                "sensor_id",
-                "day",
-                "time_s",
-                "status",
-                "status_flags",
-                "recv_epoch_ms",
-                "recv_iso",
-                "payload",
+            "type",
+            "sensor_id",
+            "day",
+            "time_s",
+            "status",
+            "status_flags",
+            "recv_epoch_ms",
+            "recv_iso",
+            "payload",
         ];
         want.sort();
         assert_eq!(keys, want);

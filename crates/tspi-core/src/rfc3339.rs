@@ -83,7 +83,10 @@ mod tests {
             format_utc_millis(1_759_057_200_123),
             "2025-09-28T11:00:00.123Z"
         );
-        assert_eq!(format_utc_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_utc_millis(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
         assert_eq!(format_utc_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 

@@ -93,7 +93,11 @@ mod tests {
     #[test]
     fn inverses() {
         for v in [-1e6, -3.5, 0.0, 1.0, 299.79, 4.2e7] {
-            close(feet_to_metres(metres_to_feet(v)), v, 1e-9 * v.abs().max(1.0));
+            close(
+                feet_to_metres(metres_to_feet(v)),
+                v,
+                1e-9 * v.abs().max(1.0),
+            );
             close(knots_to_mps(mps_to_knots(v)), v, 1e-9 * v.abs().max(1.0));
             close(kmh_to_mps(mps_to_kmh(v)), v, 1e-9 * v.abs().max(1.0));
             close(fps2_to_mps2(mps2_to_fps2(v)), v, 1e-9 * v.abs().max(1.0));

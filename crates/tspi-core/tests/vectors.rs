@@ -46,7 +46,11 @@ fn every_reference_vector() {
             assert_eq!(u64::from(d.time_ticks), exp["time_ticks"].as_u64().unwrap());
             let got_payload = got["payload"].as_object().unwrap();
             let exp_payload = exp["payload"].as_object().unwrap();
-            assert_eq!(got_payload.len(), exp_payload.len(), "{name}: payload fields");
+            assert_eq!(
+                got_payload.len(),
+                exp_payload.len(),
+                "{name}: payload fields"
+            );
             for (k, v) in exp_payload {
                 assert_close(name, k, &got_payload[k], v);
             }

@@ -94,3 +94,11 @@ mod tests {
         assert!(parse_duration("1e400").is_err());
     }
 }
+
+/// Wall-clock UTC milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -32,16 +32,16 @@ pub async fn serve_metrics(
                 _ = shutdown.cancelled() => break,
                 a = listener.accept() => a,
             };
-            let Ok((mut stream, _)) = accepted else { continue };
+            let Ok((mut stream, _)) = accepted else {
+                continue;
+            };
             let registry = registry.clone();
             tokio::spawn(async move {
                 // Read (and ignore) the request head; bounded so a slow client costs little.
                 let mut buf = [0u8; 2048];
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(2),
-                    stream.read(&mut buf),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
+                        .await;
                 let mut body = String::new();
                 let status = match prometheus_client::encoding::text::encode(&mut body, &registry) {
                     Ok(()) => "200 OK",

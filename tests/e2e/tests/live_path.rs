@@ -78,25 +78,44 @@ fn check_stream(stored: &[Stored]) {
     assert_eq!(per_sensor.len(), AIRCRAFT as usize);
     for (sensor, mut ticks) in per_sensor {
         ticks.sort_unstable();
-        assert_eq!(ticks.len() as u64, RATE_HZ as u64 * SECONDS, "sensor {sensor}");
+        assert_eq!(
+            ticks.len() as u64,
+            RATE_HZ as u64 * SECONDS,
+            "sensor {sensor}"
+        );
         for w in ticks.windows(2) {
-            assert_eq!(w[1] - w[0], 200, "sensor {sensor}: a gap or a repeat at {}", w[0]);
+            assert_eq!(
+                w[1] - w[0],
+                200,
+                "sensor {sensor}: a gap or a repeat at {}",
+                w[0]
+            );
         }
     }
 }
 
 fn check_producer_counts(summary: &Summary, m: &tspi_producer::ProducerMetrics) {
     assert_eq!(summary.valid, EXPECTED);
-    assert!(summary.duplicates > 3000 && summary.garbage > 2500, "{summary:?}");
+    assert!(
+        summary.duplicates > 3000 && summary.garbage > 2500,
+        "{summary:?}"
+    );
     assert_eq!(m.received.get(), summary.datagrams, "every datagram read");
-    assert_eq!(m.invalid_total(), summary.garbage, "garbage counted as invalid");
+    assert_eq!(
+        m.invalid_total(),
+        summary.garbage,
+        "garbage counted as invalid"
+    );
     for reason in [0, 1, 2] {
         assert!(m.invalid[reason].get() > 0, "invalid reason {reason} seen");
     }
     assert_eq!(m.queue_dropped.get(), 0);
     assert_eq!(m.kernel_dropped.get(), 0);
     assert_eq!(m.publish.failed.get(), 0);
-    assert_eq!(m.publish.published.get(), summary.valid + summary.duplicates);
+    assert_eq!(
+        m.publish.published.get(),
+        summary.valid + summary.duplicates
+    );
 }
 
 fn receiver_options(durable: Option<&str>, count: Option<u64>) -> ReceiverOptions {
@@ -137,7 +156,11 @@ async fn cluster_ingest_is_exact_and_receiver_resumes_exactly() {
     let producer = RunningProducer::start(&cluster.urls(), 1024, Duration::from_secs(2)).await;
     let js = jetstream::new(producer.client.clone());
     let mut info = js.get_stream("TSPI").await.unwrap();
-    assert_eq!(info.info().await.unwrap().config.num_replicas, 3, "R3 on a 3-node cluster");
+    assert_eq!(
+        info.info().await.unwrap().config.num_replicas,
+        3,
+        "R3 on a 3-node cluster"
+    );
 
     let summary = run_generator(producer.udp_addr).await;
     let metrics = producer
@@ -155,7 +178,10 @@ async fn cluster_ingest_is_exact_and_receiver_resumes_exactly() {
     let first = receive(&js, Some("e2e-durable"), 10_000).await;
     let second = receive(&js, Some("e2e-durable"), 15_000).await;
     let mut seen = HashSet::new();
-    for line in first.split(|b| *b == b'\n').chain(second.split(|b| *b == b'\n')) {
+    for line in first
+        .split(|b| *b == b'\n')
+        .chain(second.split(|b| *b == b'\n'))
+    {
         if line.is_empty() {
             continue;
         }
@@ -168,7 +194,11 @@ async fn cluster_ingest_is_exact_and_receiver_resumes_exactly() {
         );
         assert!(seen.insert(key), "line repeated: {key:?}");
     }
-    assert_eq!(seen.len() as u64, EXPECTED, "none missed across the restart");
+    assert_eq!(
+        seen.len() as u64,
+        EXPECTED,
+        "none missed across the restart"
+    );
     let mut consumer = js
         .get_stream("TSPI")
         .await
