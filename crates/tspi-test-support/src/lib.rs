@@ -85,9 +85,12 @@ impl NatsServer {
         let port = free_port();
         let monitor_port = free_port();
         let store = dir.path().join("jetstream");
+        // The server's default fsync interval: a kill -9 loses nothing that reached the
+        // kernel, and R3 covers a lost node. (deploy/ sets `sync_interval: always` for
+        // power-loss durability; that is a deployment choice, measured separately.)
         let mut conf = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
+             jetstream {{\n  store_dir: {store:?}\n}}\n"
         );
         if let Some((cluster_name, cluster_port, routes)) = cluster {
             let routes: Vec<String> = routes
