@@ -101,8 +101,13 @@ async fn read_loop(
     // One byte more than any valid datagram would need is not enough to see how long an
     // oversized one was; a full UDP payload buffer is, and it is allocated once.
     let mut buf = vec![0u8; 65_536];
-    let mut encoder = Encoder::new(&options.prefix);
-    let mut invalid_log = RateLimitedLog::default();
+    let mut ingest = Ingest {
+        options,
+        encoder: Encoder::new(&options.prefix),
+        tx,
+        metrics,
+        log: RateLimitedLog::default(),
+    };
     loop {
         let received = tokio::select! {
             biased;
@@ -111,86 +116,84 @@ async fn read_loop(
         };
         match received {
             Ok((len, peer)) => {
-                if !handle(
-                    &buf[..len],
-                    options,
-                    &mut encoder,
-                    tx,
-                    metrics,
-                    &mut invalid_log,
-                    peer,
-                ) {
+                if !ingest.handle(&buf[..len], peer) {
                     return;
                 }
             }
             Err(e) => {
                 // ICMP errors and the like surface here; keep reading.
                 tracing::warn!(error = %e, "UDP receive error");
+                continue;
+            }
+        }
+        // Under load more datagrams are already queued: take a bounded run of them
+        // without a trip through the scheduler for each.
+        for _ in 0..256 {
+            let Ok((len, peer)) = socket.try_recv_from(&mut buf) else {
+                break;
+            };
+            if !ingest.handle(&buf[..len], peer) {
+                return;
             }
         }
     }
     // Datagrams already in the kernel queue when the signal came are part of the drain.
     while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
-        if !handle(
-            &buf[..len],
-            options,
-            &mut encoder,
-            tx,
-            metrics,
-            &mut invalid_log,
-            peer,
-        ) {
+        if !ingest.handle(&buf[..len], peer) {
             return;
         }
     }
 }
 
-/// Decode, filter, encode and queue one datagram. Returns false when the publisher is gone.
-fn handle(
-    bytes: &[u8],
-    options: &ProducerOptions,
-    encoder: &mut Encoder,
-    tx: &mpsc::Sender<OutMessage>,
-    metrics: &ProducerMetrics,
-    invalid_log: &mut RateLimitedLog,
-    peer: std::net::SocketAddr,
-) -> bool {
-    metrics.received.inc();
-    let datagram = match decode(bytes) {
-        Ok(d) => d,
-        Err(error) => {
-            metrics.invalid[error.reason_index()].inc();
-            invalid_log.log(|suppressed| {
-                tracing::warn!(%peer, reason = error.reason(), %error, suppressed, "invalid datagram");
-            });
-            return true;
+/// Per-datagram work of the read loop: decode, filter, encode, queue.
+struct Ingest<'a> {
+    options: &'a ProducerOptions,
+    encoder: Encoder,
+    tx: &'a mpsc::Sender<OutMessage>,
+    metrics: &'a ProducerMetrics,
+    log: RateLimitedLog,
+}
+
+impl Ingest<'_> {
+    /// Returns false when the publisher is gone.
+    fn handle(&mut self, bytes: &[u8], peer: std::net::SocketAddr) -> bool {
+        let metrics = self.metrics;
+        metrics.received.inc();
+        let datagram = match decode(bytes) {
+            Ok(d) => d,
+            Err(error) => {
+                metrics.invalid[error.reason_index()].inc();
+                self.log.log(|suppressed| {
+                    tracing::warn!(%peer, reason = error.reason(), %error, suppressed, "invalid datagram");
+                });
+                return true;
+            }
+        };
+        if let Some(filter) = &self.options.sensor_filter {
+            if !filter.contains(&datagram.sensor_id) {
+                metrics.filtered.inc();
+                return true;
+            }
         }
-    };
-    if let Some(filter) = &options.sensor_filter {
-        if !filter.contains(&datagram.sensor_id) {
-            metrics.filtered.inc();
-            return true;
+        let msg = self.encoder.encode(&datagram);
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                let depth = self.tx.max_capacity() - self.tx.capacity();
+                metrics.queue_depth.set(depth as i64);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics.queue_dropped.inc();
+                self.log.log(|suppressed| {
+                    tracing::error!(
+                        suppressed,
+                        "publish queue full: NATS is not keeping up; datagram dropped (counted)"
+                    );
+                });
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
-    }
-    let msg = encoder.encode(&datagram);
-    match tx.try_send(msg) {
-        Ok(()) => {
-            metrics
-                .queue_depth
-                .set((tx.max_capacity() - tx.capacity()) as i64);
-            true
-        }
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            metrics.queue_dropped.inc();
-            invalid_log.log(|suppressed| {
-                tracing::error!(
-                    suppressed,
-                    "publish queue full: NATS is not keeping up; datagram dropped (counted)"
-                );
-            });
-            true
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 

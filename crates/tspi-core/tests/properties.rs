@@ -61,6 +61,10 @@ proptest! {
         let rec = TelemetryRecord::from_datagram(&d, ms);
         let back = TelemetryRecord::from_cbor(&rec.to_cbor()).expect("own CBOR decodes");
         prop_assert_eq!(&back, &rec);
+        // The hand-written encoder and serde/ciborium describe the same map.
+        let ours: ciborium::Value = ciborium::from_reader(rec.to_cbor().as_slice()).expect("valid CBOR");
+        let theirs = ciborium::Value::serialized(&rec).expect("serde form");
+        prop_assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
         let mut json = Vec::new();
         rec.write_json(&mut json);
         let from_json: TelemetryRecord = serde_json::from_slice(&json).expect("own JSON");

@@ -423,7 +423,11 @@ fn main() {
         let mut day = 1u16;
         let mut report = serde_json::Map::new();
 
+        let only = std::env::var("TSPI_BENCH_ONLY").unwrap_or_default();
         for (label, nodes) in [("R1", 1usize), ("R3", 3)] {
+            if !only.is_empty() && only != label {
+                continue;
+            }
             eprintln!("== {label}: starting {nodes} node(s)");
             let (_single, _cluster, urls) = if nodes == 1 {
                 let s = NatsServer::start().await;

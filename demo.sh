@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The whole live pipeline with one command, on loopback:
+#   three-node NATS JetStream cluster -> producer <-UDP- generator ; receiver (JSON lines)
+# Installs what is missing (pinned nats-server into .tools/), builds in release mode,
+# prints a status line every few seconds, and stops exactly what it started on Ctrl+C or
+# after --duration. The archive/replay part (PostgreSQL) joins when those programs land.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: ./demo.sh [options]
+
+  --duration S      stop after S seconds (default: run until Ctrl+C)
+  --count N         aircraft in the generated fleet (default 20)
+  --rate HZ         frames per second per aircraft (default 10)
+  --style STYLE     normal | airshow (default normal)
+  --log-dir DIR     where logs, configs and the receiver's JSON lines go
+                    (default: a new directory under ${TMPDIR:-/tmp})
+  --base-port P     first NATS client port; the cluster uses P..P+2, P+100..P+102 for
+                    routes, P+200..P+202 for monitoring (default 14222)
+  --udp-port P      producer's UDP port (default 30000)
+  --metrics-port P  producer's Prometheus port (default 19464)
+  -h, --help        this text
+
+Example: ./demo.sh --duration 60 --count 50 --rate 50 --style airshow
+EOF
+}
+
+duration="" count=20 rate=10 style=normal log_dir="" base_port=14222 udp_port=30000 metrics_port=19464
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
+    --count) count="${2:?}"; shift 2 ;;
+    --rate) rate="${2:?}"; shift 2 ;;
+    --style) style="${2:?}"; shift 2 ;;
+    --log-dir) log_dir="${2:?}"; shift 2 ;;
+    --base-port) base_port="${2:?}"; shift 2 ;;
+    --udp-port) udp_port="${2:?}"; shift 2 ;;
+    --metrics-port) metrics_port="${2:?}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+for v in "$count" "$base_port" "$udp_port" "$metrics_port" ${duration:+"$duration"}; do
+  [[ "$v" =~ ^[0-9]+$ ]] || { echo "demo.sh: '$v' is not a whole number" >&2; exit 2; }
+done
+case "$style" in normal|airshow) ;; *) echo "demo.sh: --style must be normal or airshow" >&2; exit 2 ;; esac
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$root"
+
+# One demo at a time: a second run says so instead of colliding on ports.
+lock="${TMPDIR:-/tmp}/tspi-demo-${base_port}.pid"
+if [ -f "$lock" ] && kill -0 "$(cat "$lock" 2>/dev/null)" 2>/dev/null; then
+  echo "demo.sh: a demo is already running (pid $(cat "$lock"), ports from $base_port); stop it, or start another with --base-port" >&2
+  exit 1
+fi
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 100)) $((base_port + 101)) \
+         $((base_port + 102)) $((base_port + 200)) $((base_port + 201)) $((base_port + 202)) "$metrics_port"; do
+  if port_busy "$p"; then
+    echo "demo.sh: port $p on 127.0.0.1 is already in use (another NATS or service?); move the demo with --base-port or --metrics-port" >&2
+    exit 1
+  fi
+done
+if command -v ss >/dev/null && ss -Hlun "sport = :$udp_port" | grep -q .; then
+  echo "demo.sh: UDP port $udp_port is already in use; pick another with --udp-port" >&2
+  exit 1
+fi
+
+tests/install-deps.sh
+nats_server="$root/.tools/nats/bin/nats-server"
+echo "demo: building release binaries (first time takes a few minutes)" >&2
+cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator
+bin="$root/target/release"
+
+[ -n "$log_dir" ] || log_dir="$(mktemp -d "${TMPDIR:-/tmp}/tspi-demo.XXXXXX")"
+mkdir -p "$log_dir"
+log_dir="$(cd "$log_dir" && pwd)"
+echo $$ > "$lock"
+
+pids=()
+stopping=0
+cleanup() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  echo
+  echo "demo: stopping ${#pids[@]} processes" >&2
+  local i
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -f "$lock"
+  echo "demo: logs and data in $log_dir" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+urls=()
+routes="nats-route://127.0.0.1:$((base_port + 100)), nats-route://127.0.0.1:$((base_port + 101)), nats-route://127.0.0.1:$((base_port + 102))"
+for i in 0 1 2; do
+  name="n$((i + 1))"
+  mkdir -p "$log_dir/$name"
+  cat > "$log_dir/$name.conf" <<EOF
+server_name: $name
+listen: 127.0.0.1:$((base_port + i))
+http: 127.0.0.1:$((base_port + 200 + i))
+jetstream {
+  store_dir: "$log_dir/$name"
+  # Acknowledged means on disk.
+  sync_interval: always
+}
+cluster {
+  name: tspi-demo
+  listen: 127.0.0.1:$((base_port + 100 + i))
+  routes: [$routes]
+}
+EOF
+  "$nats_server" -c "$log_dir/$name.conf" -l "$log_dir/$name.log" &
+  pids+=("$!")
+  urls+=("nats://127.0.0.1:$((base_port + i))")
+done
+nats_url="$(IFS=,; echo "${urls[*]}")"
+
+http_get() { # host port path -> body
+  exec 4<>"/dev/tcp/$1/$2" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&4
+  sed '1,/^\r$/d' <&4
+  exec 4<&-
+}
+echo "demo: waiting for the JetStream cluster" >&2
+for _ in $(seq 1 150); do
+  if http_get 127.0.0.1 $((base_port + 200)) "/healthz?js-enabled-only=true" 2>/dev/null | grep -q '"ok"'; then break; fi
+  sleep 0.2
+done
+
+export NATS_URL="$nats_url"
+"$bin/producer" --udp-host 127.0.0.1 --udp-port "$udp_port" --metrics-addr "127.0.0.1:$metrics_port" \
+  2> "$log_dir/producer.log" &
+pids+=("$!")
+for _ in $(seq 1 100); do http_get 127.0.0.1 "$metrics_port" /metrics >/dev/null 2>&1 && break; sleep 0.1; done
+
+"$bin/receiver" --durable demo --deliver new > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log" &
+pids+=("$!")
+gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 3s)
+if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
+"$bin/generator" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log" &
+gen_pid=$!
+pids+=("$gen_pid")
+
+metric() { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2
+echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
+start=$(date +%s)
+while :; do
+  sleep 3
+  sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p')
+  received=$(metric datagrams_received_total)
+  published=$(metric published_total)
+  invalid=$(metric datagrams_invalid_total)
+  dropped=$(metric datagrams_dropped_total)
+  lines=$(wc -l < "$log_dir/receiver.jsonl")
+  printf 'demo %4ss | generator sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s)\n' \
+    "$(( $(date +%s) - start ))" "${sent:-0}" "$received" "$published" "$invalid" "$dropped" "$lines" "$(( published - lines ))"
+  if ! kill -0 "$gen_pid" 2>/dev/null; then
+    # Generator done (--duration): let the tail of the pipeline drain, show a sample, stop.
+    sleep 2
+    lines=$(wc -l < "$log_dir/receiver.jsonl")
+    echo "demo: generator finished: $(tail -n 1 "$log_dir/generator.jsonl")"
+    echo "demo: receiver printed $lines lines; the last one:"
+    tail -n 1 "$log_dir/receiver.jsonl"
+    break
+  fi
+done
