@@ -130,24 +130,36 @@ done
 nats_url="$(IFS=,; echo "${urls[*]}")"
 
 http_get() { # host port path -> body
-  exec 4<>"/dev/tcp/$1/$2" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&4
-  sed '1,/^\r$/d' <&4
-  exec 4<&-
+  if command -v curl >/dev/null; then
+    curl -fsS -m 2 "http://$1:$2$3"
+    return
+  fi
+  (
+    exec 4<>"/dev/tcp/$1/$2" || exit 1
+    printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&4
+    sed '1,/^\r$/d' <&4
+  )
 }
-echo "demo: waiting for the JetStream cluster" >&2
-for _ in $(seq 1 150); do
-  if http_get 127.0.0.1 $((base_port + 200)) "/healthz?js-enabled-only=true" 2>/dev/null | grep -q '"ok"'; then break; fi
-  sleep 0.2
+echo "demo: waiting for the JetStream cluster to elect its leaders" >&2
+for i in 0 1 2; do
+  for _ in $(seq 1 300); do
+    if http_get 127.0.0.1 $((base_port + 200 + i)) /healthz 2>/dev/null | grep -q '"ok"'; then break; fi
+    sleep 0.2
+  done
 done
 
 export NATS_URL="$nats_url"
 "$bin/producer" --udp-host 127.0.0.1 --udp-port "$udp_port" --metrics-addr "127.0.0.1:$metrics_port" \
   2> "$log_dir/producer.log" &
-pids+=("$!")
-for _ in $(seq 1 100); do http_get 127.0.0.1 "$metrics_port" /metrics >/dev/null 2>&1 && break; sleep 0.1; done
+producer_pid=$!
+pids+=("$producer_pid")
+for _ in $(seq 1 100); do
+  http_get 127.0.0.1 "$metrics_port" /metrics >/dev/null 2>&1 && break
+  kill -0 "$producer_pid" 2>/dev/null || { echo "demo: the producer exited: $(tail -n 1 "$log_dir/producer.log")" >&2; exit 1; }
+  sleep 0.1
+done
 
-"$bin/receiver" --durable demo --deliver new > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log" &
+"$bin/receiver" --durable demo --deliver all > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log" &
 pids+=("$!")
 gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 3s)
 if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
@@ -155,13 +167,19 @@ if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(
 gen_pid=$!
 pids+=("$gen_pid")
 
-metric() { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+metric() { { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
 echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2
 echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
 start=$(date +%s)
 while :; do
   sleep 3
-  sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p')
+  for p in "${pids[@]}"; do
+    if [ "$p" != "$gen_pid" ] && ! kill -0 "$p" 2>/dev/null; then
+      echo "demo: process $p exited unexpectedly; see the logs in $log_dir" >&2
+      exit 1
+    fi
+  done
+  sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p' || true)
   received=$(metric datagrams_received_total)
   published=$(metric published_total)
   invalid=$(metric datagrams_invalid_total)

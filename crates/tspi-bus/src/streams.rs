@@ -98,7 +98,42 @@ fn auto_replicas(client: &async_nats::Client) -> usize {
 }
 
 /// Make sure the stream exists with our fields; create it, or update what differs.
+///
+/// A cluster that is still electing its leaders answers with time-outs for a few seconds
+/// (typical when every service starts at once): those are retried for up to 30 s; any
+/// other error is returned at once.
 pub async fn ensure_stream(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+) -> Result<stream::Info, BusError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match ensure_stream_once(client, js, spec).await {
+            Err(e) if is_transient(&e) && std::time::Instant::now() + delay < deadline => {
+                tracing::warn!(stream = %spec.name, error = %e, "JetStream not ready yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_transient(e: &BusError) -> bool {
+    match e {
+        BusError::Stream { reason, .. } | BusError::NoJetStream(reason) => {
+            reason.contains("timed out")
+                || reason.contains("no responders")
+                || reason.contains("temporarily unavailable")
+                || reason.contains("10008")
+        }
+        _ => false,
+    }
+}
+
+async fn ensure_stream_once(
     client: &async_nats::Client,
     js: &jetstream::Context,
     spec: &StreamSpec,

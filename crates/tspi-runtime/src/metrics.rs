@@ -37,11 +37,22 @@ pub async fn serve_metrics(
             };
             let registry = registry.clone();
             tokio::spawn(async move {
-                // Read (and ignore) the request head; bounded so a slow client costs little.
-                let mut buf = [0u8; 2048];
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
-                        .await;
+                // Read (and ignore) the whole request head before answering: closing on a
+                // client still writing would reset its connection. Bounded in size and time.
+                let mut buf = [0u8; 4096];
+                let mut filled = 0;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    while filled < buf.len() {
+                        match stream.read(&mut buf[filled..]).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => filled += n,
+                        }
+                        if buf[..filled].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                })
+                .await;
                 let mut body = String::new();
                 let status = match prometheus_client::encoding::text::encode(&mut body, &registry) {
                     Ok(()) => "200 OK",
