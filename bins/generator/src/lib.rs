@@ -11,7 +11,6 @@ pub mod fleet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -47,7 +46,7 @@ pub struct GeneratorOptions {
 #[derive(Debug, Default)]
 pub struct Sinks {
     pub udp: Option<(UdpSocket, Vec<SocketAddr>)>,
-    pub jetstream: Option<(jetstream::Context, PublisherOptions)>,
+    pub jetstream: Option<(async_nats::Client, PublisherOptions)>,
 }
 
 /// The JSON summary printed at the end (and with `--metrics-interval`).
@@ -95,10 +94,10 @@ pub async fn run(
     let metrics = PublishMetrics::default();
     let abandon = CancellationToken::new();
     let (tx, publisher) = match sinks.jetstream {
-        Some((js, popts)) => {
+        Some((client, popts)) => {
             let (tx, rx) = mpsc::channel(popts.max_in_flight.max(1) * 4);
             let handle = tokio::spawn(run_publisher(
-                js,
+                client,
                 rx,
                 popts,
                 metrics.clone(),

@@ -168,12 +168,10 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             }
             if cli.jetstream {
                 let client = connect(&cli.nats, "tspi-generator").await?;
-                let js = async_nats::jetstream::ContextBuilder::new()
-                    .max_ack_inflight(cli.max_in_flight + 1)
-                    .build(client.clone());
+                let js = async_nats::jetstream::new(client.clone());
                 ensure_stream(&client, &js, &StreamSpec::tspi(&cli.stream, &prefix)?).await?;
                 sinks.jetstream = Some((
-                    js,
+                    client.clone(),
                     PublisherOptions {
                         max_in_flight: cli.max_in_flight.max(1),
                         ..PublisherOptions::default()

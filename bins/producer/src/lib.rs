@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -56,14 +55,14 @@ impl Default for ProducerOptions {
 pub async fn run(
     options: ProducerOptions,
     socket: UdpSocket,
-    js: jetstream::Context,
+    client: async_nats::Client,
     metrics: ProducerMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<OutMessage>(options.queue_capacity.max(1));
     let abandon = CancellationToken::new();
     let mut publisher = tokio::spawn(run_publisher(
-        js,
+        client,
         rx,
         options.publisher.clone(),
         metrics.publish.clone(),

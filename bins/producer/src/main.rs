@@ -64,6 +64,10 @@ struct Cli {
     /// Period of the counters line in the log (0 turns it off).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     stats_interval: Duration,
+    /// Runtime worker threads (the reader and the publisher); 1 leaves the other cores to
+    /// a co-located nats-server.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    worker_threads: u16,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -90,12 +94,14 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         queue_capacity: cli.queue_capacity as usize,
         publisher: PublisherOptions {
             max_in_flight: cli.max_in_flight as usize,
+            publish_timeout: cli.publish_timeout,
             ..PublisherOptions::default()
         },
         drain_timeout: cli.drain_timeout,
         stats_interval: cli.stats_interval,
     };
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(cli.worker_threads))
         .enable_all()
         .build()?
         .block_on(async move {
@@ -108,10 +114,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             }
             let socket = tokio::net::UdpSocket::from_std(std_socket)?;
             let client = connect(&cli.nats, "tspi-producer").await?;
-            let js = async_nats::jetstream::ContextBuilder::new()
-                .timeout(cli.publish_timeout)
-                .max_ack_inflight(cli.max_in_flight as usize + 1)
-                .build(client.clone());
+            let js = async_nats::jetstream::new(client.clone());
             ensure_stream(&client, &js, &spec).await?;
             let mut registry = Registry::with_prefix("tspi_producer");
             let metrics = ProducerMetrics::new(&mut registry);
@@ -122,7 +125,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(%bound, "metrics endpoint up");
             }
             tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, "producer running");
-            run(options, socket, js, metrics, shutdown).await?;
+            run(options, socket, client.clone(), metrics, shutdown).await?;
             client.flush().await.ok();
             Ok(())
         })

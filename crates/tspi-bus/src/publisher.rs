@@ -1,30 +1,32 @@
 //! JetStream publishing with a bounded window of unacknowledged messages.
 //!
-//! Messages come from a bounded channel. Up to `max_in_flight` are published without
-//! waiting; each ack is awaited concurrently. A publish that fails or times out goes back
-//! (after a back-off) with the same `Nats-Msg-Id`, so the stream's duplicate window makes
-//! the retry idempotent. Retries go ahead of new messages. The loop ends when the channel
-//! closes and everything is acknowledged, or when `abandon` fires (drain deadline), in
-//! which case what is left is counted as failed and logged: never silently lost.
+//! Each message is published with a reply subject `<inbox>.<n>` under one wildcard
+//! subscription, so acks of the whole window arrive on a single subscriber and are matched
+//! to their message by `n`: no per-message request future, oneshot or boxed task. Up to
+//! `max_in_flight` messages are outstanding. A message whose ack does not come within
+//! `publish_timeout`, or comes back as an error, is published again (after a back-off)
+//! with the same `Nats-Msg-Id`, so the stream's duplicate window makes the retry
+//! idempotent; retries go ahead of new messages. The loop ends when the input closes and
+//! everything is acknowledged, or when `abandon` fires (drain deadline), in which case
+//! what is left is counted as failed and logged: never silently lost.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use async_nats::{HeaderMap, StatusCode, Subject};
 use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct OutMessage {
-    pub subject: async_nats::Subject,
+    pub subject: Subject,
     /// `Nats-Msg-Id`: the key JetStream de-duplicates on.
     pub msg_id: String,
     pub payload: Bytes,
@@ -36,6 +38,8 @@ pub struct OutMessage {
 pub struct PublisherOptions {
     /// Unacknowledged publishes allowed at once.
     pub max_in_flight: usize,
+    /// How long to wait for an ack before publishing again.
+    pub publish_timeout: Duration,
     /// Longest back-off between retries of one message.
     pub max_backoff: Duration,
 }
@@ -44,6 +48,7 @@ impl Default for PublisherOptions {
     fn default() -> Self {
         PublisherOptions {
             max_in_flight: 1024,
+            publish_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
         }
     }
@@ -106,177 +111,302 @@ impl PublishMetrics {
     }
 }
 
+/// The part of a JetStream publish ack we act on.
+#[derive(Debug, Deserialize)]
+struct Ack {
+    #[serde(default)]
+    duplicate: bool,
+    error: Option<AckError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AckError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    description: String,
+}
+
+enum Outcome {
+    Stored { duplicate: bool },
+    Retry(String),
+    Permanent(String),
+}
+
+fn outcome(status: Option<StatusCode>, payload: &[u8]) -> Outcome {
+    if status == Some(StatusCode::NO_RESPONDERS) {
+        return Outcome::Retry(
+            "no stream answered (stream missing or leader election in progress)".into(),
+        );
+    }
+    match serde_json::from_slice::<Ack>(payload) {
+        Ok(Ack {
+            error: None,
+            duplicate,
+        }) => Outcome::Stored { duplicate },
+        Ok(Ack { error: Some(e), .. }) => {
+            let text = format!("JetStream error {}: {}", e.code, e.description);
+            // 4xx: the message itself is refused (too large, wrong subject...); retrying
+            // cannot help. Except 408 and 409: a clustered stream answers "duplicate
+            // message id is in process" (409) while the first copy is still being
+            // replicated; retried, it resolves into an ordinary duplicate ack.
+            // 5xx and 0: the cluster is not able right now.
+            if (400..500).contains(&e.code) && e.code != 408 && e.code != 409 {
+                Outcome::Permanent(text)
+            } else {
+                Outcome::Retry(text)
+            }
+        }
+        Err(e) => Outcome::Retry(format!("unreadable ack: {e}")),
+    }
+}
+
 struct Pending {
     msg: OutMessage,
     attempts: u32,
+}
+
+struct Retry {
+    pending: Pending,
     not_before: Instant,
 }
 
-type AckFuture = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    OutMessage,
-                    u32,
-                    Result<jetstream::publish::PublishAck, String>,
-                ),
-            > + Send,
-    >,
->;
+struct Window {
+    client: async_nats::Client,
+    inbox: String,
+    options: PublisherOptions,
+    metrics: PublishMetrics,
+    next_id: u64,
+    in_flight: HashMap<u64, Pending>,
+    /// Ids in send order with their ack deadline (all share one timeout, so it is sorted).
+    deadlines: VecDeque<(u64, Instant)>,
+    retries: VecDeque<Retry>,
+    last_warning: Option<Instant>,
+}
+
+impl Window {
+    async fn send(&mut self, p: Pending) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, p.msg.msg_id.as_str());
+        let reply: Subject = format!("{}.{id}", self.inbox).into();
+        let sent = self
+            .client
+            .publish_with_reply_and_headers(
+                p.msg.subject.clone(),
+                reply,
+                headers,
+                p.msg.payload.clone(),
+            )
+            .await;
+        match sent {
+            Ok(()) => {
+                self.deadlines
+                    .push_back((id, Instant::now() + self.options.publish_timeout));
+                self.in_flight.insert(id, p);
+            }
+            Err(e) => self.retry(p, &e.to_string()),
+        }
+    }
+
+    fn acked(&mut self, id: u64, status: Option<StatusCode>, payload: &[u8]) {
+        // Unknown ids are late acks of attempts already retried: nothing to do.
+        let Some(p) = self.in_flight.remove(&id) else {
+            return;
+        };
+        match outcome(status, payload) {
+            Outcome::Stored { duplicate } => {
+                self.metrics.published.inc();
+                if duplicate {
+                    self.metrics.duplicates.inc();
+                }
+                self.metrics
+                    .ack_latency
+                    .observe(p.msg.received.elapsed().as_secs_f64());
+            }
+            Outcome::Retry(error) => self.retry(p, &error),
+            Outcome::Permanent(error) => {
+                self.metrics.failed.inc();
+                tracing::error!(subject = %p.msg.subject, msg_id = %p.msg.msg_id, %error, "publish rejected permanently");
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(id, deadline)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(p) = self.in_flight.remove(&id) {
+                self.retry(p, "timed out waiting for the ack");
+            }
+        }
+    }
+
+    fn retry(&mut self, p: Pending, error: &str) {
+        self.metrics.retries.inc();
+        // One line a second at most: a node failure makes thousands of these at once.
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(msg_id = %p.msg.msg_id, attempt = p.attempts + 1, %error, "publish not acknowledged; retrying with the same Nats-Msg-Id");
+        }
+        let backoff = Duration::from_millis(50u64.saturating_mul(1 << p.attempts.min(6)))
+            .min(self.options.max_backoff);
+        self.retries.push_back(Retry {
+            pending: Pending {
+                msg: p.msg,
+                attempts: p.attempts.saturating_add(1),
+            },
+            not_before: Instant::now() + backoff,
+        });
+    }
+
+    fn outstanding(&self) -> usize {
+        self.in_flight.len() + self.retries.len()
+    }
+}
 
 /// Publish everything received on `rx` until it closes and all is acknowledged, or
 /// until `abandon` is cancelled.
 pub async fn run_publisher(
-    js: jetstream::Context,
+    client: async_nats::Client,
     mut rx: mpsc::Receiver<OutMessage>,
     options: PublisherOptions,
     metrics: PublishMetrics,
     abandon: CancellationToken,
 ) {
+    let inbox = client.new_inbox();
+    let mut acks = match client.subscribe(format!("{inbox}.*")).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to the ack inbox; nothing can be published");
+            rx.close();
+            let mut left = 0;
+            while rx.recv().await.is_some() {
+                left += 1;
+            }
+            metrics.failed.inc_by(left);
+            return;
+        }
+    };
     let max_in_flight = options.max_in_flight.max(1);
-    let mut in_flight: FuturesUnordered<AckFuture> = FuturesUnordered::new();
-    let mut retries: VecDeque<Pending> = VecDeque::new();
+    let mut w = Window {
+        client,
+        inbox,
+        options,
+        metrics,
+        next_id: 0,
+        in_flight: HashMap::with_capacity(max_in_flight * 2),
+        deadlines: VecDeque::with_capacity(max_in_flight * 2),
+        retries: VecDeque::new(),
+        last_warning: None,
+    };
     let mut input_open = true;
-    let mut last_error_log: Option<Instant> = None;
 
     loop {
-        if !input_open && in_flight.is_empty() && retries.is_empty() {
+        if !input_open && w.outstanding() == 0 {
             break;
         }
-        let window_free = in_flight.len() < max_in_flight;
-        let retry_due = retries.front().map(|p| p.not_before);
-        let now = Instant::now();
-        let retry_ready = window_free && retry_due.is_some_and(|t| t <= now);
-
-        if retry_ready {
-            if let Some(p) = retries.pop_front() {
-                match send(&js, p.msg, p.attempts).await {
-                    Ok(fut) => in_flight.push(fut),
-                    Err((msg, attempts, error)) => {
-                        schedule_retry(
-                            &mut retries,
-                            &metrics,
-                            &options,
-                            msg,
-                            attempts,
-                            &error,
-                            &mut last_error_log,
-                        );
-                    }
-                }
+        let window_free = w.in_flight.len() < max_in_flight;
+        if window_free
+            && w.retries
+                .front()
+                .is_some_and(|r| r.not_before <= Instant::now())
+        {
+            if let Some(r) = w.retries.pop_front() {
+                w.send(r.pending).await;
             }
             continue;
         }
-
-        let retry_sleep = async {
-            match retry_due {
-                Some(t) if window_free => tokio::time::sleep_until(t.into()).await,
-                _ => std::future::pending().await,
+        let next_deadline = w.deadlines.front().map(|&(_, d)| d);
+        let next_retry = w
+            .retries
+            .front()
+            .map(|r| r.not_before)
+            .filter(|_| window_free);
+        let wake = match (next_deadline, next_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timer = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
             }
         };
-
         tokio::select! {
             biased;
             _ = abandon.cancelled() => break,
-            Some((msg, attempts, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                match result {
-                    Ok(ack) => {
-                        metrics.published.inc();
-                        if ack.duplicate {
-                            metrics.duplicates.inc();
-                        }
-                        metrics.ack_latency.observe(msg.received.elapsed().as_secs_f64());
-                    }
-                    Err(error) => {
-                        schedule_retry(&mut retries, &metrics, &options, msg, attempts, &error, &mut last_error_log);
-                    }
+            ack = acks.next() => {
+                let Some(ack) = ack else {
+                    tracing::error!("ack subscription closed");
+                    break;
+                };
+                if let Some(id) = ack.subject.rsplit('.').next().and_then(|t| t.parse().ok()) {
+                    w.acked(id, ack.status, &ack.payload);
                 }
             }
-            _ = retry_sleep => {}
-            next = rx.recv(), if input_open && window_free && retries.is_empty() => {
+            _ = timer => w.expire(Instant::now()),
+            next = rx.recv(), if input_open && window_free && w.retries.is_empty() => {
                 match next {
-                    Some(msg) => match send(&js, msg, 0).await {
-                        Ok(fut) => in_flight.push(fut),
-                        Err((msg, attempts, error)) => {
-                            schedule_retry(&mut retries, &metrics, &options, msg, attempts, &error, &mut last_error_log);
-                        }
-                    },
+                    Some(msg) => w.send(Pending { msg, attempts: 0 }).await,
                     None => input_open = false,
                 }
             }
         }
     }
 
-    // Only reached with work left when the drain deadline passed.
+    // Only reached with work left when the drain deadline passed (or acks stopped).
     rx.close();
-    let mut left = in_flight.len() + retries.len();
-    while let Ok(_msg) = rx.try_recv() {
+    let mut left = w.outstanding() as u64;
+    while rx.try_recv().is_ok() {
         left += 1;
     }
     if left > 0 {
-        metrics.failed.inc_by(left as u64);
+        w.metrics.failed.inc_by(left);
         tracing::error!(
             unacknowledged = left,
             "drain deadline passed: messages not confirmed by JetStream (counted as publish_failed)"
         );
     }
+    let _ = acks.unsubscribe().await;
 }
 
-async fn send(
-    js: &jetstream::Context,
-    msg: OutMessage,
-    attempts: u32,
-) -> Result<AckFuture, (OutMessage, u32, String)> {
-    let publish = PublishMessage::build()
-        .payload(msg.payload.clone())
-        .message_id(&msg.msg_id);
-    match js.send_publish(msg.subject.clone(), publish).await {
-        Ok(ack) => Ok(Box::pin(async move {
-            let result = ack.await.map_err(|e| describe(&e));
-            (msg, attempts, result)
-        })),
-        Err(e) => Err((msg, attempts, describe(&e))),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn describe(e: &jetstream::context::PublishError) -> String {
-    match e.kind() {
-        PublishErrorKind::StreamNotFound => {
-            "no stream answered (stream missing or leader election in progress)".into()
-        }
-        _ => e.to_string(),
+    #[test]
+    fn ack_outcomes() {
+        assert!(matches!(
+            outcome(None, br#"{"stream":"TSPI","seq":7}"#),
+            Outcome::Stored { duplicate: false }
+        ));
+        assert!(matches!(
+            outcome(None, br#"{"stream":"TSPI","seq":7,"duplicate":true}"#),
+            Outcome::Stored { duplicate: true }
+        ));
+        assert!(matches!(
+            outcome(None, br#"{"error":{"code":503,"err_code":10077,"description":"JetStream system temporarily unavailable"}}"#),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            outcome(None, br#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}"#),
+            Outcome::Permanent(_)
+        ));
+        assert!(matches!(
+            outcome(None, br#"{"error":{"code":409,"err_code":10071,"description":"duplicate message id is in process"}}"#),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            outcome(Some(StatusCode::NO_RESPONDERS), b""),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(outcome(None, b"\xff"), Outcome::Retry(_)));
     }
-}
-
-fn is_permanent(error: &str) -> bool {
-    error.contains("max payload")
-}
-
-fn schedule_retry(
-    retries: &mut VecDeque<Pending>,
-    metrics: &PublishMetrics,
-    options: &PublisherOptions,
-    msg: OutMessage,
-    attempts: u32,
-    error: &str,
-    last_log: &mut Option<Instant>,
-) {
-    if is_permanent(error) {
-        metrics.failed.inc();
-        tracing::error!(subject = %msg.subject, msg_id = %msg.msg_id, %error, "publish rejected permanently");
-        return;
-    }
-    metrics.retries.inc();
-    // One line a second at most: a node failure makes thousands of these at once.
-    if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-        *last_log = Some(Instant::now());
-        tracing::warn!(msg_id = %msg.msg_id, attempt = attempts + 1, %error, "publish not acknowledged; retrying with the same Nats-Msg-Id");
-    }
-    let backoff =
-        Duration::from_millis(50u64.saturating_mul(1 << attempts.min(6))).min(options.max_backoff);
-    retries.push_back(Pending {
-        msg,
-        attempts: attempts.saturating_add(1),
-        not_before: Instant::now() + backoff,
-    });
 }

@@ -19,7 +19,12 @@ async fn create_then_idempotent_update() {
     assert_eq!(created.config.num_replicas, 1, "single node gets R1");
     assert_eq!(created.config.storage, jetstream::stream::StorageType::File);
     assert!(created.config.duplicate_window >= Duration::from_secs(120));
-    for s in ["tspi.geocentric.>", "tspi.spherical.>", "tspi.cmd.>", "tags.>"] {
+    for s in [
+        "tspi.geocentric.>",
+        "tspi.spherical.>",
+        "tspi.cmd.>",
+        "tags.>",
+    ] {
         assert!(created.config.subjects.contains(&s.to_string()), "{s}");
     }
 

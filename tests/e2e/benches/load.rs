@@ -123,6 +123,10 @@ impl ProducerProcess {
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--stats-interval", "0", "--log-level", "warn"])
             .args(["--max-in-flight", &WINDOW.to_string()])
+            .args([
+                "--worker-threads",
+                &std::env::var("TSPI_BENCH_PRODUCER_THREADS").unwrap_or_else(|_| "2".into()),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start producer: {e}"));

@@ -42,10 +42,7 @@ impl RunningProducer {
         let socket = tokio::net::UdpSocket::from_std(std_socket).unwrap_or_else(|e| panic!("{e}"));
         let udp_addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let client = client(urls).await;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(publish_timeout)
-            .max_ack_inflight(max_in_flight + 1)
-            .build(client.clone());
+        let js = jetstream::new(client.clone());
         let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default())
             .unwrap_or_else(|e| panic!("{e}"));
         ensure_stream(&client, &js, &spec)
@@ -56,6 +53,7 @@ impl RunningProducer {
         let options = ProducerOptions {
             publisher: PublisherOptions {
                 max_in_flight,
+                publish_timeout,
                 ..PublisherOptions::default()
             },
             stats_interval: Duration::ZERO,
@@ -64,7 +62,7 @@ impl RunningProducer {
         let task = tokio::spawn(tspi_producer::run(
             options,
             socket,
-            js,
+            client.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));

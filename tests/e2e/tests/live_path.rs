@@ -151,6 +151,10 @@ async fn receive(js: &jetstream::Context, durable: Option<&str>, count: u64) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_ingest_is_exact_and_receiver_resumes_exactly() {
+    let _ = tspi_runtime::init_logging(&tspi_runtime::LogArgs {
+        log_level: "warn".into(),
+        log_format: tspi_runtime::LogFormat::Text,
+    });
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let cluster = NatsCluster::start(3).await;
     let producer = RunningProducer::start(&cluster.urls(), 1024, Duration::from_secs(2)).await;
