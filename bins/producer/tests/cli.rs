@@ -101,3 +101,70 @@ async fn conflicting_streams_are_reported() {
         .unwrap();
     out.assert_clean_failure("does not exist");
 }
+
+/// Counters reach the Prometheus endpoint with the documented names.
+#[tokio::test]
+async fn metrics_endpoint_counts_by_reason() {
+    use std::io::{Read, Write};
+    let server = NatsServer::start().await;
+    let (udp, metrics) = (free_port(), free_port());
+    let mut child = std::process::Command::new(BIN)
+        .args(["--nats-server", &server.url(), "--udp-host", "127.0.0.1"])
+        .args([
+            "--udp-port",
+            &udp.to_string(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let get = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    while get().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics endpoint never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let valid = tspi_core::Datagram {
+        sensor_id: 5,
+        day: 1,
+        time_ticks: 0,
+        status: 0,
+        status_flags: 0,
+        payload: tspi_core::Payload::Geocentric(Default::default()),
+    }
+    .encode();
+    sock.send_to(&valid, ("127.0.0.1", udp)).unwrap();
+    sock.send_to(&valid[..36], ("127.0.0.1", udp)).unwrap();
+    sock.send_to(&[0xC1, 9], ("127.0.0.1", udp)).unwrap();
+    let mut body = String::new();
+    while std::time::Instant::now() < deadline {
+        body = get().unwrap_or_default();
+        if body.contains("tspi_producer_published_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tspi_test_support::sigterm(child.id());
+    let status = child.wait().unwrap();
+    for line in [
+        "tspi_producer_datagrams_received_total 3",
+        "tspi_producer_datagrams_invalid_total{reason=\"length\"} 2",
+        "tspi_producer_published_total 1",
+        "tspi_producer_datagrams_dropped_total{reason=\"queue_full\"} 0",
+    ] {
+        assert!(body.contains(line), "missing {line:?} in\n{body}");
+    }
+    assert_eq!(status.code(), Some(0), "SIGTERM drains and exits 0");
+}

@@ -173,6 +173,7 @@ struct Retry {
 
 struct Window {
     client: async_nats::Client,
+    abandon: CancellationToken,
     inbox: String,
     options: PublisherOptions,
     metrics: PublishMetrics,
@@ -191,15 +192,21 @@ impl Window {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, p.msg.msg_id.as_str());
         let reply: Subject = format!("{}.{id}", self.inbox).into();
-        let sent = self
-            .client
-            .publish_with_reply_and_headers(
-                p.msg.subject.clone(),
-                reply,
-                headers,
-                p.msg.payload.clone(),
-            )
-            .await;
+        // While disconnected the client may hold the publish until it reconnects; the
+        // drain deadline must still be able to end the run.
+        let publish = self.client.publish_with_reply_and_headers(
+            p.msg.subject.clone(),
+            reply,
+            headers,
+            p.msg.payload.clone(),
+        );
+        let sent = tokio::select! {
+            r = publish => r,
+            _ = self.abandon.cancelled() => {
+                self.retries.push_back(Retry { pending: p, not_before: Instant::now() });
+                return;
+            }
+        };
         match sent {
             Ok(()) => {
                 self.deadlines
@@ -297,6 +304,7 @@ pub async fn run_publisher(
     let max_in_flight = options.max_in_flight.max(1);
     let mut w = Window {
         client,
+        abandon: abandon.clone(),
         inbox,
         options,
         metrics,

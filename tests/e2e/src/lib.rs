@@ -34,6 +34,20 @@ pub struct RunningProducer {
 impl RunningProducer {
     /// Bind UDP on 127.0.0.1:0, connect, ensure the `TSPI` stream, and run.
     pub async fn start(urls: &[String], max_in_flight: usize, publish_timeout: Duration) -> Self {
+        let options = ProducerOptions {
+            publisher: PublisherOptions {
+                max_in_flight,
+                publish_timeout,
+                ..PublisherOptions::default()
+            },
+            stats_interval: Duration::ZERO,
+            ..ProducerOptions::default()
+        };
+        Self::start_with(urls, options).await
+    }
+
+    /// Like [`RunningProducer::start`] with explicit options.
+    pub async fn start_with(urls: &[String], options: ProducerOptions) -> Self {
         let (std_socket, _) = tspi_producer::udp::bind_udp(
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             32 * 1024 * 1024,
@@ -50,15 +64,6 @@ impl RunningProducer {
             .unwrap_or_else(|e| panic!("ensure stream: {e}"));
         let metrics = ProducerMetrics::new(&mut Registry::default());
         let shutdown = CancellationToken::new();
-        let options = ProducerOptions {
-            publisher: PublisherOptions {
-                max_in_flight,
-                publish_timeout,
-                ..PublisherOptions::default()
-            },
-            stats_interval: Duration::ZERO,
-            ..ProducerOptions::default()
-        };
         let task = tokio::spawn(tspi_producer::run(
             options,
             socket,
