@@ -1,6 +1,8 @@
 //! The producer binary refuses bad input with a one-line reason and a non-zero exit,
 //! never a panic: bad flags, an unreachable server, a stream whose config conflicts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};

@@ -1,6 +1,8 @@
 //! `ensure_stream` on a real server: creates the SPEC §4 stream, is idempotent, keeps what
 //! an operator set that we do not own, and refuses a too-short duplicate window.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::time::Duration;
 
 use async_nats::jetstream;

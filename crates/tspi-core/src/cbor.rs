@@ -61,6 +61,7 @@ pub(crate) fn float(out: &mut Vec<u8>, v: f64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

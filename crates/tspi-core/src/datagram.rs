@@ -356,6 +356,7 @@ pub fn to_wire_angle(deg: f64) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

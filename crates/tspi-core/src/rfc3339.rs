@@ -73,6 +73,7 @@ pub fn day_and_ticks(epoch_us: i64) -> (u16, u32) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -112,6 +112,7 @@ pub fn write_msg_id(out: &mut String, sensor_id: u16, day: u16, time_ticks: u32)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -73,6 +73,7 @@ pub fn fps2_to_mps2(a: f64) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! Property tests, 10,000 cases each: arbitrary bytes never panic the decoder, valid
 //! datagrams survive decode → encode unchanged, and records survive CBOR and JSON.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use proptest::prelude::*;
 use tspi_core::{decode, DatagramError, TelemetryRecord, DATAGRAM_LEN};
 

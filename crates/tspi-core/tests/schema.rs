@@ -2,6 +2,8 @@
 //! rejects what breaks the contract, so it can be trusted by other clients and by the
 //! end-to-end test that validates receiver output against it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use serde_json::{json, Value};
 use tspi_core::{decode, TelemetryRecord};
 

@@ -2,6 +2,8 @@
 //! every valid case decodes to the expected fields (floats within 1e-9), every invalid
 //! case fails with the expected message.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use serde_json::Value;
 use tspi_core::{decode, msg_id, StreamPrefix, TelemetryRecord};
 

@@ -70,13 +70,22 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
+    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
         return Err(format!("duration {text:?} is out of range"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// Wall-clock UTC milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::parse_duration;
     use std::time::Duration;
@@ -93,12 +102,4 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("1e400").is_err());
     }
-}
-
-/// Wall-clock UTC milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_epoch_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.as_millis() as i64)
-        .unwrap_or(0)
 }

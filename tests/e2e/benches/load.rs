@@ -6,6 +6,8 @@
 //! `cargo bench -p tspi-e2e --bench load` (builds the release producer first if needed).
 //! Environment: `TSPI_BENCH_QUICK=1` shortens every phase (smoke run).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::future::IntoFuture;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -45,9 +47,9 @@ fn datagram(i: u64, day: u16) -> Datagram {
         status: 0xFF,
         status_flags: 1,
         payload: Payload::Geocentric(GeocentricRaw {
-            x: -2_459_064_56,
-            y: -4_635_414_12,
-            z: 3_622_671_15,
+            x: -245_906_456,
+            y: -463_541_412,
+            z: 362_267_115,
             vx: 11_471,
             vy: 9_427,
             vz: 19_631,

@@ -2,6 +2,8 @@
 //! queue is published once the server is back, what does not is counted as dropped, and
 //! the two add up to exactly what was sent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::time::{Duration, Instant};
 
 use tspi_bus::PublisherOptions;

@@ -2,6 +2,11 @@
 //! 2–4): generator → UDP → producer → R3 `TSPI` stream → receiver, with duplicates and
 //! garbage on the wire, and a node killed with SIGKILL in the middle of the run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// test code: a panic is the failure report
+// The HEAVY guard is held across awaits on purpose: it serialises the cluster tests.
+#![allow(clippy::await_holding_lock)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
