@@ -1,9 +1,14 @@
 //! Real servers for tests: `nats-server` with JetStream, single node or a three-node
-//! cluster, on free loopback ports, with their stores in temp dirs.
+//! cluster, and PostgreSQL (primary and streaming replica, [`postgres`]), on free loopback
+//! ports, with their stores in temp dirs.
 //!
 //! Tests in this workspace never use in-memory stand-ins. Every server started here is
 //! killed and its directory removed on `Drop`; a missing binary fails the test loudly with
 //! the command that installs it, rather than skipping.
+
+pub mod postgres;
+
+pub use postgres::{pg_bindir, PgServer, PG_USER};
 
 use std::collections::HashSet;
 use std::fs;
@@ -63,6 +68,13 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The last `n` lines of a log file (empty if unreadable), for failure messages.
+pub fn file_tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// One `nats-server` process with JetStream enabled.
@@ -209,9 +221,7 @@ impl NatsServer {
 
     /// The last `n` lines of the server log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        file_tail(&self.dir.path().join("server.log"), n)
     }
 
     pub fn dir(&self) -> &Path {

@@ -1,0 +1,43 @@
+//! The PostgreSQL helpers work as the archive tests will use them: a primary, a streaming
+//! replica that follows it, a crash and restart, and promotion of the replica.
+
+use std::time::{Duration, Instant};
+
+use tspi_test_support::PgServer;
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn primary_replica_crash_and_failover() {
+    let mut primary = PgServer::start_primary();
+    let db = primary.create_database("t");
+    primary.psql(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    );
+
+    let replica = PgServer::start_replica(&primary);
+    assert_eq!(replica.psql("postgres", "SELECT pg_is_in_recovery()"), "t");
+    primary.psql(&db, "INSERT INTO t VALUES (2)");
+    wait_for("replication", || {
+        replica.psql(&db, "SELECT count(*) FROM t") == "2"
+    });
+
+    primary.restart();
+    assert_eq!(
+        primary.psql(&db, "SELECT count(*) FROM t"),
+        "2",
+        "committed rows survive a crash"
+    );
+
+    primary.kill();
+    replica.promote();
+    replica.psql(&db, "INSERT INTO t VALUES (3)");
+    assert_eq!(replica.psql(&db, "SELECT count(*) FROM t"), "3");
+}
