@@ -2,8 +2,9 @@
 //!
 //! Messages are fetched in batches no larger than what is still wanted (`--count`), so
 //! nothing is pulled that will not be printed. Output is flushed whenever no further
-//! message is immediately available, then acknowledged with `AckPolicy::All` on the last
-//! written message: an ack always follows the write, and one ack covers a whole burst.
+//! message is immediately available, then every written message is acknowledged
+//! (explicit acks: an "ack all" would also cover messages a crashed earlier run had
+//! pulled but never printed). An ack always follows the write.
 //! A reader that closes the pipe ends the run cleanly; unwritten messages stay unacked
 //! and are redelivered to the next run.
 
@@ -177,7 +178,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let mut line = Vec::with_capacity(64 * 1024);
     let mut written: u64 = 0;
     let mut invalid: u64 = 0;
-    let mut last_unacked: Option<jetstream::Message> = None;
+    let mut unacked: Vec<jetstream::Message> = Vec::with_capacity(options.batch);
     let mut backoff = Duration::from_millis(100);
     let mut invalid_logged: Option<Instant> = None;
 
@@ -215,8 +216,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             let next = match messages.next().now_or_never() {
                 Some(item) => item,
                 None => {
-                    if let Err(stop) =
-                        flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await
+                    if let Err(stop) = flush_and_ack(&mut out, &mut line, &mut unacked, false).await
                     {
                         break 'outer stop;
                     }
@@ -261,11 +261,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     }
                 }
             }
-            last_unacked = Some(msg);
+            unacked.push(msg);
             if line.len() >= 60 * 1024 {
-                if let Err(stop) =
-                    flush_and_ack(&mut out, &mut line, &mut last_unacked, false).await
-                {
+                if let Err(stop) = flush_and_ack(&mut out, &mut line, &mut unacked, false).await {
                     break 'outer stop;
                 }
             }
@@ -277,7 +275,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
 
     if stop != StopReason::OutputClosed {
         if let Err(StopReason::OutputClosed) =
-            flush_and_ack(&mut out, &mut line, &mut last_unacked, true).await
+            flush_and_ack(&mut out, &mut line, &mut unacked, true).await
         {
             return Ok(Summary {
                 written,
@@ -300,13 +298,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Write what is buffered, then acknowledge everything up to the last message written.
-/// With `confirm` (the final ack of a run) the server's confirmation is awaited, so a
-/// restart never sees these messages again.
+/// Write what is buffered, then acknowledge every message written. With `confirm` (the
+/// final ack of a run) the server's confirmation of the last one is awaited, so a restart
+/// never sees these messages again.
 async fn flush_and_ack<W: AsyncWrite + Unpin>(
     out: &mut W,
     line: &mut Vec<u8>,
-    last: &mut Option<jetstream::Message>,
+    unacked: &mut Vec<jetstream::Message>,
     confirm: bool,
 ) -> Result<(), StopReason> {
     if !line.is_empty() {
@@ -323,18 +321,24 @@ async fn flush_and_ack<W: AsyncWrite + Unpin>(
                 tracing::error!(error = %e, "cannot write output; stopping");
             }
             // Not acknowledged: these messages are redelivered to the next reader.
-            *last = None;
+            unacked.clear();
             return Err(StopReason::OutputClosed);
         }
     }
-    if let Some(msg) = last.take() {
+    let last = unacked.pop();
+    for msg in unacked.drain(..) {
+        if let Err(e) = msg.ack().await {
+            tracing::warn!(error = %e, "ack not sent; the message may be redelivered");
+        }
+    }
+    if let Some(msg) = last {
         let acked = if confirm {
             msg.double_ack().await
         } else {
             msg.ack().await
         };
         if let Err(e) = acked {
-            // Still written; JetStream redelivers after ack_wait and the next ack covers it.
+            // Still written; JetStream redelivers it after ack_wait (at-least-once).
             tracing::warn!(error = %e, "acknowledgement not confirmed; message may be redelivered");
         }
     }
@@ -369,7 +373,7 @@ async fn bind_consumer(
         durable_name: options.durable.clone(),
         name: options.durable.clone(),
         deliver_policy: options.deliver.policy(),
-        ack_policy: AckPolicy::All,
+        ack_policy: AckPolicy::Explicit,
         ack_wait: options.ack_wait,
         filter_subject,
         filter_subjects,

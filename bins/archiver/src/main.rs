@@ -1,0 +1,107 @@
+//! `archiver` (daemon) and `archiver migrate`: flags → options → NATS/PostgreSQL → run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use prometheus_client::registry::Registry;
+use tspi_archiver::{connect_db, run, ArchiverMetrics, ArchiverOptions};
+use tspi_bus::{connect, NatsArgs};
+use tspi_runtime::{
+    exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs,
+    MetricsArgs,
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Apply the schema only
+  archiver migrate --database-url 'postgresql://archiver@db1/tspi'
+
+  # Archive the TSPI stream; follow a promoted replica on failover
+  archiver --nats-server nats://n1:4222 --nats-server nats://n2:4222 \\
+           --database-url 'host=db1,db2 user=archiver dbname=tspi target_session_attrs=read-write'";
+
+/// Archive every message of the TSPI stream in PostgreSQL (acknowledged after commit).
+#[derive(Debug, Parser)]
+#[command(name = "archiver", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// libpq URL or key=value string; several hosts with target_session_attrs=read-write
+    /// follow the primary.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Stream to archive.
+    #[arg(long, default_value = "TSPI")]
+    stream: String,
+    /// Durable consumer name.
+    #[arg(long, default_value = "archiver")]
+    durable: String,
+    /// Largest batch written in one statement.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    batch_max: u32,
+    /// Longest wait to fill a batch.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    batch_wait: Duration,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or migrate the schema, then exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    exit_code(start(cli))
+}
+
+fn start(cli: Cli) -> anyhow::Result<()> {
+    init_logging(&cli.log)?;
+    let url = cli
+        .database_url
+        .clone()
+        .context("--database-url (or DATABASE_URL) is required")?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let mut db = connect_db(&url)
+                .await
+                .context("cannot connect to the database")?;
+            let version = tspi_store::migrate(&mut db).await?;
+            tracing::info!(version, "schema is current");
+            if matches!(cli.command, Some(Command::Migrate)) {
+                return Ok(());
+            }
+            drop(db);
+            let shutdown = shutdown_on_signals()?;
+            let client = connect(&cli.nats, "tspi-archiver").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            let mut registry = Registry::with_prefix("tspi_archiver");
+            let metrics = ArchiverMetrics::new(&mut registry);
+            if let Some(maddr) = cli.metrics.metrics_addr {
+                serve_metrics(maddr, Arc::new(registry), shutdown.clone())
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {maddr}"))?;
+            }
+            let options = ArchiverOptions {
+                stream: cli.stream,
+                durable: cli.durable,
+                database_url: url,
+                batch_max: cli.batch_max as usize,
+                batch_wait: cli.batch_wait,
+            };
+            run(options, js, metrics, shutdown).await?;
+            client.flush().await.ok();
+            Ok(())
+        })
+}
