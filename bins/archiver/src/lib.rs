@@ -29,6 +29,9 @@ pub struct ArchiverOptions {
     pub database_url: String,
     pub batch_max: usize,
     pub batch_wait: Duration,
+    /// How long a pulled, unacknowledged message (e.g. of a crashed archiver) waits
+    /// before JetStream delivers it again.
+    pub ack_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +170,7 @@ pub async fn run(
                 durable_name: Some(options.durable.clone()),
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
+                ack_wait: options.ack_wait,
                 max_ack_pending: 100_000,
                 description: Some("tspi archiver".into()),
                 ..Default::default()

@@ -45,6 +45,9 @@ struct Cli {
     /// Longest wait to fill a batch.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     batch_wait: Duration,
+    /// Redelivery delay for messages pulled but not acknowledged (a crashed archiver's batch).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    ack_wait: Duration,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -99,6 +102,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 database_url: url,
                 batch_max: cli.batch_max as usize,
                 batch_wait: cli.batch_wait,
+                ack_wait: cli.ack_wait,
             };
             run(options, js, metrics, shutdown).await?;
             client.flush().await.ok();

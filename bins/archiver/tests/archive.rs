@@ -78,6 +78,7 @@ fn start(
         database_url: url.to_owned(),
         batch_max: 250,
         batch_wait: Duration::from_millis(100),
+        ack_wait: Duration::from_secs(3),
     };
     let task = tokio::spawn(run(options, js.clone(), metrics.clone(), shutdown.clone()));
     (shutdown, task, metrics)

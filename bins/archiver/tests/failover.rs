@@ -1,0 +1,109 @@
+//! Failover: the archiver writes through a multi-host URL with
+//! `target_session_attrs=read-write`; the primary dies, the streaming replica is
+//! promoted, and the archiver goes on writing to it with no row lost. Replication is
+//! synchronous here (`synchronous_standby_names = '*'`): with asynchronous replication a
+//! commit the archiver already acknowledged could be missing on the promoted replica.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tspi_archiver::{run, ArchiverMetrics, ArchiverOptions};
+use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
+use tspi_core::{Datagram, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
+use tspi_test_support::{NatsServer, PgServer, PG_USER};
+
+const N: u32 = 4_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiver_follows_a_promoted_replica_without_losing_rows() {
+    let nats = NatsServer::start().await;
+    let mut primary = PgServer::start_primary();
+    let db = primary.create_database("failover");
+    let mut c = tspi_archiver::connect_db(&primary.url(&db)).await.unwrap();
+    tspi_store::migrate(&mut c).await.unwrap();
+    drop(c);
+    let replica = PgServer::start_replica(&primary);
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    );
+    primary.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while primary.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+    ) != "1"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica never became synchronous"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let nc = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(nc.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&nc, &js, &spec).await.unwrap();
+    for i in 0..N {
+        let d = Datagram {
+            sensor_id: 1,
+            day: 2,
+            time_ticks: i,
+            status: 0,
+            status_flags: 0,
+            payload: Payload::Geocentric(GeocentricRaw::default()),
+        };
+        js.publish(
+            "tspi.geocentric.1",
+            TelemetryRecord::from_datagram(&d, 0).to_cbor().into(),
+        )
+        .await
+        .unwrap();
+    }
+    nc.flush().await.unwrap();
+
+    let url = format!(
+        "postgresql://{PG_USER}@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write&connect_timeout=2",
+        primary.port(),
+        replica.port()
+    );
+    let metrics = ArchiverMetrics::new(&mut Registry::default());
+    let shutdown = CancellationToken::new();
+    let options = ArchiverOptions {
+        stream: "TSPI".into(),
+        durable: "archiver".into(),
+        database_url: url,
+        batch_max: 100,
+        batch_wait: Duration::from_millis(50),
+        ack_wait: Duration::from_secs(3),
+    };
+    let task = tokio::spawn(run(options, js.clone(), metrics.clone(), shutdown.clone()));
+    let count = |pg: &PgServer| {
+        pg.psql(&db, "SELECT count(*) FROM messages")
+            .parse::<u32>()
+            .unwrap()
+    };
+    while count(&primary) < 1_000 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    primary.kill();
+    replica.promote();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&replica) < N && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        count(&replica),
+        N,
+        "every message archived once on the new primary"
+    );
+    assert!(metrics.db_errors.get() > 0, "the failover was noticed");
+}
