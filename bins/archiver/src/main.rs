@@ -1,7 +1,6 @@
 //! `archiver` (daemon) and `archiver migrate`: flags → options → NATS/PostgreSQL → run.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,8 +9,7 @@ use prometheus_client::registry::Registry;
 use tspi_archiver::{connect_db, run, ArchiverMetrics, ArchiverOptions};
 use tspi_bus::{connect, NatsArgs};
 use tspi_runtime::{
-    exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs,
-    MetricsArgs,
+    exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs, MetricsArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -91,11 +89,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let js = async_nats::jetstream::new(client.clone());
             let mut registry = Registry::with_prefix("tspi_archiver");
             let metrics = ArchiverMetrics::new(&mut registry);
-            if let Some(maddr) = cli.metrics.metrics_addr {
-                serve_metrics(maddr, Arc::new(registry), shutdown.clone())
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {maddr}"))?;
-            }
+            cli.metrics.serve(registry, shutdown.clone()).await?;
             let options = ArchiverOptions {
                 stream: cli.stream,
                 durable: cli.durable,

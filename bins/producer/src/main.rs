@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,8 +12,7 @@ use tspi_bus::{connect, ensure_stream, NatsArgs, PublisherOptions, StreamArgs, S
 use tspi_core::StreamPrefix;
 use tspi_producer::{run, udp, ProducerMetrics, ProducerOptions};
 use tspi_runtime::{
-    exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs,
-    MetricsArgs,
+    exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs, MetricsArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -118,12 +116,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             ensure_stream(&client, &js, &spec).await?;
             let mut registry = Registry::with_prefix("tspi_producer");
             let metrics = ProducerMetrics::new(&mut registry);
-            if let Some(maddr) = cli.metrics.metrics_addr {
-                let bound = serve_metrics(maddr, Arc::new(registry), shutdown.clone())
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {maddr}"))?;
-                tracing::info!(%bound, "metrics endpoint up");
-            }
+            cli.metrics.serve(registry, shutdown.clone()).await?;
             tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, "producer running");
             run(options, socket, client.clone(), metrics, shutdown).await?;
             client.flush().await.ok();

@@ -1,7 +1,6 @@
 //! `receiver`: flags → validated options → logging → NATS → `tspi_receiver::run`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,8 +10,7 @@ use tspi_bus::{connect, NatsArgs};
 use tspi_core::StreamPrefix;
 use tspi_receiver::{run, Deliver, ReceiverMetrics, ReceiverOptions, StopReason};
 use tspi_runtime::{
-    exit_code, init_logging, parse_duration, serve_metrics, shutdown_on_signals, LogArgs,
-    MetricsArgs,
+    exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs, MetricsArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -114,11 +112,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let js = async_nats::jetstream::new(client.clone());
             let mut registry = Registry::with_prefix("tspi_receiver");
             let metrics = ReceiverMetrics::new(&mut registry);
-            if let Some(maddr) = cli.metrics.metrics_addr {
-                serve_metrics(maddr, Arc::new(registry), shutdown.clone())
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {maddr}"))?;
-            }
+            cli.metrics.serve(registry, shutdown.clone()).await?;
             let summary = run(options, js, tokio::io::stdout(), metrics, shutdown).await?;
             client.flush().await.ok();
             tracing::info!(written = summary.written, invalid = summary.invalid, stop = ?summary.stop, "receiver stopped");

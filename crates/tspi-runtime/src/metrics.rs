@@ -17,6 +17,23 @@ pub struct MetricsArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+impl MetricsArgs {
+    /// Serve `registry` when `--metrics-addr` was given; a clear error if it cannot bind.
+    pub async fn serve(
+        &self,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        if let Some(addr) = self.metrics_addr {
+            let bound = serve_metrics(addr, Arc::new(registry), shutdown)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!(%bound, "metrics endpoint up");
+        }
+        Ok(())
+    }
+}
+
 /// Bind `addr` and serve `registry` until `shutdown`. Returns the bound address (useful
 /// with port 0).
 pub async fn serve_metrics(
