@@ -208,16 +208,21 @@ pub async fn run(
             if msg.info().is_ok_and(|i| i.delivered > 1) {
                 metrics.redeliveries.inc();
             }
-            if let Some(row) = to_row(&options.stream, &msg) {
-                if row.error.is_some() {
-                    metrics.rejects.inc();
-                    if reject_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        reject_logged = Some(Instant::now());
-                        tracing::warn!(subject = %row.subject, error = ?row.error, "undecodable message stored raw");
-                    }
+            let Some(row) = to_row(&options.stream, &msg) else {
+                // No JetStream metadata, so no key to store it under: leave it unacked
+                // (visible as ack-pending, redelivered) rather than ack what was not stored.
+                metrics.rejects.inc();
+                tracing::error!(subject = %msg.subject, "message without JetStream metadata; not archived, not acknowledged");
+                continue;
+            };
+            if row.error.is_some() {
+                metrics.rejects.inc();
+                if reject_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    reject_logged = Some(Instant::now());
+                    tracing::warn!(subject = %row.subject, error = ?row.error, "undecodable message stored raw");
                 }
-                rows.push(row);
             }
+            rows.push(row);
             pulled.push(msg);
         }
         let Some(last) = pulled.pop() else { continue };

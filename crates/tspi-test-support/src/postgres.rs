@@ -153,18 +153,13 @@ impl PgServer {
         let (dir, data, socket_dir, log) = Self::layout("tspi-pg-replica-");
         give_to_server_user(dir.path());
         let mut backup = as_server_user(&bindir.join("pg_basebackup"));
-        backup
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &primary.port.to_string(),
-                "-U",
-                PG_USER,
-            ])
-            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        backup.arg("-D").arg(&data).args(primary.conn_args()).args([
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+            "--checkpoint=fast",
+        ]);
         run_ok(backup, "pg_basebackup");
         Self::launch(dir, data, socket_dir, log)
     }
@@ -214,14 +209,7 @@ impl PgServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let ok = Command::new(&isready)
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    PG_USER,
-                ])
+                .args(self.conn_args())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -244,6 +232,18 @@ impl PgServer {
         self.port
     }
 
+    /// `-h 127.0.0.1 -p <port> -U tspi`, for the client programs.
+    fn conn_args(&self) -> [String; 6] {
+        [
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-U".into(),
+            PG_USER.into(),
+        ]
+    }
+
     /// A libpq URL for database `db`.
     pub fn url(&self, db: &str) -> String {
         format!("postgresql://{PG_USER}@127.0.0.1:{}/{db}", self.port)
@@ -252,16 +252,8 @@ impl PgServer {
     /// Run SQL with `psql` and return its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(pg_bindir().join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                PG_USER,
-                "-d",
-                db,
-            ])
+            .args(self.conn_args())
+            .args(["-d", db])
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .stdin(Stdio::null())
             .output()
