@@ -1,37 +1,57 @@
 //! The archiver: a durable pull consumer on `TSPI` writing every message to PostgreSQL
 //! (SPEC §5, issue 3).
 //!
-//! Batches are pulled, turned into rows and written in one statement; each message is
-//! acknowledged (explicitly: an "ack all" would also cover messages a crashed instance had
-//! pulled but never written) only after the write committed.
-//! A database error keeps the batch and retries it on a fresh connection — the
+//! Two stages joined by a bounded queue: the reader pulls messages, turns them into rows
+//! and cuts batches (by size or time); the writer commits each batch in one transaction
+//! and only then acknowledges its messages — explicitly, one by one, because an "ack all"
+//! would also cover messages a crashed instance had pulled but never written. While one
+//! batch is being written the next one is being pulled.
+//!
+//! A database error keeps the batch and retries it on a fresh pooled connection — the
 //! multi-host `--database-url` with `target_session_attrs=read-write` finds a promoted
 //! replica — so nothing is acknowledged that is not stored. Redelivered messages hit the
-//! same primary key and are skipped. Undecodable messages are stored raw with their error,
-//! counted, and acknowledged: they never block the stream.
+//! same primary key and are skipped. Undecodable messages are stored raw with their
+//! error, counted, and acknowledged: they never block the stream.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use deadpool_postgres::Pool;
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio_postgres::NoTls;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tspi_core::TelemetryRecord;
-use tspi_store::{insert_messages, MessageKind, MessageRow};
+use tspi_core::{DisplayCommand, Tag, TelemetryRecord};
+use tspi_store::{write_batch, CommandRow, JsonText, MessageKind, MessageRow, RowDetail, TagRow};
 
 #[derive(Debug, Clone)]
 pub struct ArchiverOptions {
     pub stream: String,
     pub durable: String,
-    pub database_url: String,
     pub batch_max: usize,
     pub batch_wait: Duration,
     /// How long a pulled, unacknowledged message (e.g. of a crashed archiver) waits
     /// before JetStream delivers it again.
     pub ack_wait: Duration,
+    /// Plain-PostgreSQL retention: delete rows older than this every minute.
+    pub retain: Option<Duration>,
+}
+
+impl Default for ArchiverOptions {
+    fn default() -> Self {
+        ArchiverOptions {
+            stream: "TSPI".into(),
+            durable: "archiver".into(),
+            batch_max: 2000,
+            batch_wait: Duration::from_millis(100),
+            ack_wait: Duration::from_secs(30),
+            retain: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +62,9 @@ pub struct ArchiverMetrics {
     pub db_errors: Counter,
     pub redeliveries: Counter,
     pub batch_latency: Histogram,
+    pub archive_lag: Histogram,
+    pub consumer_pending: Gauge,
+    pub consumer_ack_pending: Gauge,
 }
 
 impl ArchiverMetrics {
@@ -53,10 +76,13 @@ impl ArchiverMetrics {
             db_errors: Counter::default(),
             redeliveries: Counter::default(),
             batch_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+            archive_lag: Histogram::new(exponential_buckets(0.000_5, 2.0, 18)),
+            consumer_pending: Gauge::default(),
+            consumer_ack_pending: Gauge::default(),
         };
         registry.register(
             "rows_written",
-            "Rows committed to messages",
+            "Rows committed to messages (rate = rows/s)",
             m.rows_written.clone(),
         );
         registry.register(
@@ -81,28 +107,45 @@ impl ArchiverMetrics {
         );
         registry.register(
             "batch_latency_seconds",
-            "Pull to commit, per batch",
+            "First message of a batch pulled to its commit",
             m.batch_latency.clone(),
+        );
+        registry.register(
+            "archive_lag_seconds",
+            "Stream time of a message to the commit of its row",
+            m.archive_lag.clone(),
+        );
+        registry.register(
+            "consumer_pending",
+            "Messages in the stream not yet delivered to the archiver (lag)",
+            m.consumer_pending.clone(),
+        );
+        registry.register(
+            "consumer_ack_pending",
+            "Messages delivered but not yet acknowledged",
+            m.consumer_ack_pending.clone(),
         );
         m
     }
 }
 
-/// Connect to the database (first host that is writable) and run migrations.
-pub async fn connect_db(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "database connection ended");
-        }
-    });
-    Ok(client)
+fn epoch_ms_to_time(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
-/// Classify and decode one message into its row.
+fn rfc3339(text: &str) -> Option<OffsetDateTime> {
+    tspi_core::rfc3339::parse_epoch_ms(text).and_then(epoch_ms_to_time)
+}
+
+/// Generic CBOR → JSON for the `record` column of commands and tags.
+fn cbor_to_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    ciborium::from_reader::<serde_json::Value, _>(bytes).map_err(|e| format!("not CBOR: {e}"))
+}
+
+/// Classify and decode one message into its row; `None` without JetStream metadata.
 pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
     let info = msg.info().ok()?;
-    let subject = msg.subject.to_string();
+    let subject = msg.subject.as_str();
     let msg_id = msg
         .headers
         .as_ref()
@@ -110,9 +153,9 @@ pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
         .map(|v| v.as_str().to_owned());
     let mut row = MessageRow {
         stream: stream.to_owned(),
-        stream_seq: info.stream_sequence as i64,
+        stream_seq: i64::try_from(info.stream_sequence).ok()?,
         stream_ts: info.published,
-        subject: subject.clone(),
+        subject: subject.to_owned(),
         kind: MessageKind::Invalid,
         msg_id,
         recv_ts: None,
@@ -120,34 +163,26 @@ pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
         day: None,
         time_s: None,
         record: None,
-        raw: msg.payload.to_vec(),
+        raw: msg.payload.clone(),
         error: None,
+        detail: RowDetail::None,
     };
-    let generic = |row: &mut MessageRow, kind| match ciborium::from_reader::<serde_json::Value, _>(
-        &msg.payload[..],
-    ) {
-        Ok(v) => {
-            row.kind = kind;
-            row.record = Some(v);
-        }
-        Err(e) => row.error = Some(format!("not CBOR: {e}")),
-    };
+    let payload = &msg.payload[..];
     if subject.starts_with("tspi.cmd.") {
-        generic(&mut row, MessageKind::Command);
+        classify_command(&mut row, payload);
     } else if subject.starts_with("tags.") {
-        generic(&mut row, MessageKind::Tag);
+        classify_tag(&mut row, payload);
     } else {
-        match TelemetryRecord::from_cbor(&msg.payload) {
+        match TelemetryRecord::from_cbor(payload) {
             Ok(rec) => {
+                let mut json = Vec::with_capacity(420);
+                rec.write_json(&mut json);
                 row.kind = MessageKind::Telemetry;
                 row.sensor_id = Some(i32::from(rec.sensor_id));
                 row.day = i16::try_from(rec.day).ok();
                 row.time_s = Some(rec.time_s);
-                row.recv_ts = time::OffsetDateTime::from_unix_timestamp_nanos(
-                    i128::from(rec.recv_epoch_ms) * 1_000_000,
-                )
-                .ok();
-                row.record = serde_json::to_value(&rec).ok();
+                row.recv_ts = epoch_ms_to_time(rec.recv_epoch_ms);
+                row.record = Some(JsonText(json));
             }
             Err(e) => row.error = Some(e.to_string()),
         }
@@ -155,15 +190,86 @@ pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
     Some(row)
 }
 
-/// Run until `shutdown`; the batch in hand is finished (written and acked) first.
+/// Store the generic JSON form of a command or tag; false (with the error set) when the
+/// payload is not CBOR at all.
+fn set_json(row: &mut MessageRow, payload: &[u8]) -> bool {
+    match cbor_to_json(payload) {
+        Ok(value) => {
+            row.record = serde_json::to_vec(&value).ok().map(JsonText);
+            true
+        }
+        Err(e) => {
+            row.error = Some(e);
+            false
+        }
+    }
+}
+
+fn classify_command(row: &mut MessageRow, payload: &[u8]) {
+    if !set_json(row, payload) {
+        return;
+    }
+    match DisplayCommand::from_cbor(payload) {
+        Ok(cmd) => match rfc3339(&cmd.ts) {
+            Some(ts) => {
+                row.kind = MessageKind::Command;
+                row.detail = RowDetail::Command(CommandRow {
+                    cmd_id: cmd.cmd_id.clone(),
+                    ts,
+                    name: cmd.setting.name().to_owned(),
+                    sender: cmd.sender.clone(),
+                    payload: cmd.payload_json(),
+                });
+            }
+            None => row.error = Some(format!("command ts {:?} out of range", cmd.ts)),
+        },
+        Err(e) => row.error = Some(e.to_string()),
+    }
+}
+
+fn classify_tag(row: &mut MessageRow, payload: &[u8]) {
+    if !set_json(row, payload) {
+        return;
+    }
+    match Tag::from_cbor(payload) {
+        Ok(tag) => match (rfc3339(&tag.ts), rfc3339(&tag.updated_ts)) {
+            (Some(ts), Some(updated_ts)) => {
+                row.kind = MessageKind::Tag;
+                row.detail = RowDetail::Tag(TagRow {
+                    id: tag.id,
+                    ts,
+                    label: tag.label,
+                    status: tag.status.as_str().to_owned(),
+                    creator: tag.creator,
+                    notes: tag.notes,
+                    updated_ts,
+                    extra: tag.extra,
+                });
+            }
+            _ => row.error = Some("tag time out of range".into()),
+        },
+        Err(e) => row.error = Some(e.to_string()),
+    }
+}
+
+/// A batch on its way from the reader to the writer.
+#[derive(Debug)]
+struct Batch {
+    rows: Vec<MessageRow>,
+    messages: Vec<jetstream::Message>,
+    started: Instant,
+}
+
+/// Run until `shutdown`; batches already cut are written and acknowledged first.
 pub async fn run(
     options: ArchiverOptions,
     js: jetstream::Context,
+    pool: Pool,
     metrics: ArchiverMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(&options.stream).await?;
-    let consumer = stream
+    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
         .get_or_create_consumer(
             &options.durable,
             pull::Config {
@@ -177,100 +283,227 @@ pub async fn run(
             },
         )
         .await?;
-    let mut db: Option<tokio_postgres::Client> = None;
-    let mut backoff = Duration::from_millis(200);
+    let (tx, rx) = mpsc::channel::<Batch>(2);
+    let writer = tokio::spawn(write_loop(
+        rx,
+        pool.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let lag = tokio::spawn(watch_consumer(
+        consumer.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let retention = options
+        .retain
+        .map(|retain| tokio::spawn(retention_loop(pool, retain, shutdown.clone())));
+    let read = read_loop(&options, &consumer, &metrics, &shutdown, tx).await;
+    // The reader dropped its sender: the writer finishes the batches in the queue.
+    let written = writer.await;
+    lag.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
+    read?;
+    written?
+}
+
+async fn read_loop(
+    options: &ArchiverOptions,
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    metrics: &ArchiverMetrics,
+    shutdown: &CancellationToken,
+    tx: mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
     let mut reject_logged: Option<Instant> = None;
-    loop {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        let batch = consumer
-            .batch()
-            .max_messages(options.batch_max)
-            .expires(options.batch_wait.max(Duration::from_millis(50)))
-            .messages();
-        let mut messages = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            b = batch => match b {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "pull failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+    let mut error_logged: Option<Instant> = None;
+    'connect: while !shutdown.is_cancelled() {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(options.batch_max.clamp(100, 10_000))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull from the consumer; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
-            },
+            }
         };
-        let started = Instant::now();
-        let mut rows = Vec::with_capacity(options.batch_max);
-        let mut pulled = Vec::with_capacity(options.batch_max);
-        while let Some(next) = messages.next().await {
-            let Ok(msg) = next else { break };
-            if msg.info().is_ok_and(|i| i.delivered > 1) {
-                metrics.redeliveries.inc();
-            }
-            let Some(row) = to_row(&options.stream, &msg) else {
-                // No JetStream metadata, so no key to store it under: leave it unacked
-                // (visible as ack-pending, redelivered) rather than ack what was not stored.
-                metrics.rejects.inc();
-                tracing::error!(subject = %msg.subject, "message without JetStream metadata; not archived, not acknowledged");
-                continue;
-            };
-            if row.error.is_some() {
-                metrics.rejects.inc();
-                if reject_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    reject_logged = Some(Instant::now());
-                    tracing::warn!(subject = %row.subject, error = ?row.error, "undecodable message stored raw");
-                }
-            }
-            rows.push(row);
-            pulled.push(msg);
-        }
-        let Some(last) = pulled.pop() else { continue };
-        // Write until it commits; only then acknowledge. Shutdown waits for this batch.
         loop {
-            if db.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                match connect_db(&options.database_url).await {
-                    Ok(c) => {
-                        tracing::info!("connected to the database");
-                        db = Some(c);
+            let mut batch = Batch {
+                rows: Vec::with_capacity(options.batch_max),
+                messages: Vec::with_capacity(options.batch_max),
+                started: Instant::now(),
+            };
+            let mut deadline: Option<tokio::time::Instant> = None;
+            while batch.rows.len() < options.batch_max {
+                let wait = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
                     }
-                    Err(e) => {
-                        metrics.db_errors.inc();
-                        tracing::warn!(error = %e, "database unreachable; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                };
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = wait => break,
+                    n = messages.next() => n,
+                };
+                let msg = match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        // Missed heartbeats, a server restart: the pull stream carries on.
+                        if error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                            error_logged = Some(Instant::now());
+                            tracing::warn!(error = %e, "pull stream reported an error");
+                        }
                         continue;
                     }
+                    None => {
+                        if !batch.rows.is_empty() && tx.send(batch).await.is_err() {
+                            return Ok(());
+                        }
+                        tracing::warn!("pull stream ended; re-subscribing");
+                        continue 'connect;
+                    }
+                };
+                if batch.rows.is_empty() {
+                    batch.started = Instant::now();
+                    deadline = Some(tokio::time::Instant::now() + options.batch_wait);
                 }
+                if msg.info().is_ok_and(|i| i.delivered > 1) {
+                    metrics.redeliveries.inc();
+                }
+                let Some(row) = to_row(&options.stream, &msg) else {
+                    // No JetStream metadata, so no key to store it under: leave it unacked
+                    // (visible as ack-pending) rather than ack what was not stored.
+                    metrics.rejects.inc();
+                    tracing::error!(subject = %msg.subject, "message without JetStream metadata; not archived, not acknowledged");
+                    continue;
+                };
+                if row.error.is_some() {
+                    metrics.rejects.inc();
+                    if reject_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        reject_logged = Some(Instant::now());
+                        tracing::warn!(subject = %row.subject, error = ?row.error, "undecodable message stored raw");
+                    }
+                }
+                batch.rows.push(row);
+                batch.messages.push(msg);
             }
-            let Some(client) = db.as_ref() else { continue };
-            match insert_messages(client, &rows).await {
-                Ok(new) => {
-                    metrics.rows_written.inc_by(new);
-                    metrics.rows_skipped.inc_by(rows.len() as u64 - new);
+            if !batch.rows.is_empty() && tx.send(batch).await.is_err() {
+                return Ok(()); // the writer stopped
+            }
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Batch>,
+    pool: Pool,
+    metrics: ArchiverMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    while let Some(batch) = rx.recv().await {
+        // Write until it commits; only then acknowledge. Shutdown waits for this batch.
+        loop {
+            let attempt = async {
+                let mut client = pool.get().await?;
+                match write_batch(&mut client, &batch.rows).await {
+                    Ok(out) => Ok(out),
+                    Err(e) => {
+                        // A connection that failed mid-write (or now talks to a demoted
+                        // primary) is not returned to the pool.
+                        let _ = deadpool_postgres::Object::take(client);
+                        Err(e)
+                    }
+                }
+            };
+            match attempt.await {
+                Ok(out) => {
+                    metrics.rows_written.inc_by(out.inserted);
+                    metrics.rows_skipped.inc_by(out.skipped);
                     backoff = Duration::from_millis(200);
                     break;
                 }
                 Err(e) => {
                     metrics.db_errors.inc();
-                    tracing::warn!(error = %e, rows = rows.len(), "batch write failed; reconnecting and retrying");
-                    db = None;
+                    tracing::warn!(error = %e, rows = batch.rows.len(), "batch write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if shutdown.is_cancelled() {
+                        tracing::warn!("shutting down: still retrying the batch in hand; a second signal exits without it (it is redelivered later)");
+                    }
                 }
             }
         }
-        for msg in &pulled {
+        let committed = OffsetDateTime::now_utc();
+        for row in &batch.rows {
+            metrics
+                .archive_lag
+                .observe((committed - row.stream_ts).as_seconds_f64().max(0.0));
+        }
+        let Some((last, rest)) = batch.messages.split_last() else {
+            continue;
+        };
+        for msg in rest {
             if let Err(e) = msg.ack().await {
                 tracing::warn!(error = %e, "ack not sent; the message will be redelivered and skipped");
             }
         }
+        // One confirmed ack per batch: the acks before it went out on the same connection.
         if let Err(e) = last.double_ack().await {
             tracing::warn!(error = %e, "ack not confirmed; the batch will be redelivered and skipped");
         }
         metrics
             .batch_latency
-            .observe(started.elapsed().as_secs_f64());
+            .observe(batch.started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+async fn watch_consumer(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    metrics: ArchiverMetrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Ok(info) = consumer.get_info().await {
+            metrics.consumer_pending.set(info.num_pending as i64);
+            metrics
+                .consumer_ack_pending
+                .set(info.num_ack_pending as i64);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+async fn retention_loop(pool: Pool, retain: Duration, shutdown: CancellationToken) {
+    loop {
+        if let Ok(client) = pool.get().await {
+            match tspi_store::delete_older_than(&client, retain).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "retention: deleted old rows"),
+                Err(e) => tracing::warn!(error = %e, "retention delete failed"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
 }

@@ -6,20 +6,24 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use tspi_archiver::{connect_db, run, ArchiverMetrics, ArchiverOptions};
+use tspi_archiver::{run, ArchiverMetrics, ArchiverOptions};
 use tspi_bus::{connect, NatsArgs};
 use tspi_runtime::{
     exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs, MetricsArgs,
 };
+use tspi_store::{SchemaOptions, TimescaleMode};
 
 const EXAMPLES: &str = "\
 Examples:
-  # Apply the schema only
+  # Apply the schema only (hypertables when TimescaleDB is there)
   archiver migrate --database-url 'postgresql://archiver@db1/tspi'
 
   # Archive the TSPI stream; follow a promoted replica on failover
   archiver --nats-server nats://n1:4222 --nats-server nats://n2:4222 \\
-           --database-url 'host=db1,db2 user=archiver dbname=tspi target_session_attrs=read-write'";
+           --database-url 'host=db1,db2 user=archiver dbname=tspi target_session_attrs=read-write'
+
+  # TimescaleDB: compress after a day, keep 90 days
+  archiver --timescaledb require --compress-after 1d --retain 90d --database-url ...";
 
 /// Archive every message of the TSPI stream in PostgreSQL (acknowledged after commit).
 #[derive(Debug, Parser)]
@@ -31,21 +35,37 @@ struct Cli {
     /// follow the primary.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+    /// Use TimescaleDB hypertables: auto (when the extension can be created), require, off.
+    #[arg(long, default_value = "auto", global = true)]
+    timescaledb: TimescaleMode,
+    /// Hypertable chunk interval (TimescaleDB).
+    #[arg(long, value_parser = parse_duration, global = true)]
+    chunk_interval: Option<Duration>,
+    /// Compress chunks older than this (TimescaleDB only).
+    #[arg(long, value_parser = parse_duration, global = true)]
+    compress_after: Option<Duration>,
+    /// Delete archived data older than this (a TimescaleDB retention policy, or a
+    /// once-a-minute delete on plain PostgreSQL).
+    #[arg(long, value_parser = parse_duration, global = true)]
+    retain: Option<Duration>,
     /// Stream to archive.
     #[arg(long, default_value = "TSPI")]
     stream: String,
     /// Durable consumer name.
     #[arg(long, default_value = "archiver")]
     durable: String,
-    /// Largest batch written in one statement.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    /// Largest batch written in one transaction.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     batch_max: u32,
     /// Longest wait to fill a batch.
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     batch_wait: Duration,
     /// Redelivery delay for messages pulled but not acknowledged (a crashed archiver's batch).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     ack_wait: Duration,
+    /// Database connections kept open.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    db_pool_size: u32,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -71,19 +91,29 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         .database_url
         .clone()
         .context("--database-url (or DATABASE_URL) is required")?;
+    let schema = SchemaOptions {
+        timescale: cli.timescaledb,
+        chunk_interval: cli.chunk_interval,
+        compress_after: cli.compress_after,
+        retain: cli.retain,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(async move {
-            let mut db = connect_db(&url)
-                .await
-                .context("cannot connect to the database")?;
-            let version = tspi_store::migrate(&mut db).await?;
-            tracing::info!(version, "schema is current");
+            let pool = tspi_store::pool(&url, cli.db_pool_size as usize)?;
+            let state = {
+                let mut db = pool.get().await.context("cannot connect to the database")?;
+                tspi_store::migrate(&mut db, &schema).await?
+            };
+            tracing::info!(
+                version = state.version,
+                timescaledb = state.timescaledb,
+                "schema is current"
+            );
             if matches!(cli.command, Some(Command::Migrate)) {
                 return Ok(());
             }
-            drop(db);
             let shutdown = shutdown_on_signals()?;
             let client = connect(&cli.nats, "tspi-archiver").await?;
             let js = async_nats::jetstream::new(client.clone());
@@ -93,12 +123,13 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let options = ArchiverOptions {
                 stream: cli.stream,
                 durable: cli.durable,
-                database_url: url,
                 batch_max: cli.batch_max as usize,
                 batch_wait: cli.batch_wait,
                 ack_wait: cli.ack_wait,
+                // TimescaleDB enforces retention itself.
+                retain: cli.retain.filter(|_| !state.timescaledb),
             };
-            run(options, js, metrics, shutdown).await?;
+            run(options, js, pool, metrics, shutdown).await?;
             client.flush().await.ok();
             Ok(())
         })

@@ -11,11 +11,21 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tspi_archiver::{run, ArchiverMetrics, ArchiverOptions};
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
-use tspi_core::{Datagram, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
+use tspi_core::units::UnitSystem;
+use tspi_core::{
+    Datagram, DisplayCommand, DisplaySetting, GeocentricRaw, Payload, StreamPrefix, Tag, TagStatus,
+    TelemetryRecord,
+};
+use tspi_store::SchemaOptions;
 use tspi_test_support::{NatsServer, PgServer};
 
 const TELEMETRY: u32 = 6_000;
 const GARBAGE: u32 = 25;
+/// Garbage on the command and tag subjects too.
+const OTHER_GARBAGE: u32 = 2;
+const COMMANDS: u32 = 12;
+const TAG_STATES: u32 = 8;
+const TAG_IDS: u32 = 4;
 
 async fn publish_all(js: &jetstream::Context) {
     let prefix = StreamPrefix::default();
@@ -60,28 +70,78 @@ async fn publish_all(js: &jetstream::Context) {
     for a in acks {
         a.await.unwrap();
     }
+    for i in 0..COMMANDS {
+        let units = if i % 2 == 0 {
+            UnitSystem::Imperial
+        } else {
+            UnitSystem::Metric
+        };
+        let c = DisplayCommand::new(
+            format!("cmd-{i}"),
+            "2025-09-28T11:00:00.000Z".into(),
+            "test".into(),
+            DisplaySetting::Units(units),
+        )
+        .unwrap();
+        let m = jetstream::message::PublishMessage::build()
+            .payload(c.to_cbor().into())
+            .message_id(c.cmd_id.clone());
+        js.send_publish(c.subject(), m)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for i in 0..TAG_STATES {
+        let t = Tag {
+            id: format!("tag-{}", i % TAG_IDS),
+            ts: "2025-09-28T11:00:00.000Z".into(),
+            label: format!("state {i}"),
+            status: TagStatus::Active,
+            creator: None,
+            notes: None,
+            updated_ts: format!("2025-09-28T11:00:{i:02}.000Z"),
+            extra: None,
+        };
+        let subject = if i < TAG_IDS {
+            "tags.create"
+        } else {
+            "tags.update"
+        };
+        let m = jetstream::message::PublishMessage::build()
+            .payload(t.to_cbor().into())
+            .message_id(t.msg_id(subject));
+        js.send_publish(subject, m).await.unwrap().await.unwrap();
+    }
+    for subject in ["tspi.cmd.display.units", "tags.create"] {
+        let m = jetstream::message::PublishMessage::build().payload("\u{1}\u{2}junk".into());
+        js.send_publish(subject, m).await.unwrap().await.unwrap();
+    }
 }
 
 fn start(
     js: &jetstream::Context,
     url: &str,
+    metrics: &ArchiverMetrics,
 ) -> (
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
-    ArchiverMetrics,
 ) {
-    let metrics = ArchiverMetrics::new(&mut Registry::default());
     let shutdown = CancellationToken::new();
     let options = ArchiverOptions {
-        stream: "TSPI".into(),
-        durable: "archiver".into(),
-        database_url: url.to_owned(),
         batch_max: 250,
-        batch_wait: Duration::from_millis(100),
         ack_wait: Duration::from_secs(3),
+        ..ArchiverOptions::default()
     };
-    let task = tokio::spawn(run(options, js.clone(), metrics.clone(), shutdown.clone()));
-    (shutdown, task, metrics)
+    let pool = tspi_store::pool(url, 2).unwrap();
+    let task = tokio::spawn(run(
+        options,
+        js.clone(),
+        pool,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    (shutdown, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,11 +150,14 @@ async fn exact_rows_through_archiver_and_database_crashes() {
     let mut pg = PgServer::start_primary();
     let db = pg.create_database("archive");
     let url = pg.url(&db);
-    let mut client = tspi_archiver::connect_db(&url).await.unwrap();
-    assert_eq!(tspi_store::migrate(&mut client).await.unwrap(), 1);
+    let pool = tspi_store::pool(&url, 1).unwrap();
+    let mut client = pool.get().await.unwrap();
+    let schema = SchemaOptions::default();
+    let first = tspi_store::migrate(&mut client, &schema).await.unwrap();
+    assert_eq!(first.version, tspi_store::known_version());
     assert_eq!(
-        tspi_store::migrate(&mut client).await.unwrap(),
-        1,
+        tspi_store::migrate(&mut client, &schema).await.unwrap(),
+        first,
         "re-runnable"
     );
     drop(client);
@@ -104,7 +167,7 @@ async fn exact_rows_through_archiver_and_database_crashes() {
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&nc, &js, &spec).await.unwrap();
     publish_all(&js).await;
-    let total = u64::from(TELEMETRY + GARBAGE);
+    let total = u64::from(TELEMETRY + GARBAGE + OTHER_GARBAGE + COMMANDS + TAG_STATES);
     let count = |pg: &PgServer| {
         pg.psql(&db, "SELECT count(*) FROM messages")
             .parse::<u64>()
@@ -112,7 +175,9 @@ async fn exact_rows_through_archiver_and_database_crashes() {
     };
 
     // Crash 1: the archiver task is aborted (no drain) after some progress.
-    let (_s, task, _) = start(&js, &url);
+    // One set of metrics across both runs: they count what each instance did.
+    let metrics = ArchiverMetrics::new(&mut Registry::default());
+    let (_s, task) = start(&js, &url, &metrics);
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(&pg) < 1_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -121,7 +186,7 @@ async fn exact_rows_through_archiver_and_database_crashes() {
     let _ = task.await;
 
     // Crash 2: PostgreSQL is killed and restarted under a running archiver.
-    let (shutdown, task, metrics) = start(&js, &url);
+    let (shutdown, task) = start(&js, &url, &metrics);
     tokio::time::sleep(Duration::from_millis(300)).await;
     pg.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -157,6 +222,31 @@ async fn exact_rows_through_archiver_and_database_crashes() {
         pg.psql(&db, "SELECT count(*) FROM messages WHERE kind = 'telemetry' AND record->>'type' = 'geocentric' AND sensor_id IS NOT NULL AND msg_id IS NOT NULL"),
         TELEMETRY.to_string()
     );
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM messages WHERE kind = 'invalid'"),
+        (GARBAGE + OTHER_GARBAGE).to_string()
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM commands"),
+        COMMANDS.to_string()
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM messages WHERE kind = 'command'"),
+        COMMANDS.to_string()
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM messages WHERE kind = 'tag'"),
+        TAG_STATES.to_string()
+    );
+    // Latest state per tag: the update (state 4..7) of each of the 4 ids.
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT string_agg(id || '=' || label, ',' ORDER BY id) FROM tags"
+        ),
+        "tag-0=state 4,tag-1=state 5,tag-2=state 6,tag-3=state 7"
+    );
+    assert!(metrics.rejects.get() >= u64::from(GARBAGE + OTHER_GARBAGE));
     assert!(
         metrics.db_errors.get() > 0,
         "the database crash was seen and survived"

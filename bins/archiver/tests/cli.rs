@@ -34,6 +34,43 @@ fn migrate_is_repeatable() {
     }
     assert_eq!(
         pg.psql(&db, "SELECT max(version) FROM schema_migrations"),
-        "1"
+        tspi_store::known_version().to_string()
+    );
+    // Plain PostgreSQL here: asking for TimescaleDB features is a clear error, not a
+    // silently different archive.
+    run_cli(
+        BIN,
+        &[
+            "migrate",
+            "--database-url",
+            &url,
+            "--timescaledb",
+            "require",
+        ],
+        T,
+    )
+    .assert_clean_failure("timescaledb extension is not available");
+    run_cli(
+        BIN,
+        &["migrate", "--database-url", &url, "--compress-after", "1d"],
+        T,
+    )
+    .assert_clean_failure("compression needs TimescaleDB");
+    run_cli(
+        BIN,
+        &["migrate", "--database-url", &url, "--timescaledb", "maybe"],
+        T,
+    )
+    .assert_clean_failure("expected auto, require or off");
+    let out = run_cli(
+        BIN,
+        &["migrate", "--database-url", &url, "--retain", "30d"],
+        T,
+    );
+    assert_eq!(
+        out.code,
+        Some(0),
+        "plain retention is the archiver's own: {}",
+        out.stderr
     );
 }

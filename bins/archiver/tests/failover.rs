@@ -23,9 +23,13 @@ async fn archiver_follows_a_promoted_replica_without_losing_rows() {
     let nats = NatsServer::start().await;
     let mut primary = PgServer::start_primary();
     let db = primary.create_database("failover");
-    let mut c = tspi_archiver::connect_db(&primary.url(&db)).await.unwrap();
-    tspi_store::migrate(&mut c).await.unwrap();
-    drop(c);
+    {
+        let pool = tspi_store::pool(&primary.url(&db), 1).unwrap();
+        let mut c = pool.get().await.unwrap();
+        tspi_store::migrate(&mut c, &tspi_store::SchemaOptions::default())
+            .await
+            .unwrap();
+    }
     let replica = PgServer::start_replica(&primary);
     primary.psql(
         "postgres",
@@ -75,14 +79,19 @@ async fn archiver_follows_a_promoted_replica_without_losing_rows() {
     let metrics = ArchiverMetrics::new(&mut Registry::default());
     let shutdown = CancellationToken::new();
     let options = ArchiverOptions {
-        stream: "TSPI".into(),
-        durable: "archiver".into(),
-        database_url: url,
         batch_max: 100,
         batch_wait: Duration::from_millis(50),
         ack_wait: Duration::from_secs(3),
+        ..ArchiverOptions::default()
     };
-    let task = tokio::spawn(run(options, js.clone(), metrics.clone(), shutdown.clone()));
+    let pool = tspi_store::pool(&url, 2).unwrap();
+    let task = tokio::spawn(run(
+        options,
+        js.clone(),
+        pool,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let count = |pg: &PgServer| {
         pg.psql(&db, "SELECT count(*) FROM messages")
             .parse::<u32>()

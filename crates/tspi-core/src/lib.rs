@@ -6,13 +6,16 @@
 //! every rule here is testable in microseconds and reusable by any program.
 
 mod cbor;
+pub mod command;
 pub mod datagram;
 pub mod record;
 pub mod rfc3339;
 pub mod subject;
+pub mod tag;
 pub mod units;
 pub mod validity;
 
+pub use command::{CommandError, DisplayCommand, DisplaySetting};
 pub use datagram::{
     decode, Datagram, DatagramError, GeocentricRaw, MessageKind, Payload, SphericalRaw,
     DATAGRAM_LEN, TICKS_PER_DAY, TICKS_PER_SECOND, VERSION,
@@ -21,4 +24,5 @@ pub use record::{
     GeocentricPayload, RecordError, RecordPayload, SphericalPayload, TelemetryRecord,
 };
 pub use subject::{msg_id, StreamPrefix, SubjectError};
+pub use tag::{Tag, TagError, TagStatus};
 pub use validity::StatusFlags;

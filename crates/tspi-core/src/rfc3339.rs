@@ -107,3 +107,29 @@ mod tests {
         }
     }
 }
+
+/// Milliseconds since the epoch of an RFC 3339 time (any offset); `None` when it is not one.
+pub fn parse_epoch_ms(text: &str) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        assert_eq!(
+            parse_epoch_ms(&format_utc_millis(1_759_057_200_123)),
+            Some(1_759_057_200_123)
+        );
+        assert_eq!(
+            parse_epoch_ms("2025-09-28T13:00:00+02:00"),
+            Some(1_759_057_200_000)
+        );
+        assert_eq!(parse_epoch_ms("2025-09-28 11:00"), None);
+        assert_eq!(parse_epoch_ms(""), None);
+    }
+}

@@ -19,6 +19,15 @@ pub enum UnitSystem {
     Imperial,
 }
 
+impl UnitSystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitSystem::Metric => "metric",
+            UnitSystem::Imperial => "imperial",
+        }
+    }
+}
+
 impl std::str::FromStr for UnitSystem {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

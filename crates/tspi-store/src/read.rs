@@ -1,0 +1,172 @@
+//! The queries replay needs: a time window in stream order, the command state in force at
+//! a moment, the tags before it, and a tag by id.
+
+use time::OffsetDateTime;
+use tokio_postgres::{Client, Row};
+
+use crate::StoreError;
+
+/// An archived message as replay needs it: original bytes plus the times it is paced by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedMessage {
+    pub stream_seq: i64,
+    pub stream_ts: OffsetDateTime,
+    /// The producer's receive time (telemetry); `None` for commands and tags.
+    pub recv_ts: Option<OffsetDateTime>,
+    pub subject: String,
+    pub kind: String,
+    pub msg_id: Option<String>,
+    pub day: Option<i16>,
+    pub time_s: Option<f64>,
+    pub raw: Vec<u8>,
+}
+
+impl ArchivedMessage {
+    /// The receive clock: the producer's stamp for telemetry, the bus's for the rest.
+    pub fn receive_time(&self) -> OffsetDateTime {
+        self.recv_ts.unwrap_or(self.stream_ts)
+    }
+
+    fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(ArchivedMessage {
+            stream_seq: row.try_get("stream_seq")?,
+            stream_ts: row.try_get("stream_ts")?,
+            recv_ts: row.try_get("recv_ts")?,
+            subject: row.try_get("subject")?,
+            kind: row.try_get("kind")?,
+            msg_id: row.try_get("msg_id")?,
+            day: row.try_get("day")?,
+            time_s: row.try_get("time_s")?,
+            raw: row.try_get("raw")?,
+        })
+    }
+}
+
+fn archived(rows: &[Row]) -> Result<Vec<ArchivedMessage>, StoreError> {
+    rows.iter()
+        .map(|r| ArchivedMessage::from_row(r).map_err(StoreError::from))
+        .collect()
+}
+
+const COLUMNS: &str =
+    "m.stream_seq, m.stream_ts, m.recv_ts, m.subject, m.kind, m.msg_id, m.day, m.time_s, m.raw";
+
+/// The span of a window `[start, end)` of stream time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpan {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub count: i64,
+}
+
+/// First and last stream sequence and message count in `[start, end)`; `None` if empty.
+pub async fn window_span(
+    client: &Client,
+    stream: &str,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> Result<Option<WindowSpan>, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT min(stream_seq), max(stream_seq), count(*) FROM messages
+             WHERE stream = $1 AND stream_ts >= $2 AND stream_ts < $3 AND kind <> 'invalid'",
+            &[&stream, &start, &end],
+        )
+        .await?;
+    let first: Option<i64> = row.try_get(0)?;
+    let last: Option<i64> = row.try_get(1)?;
+    Ok(match (first, last) {
+        (Some(first_seq), Some(last_seq)) => Some(WindowSpan {
+            first_seq,
+            last_seq,
+            count: row.try_get(2)?,
+        }),
+        _ => None,
+    })
+}
+
+/// Up to `limit` messages of the window after `after_seq`, in stream order (keyset paging,
+/// so a long window is never held in memory at once). Undecodable messages are left out.
+pub async fn window_page(
+    client: &Client,
+    stream: &str,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    after_seq: i64,
+    last_seq: i64,
+    limit: i64,
+) -> Result<Vec<ArchivedMessage>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM messages m
+                 WHERE m.stream = $1 AND m.stream_seq > $2 AND m.stream_seq <= $3
+                   AND m.stream_ts >= $4 AND m.stream_ts < $5 AND m.kind <> 'invalid'
+                 ORDER BY m.stream_seq LIMIT $6"
+            ),
+            &[&stream, &after_seq, &last_seq, &start, &end, &limit],
+        )
+        .await?;
+    archived(&rows)
+}
+
+/// The last command of each name before `at`: the display state in force at that moment,
+/// oldest first.
+pub async fn command_state_at(
+    client: &Client,
+    stream: &str,
+    at: OffsetDateTime,
+) -> Result<Vec<ArchivedMessage>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT * FROM (
+                     SELECT DISTINCT ON (c.name) {COLUMNS}
+                     FROM commands c
+                     JOIN messages m ON m.stream = c.stream AND m.stream_seq = c.stream_seq
+                                    AND m.stream_ts = c.stream_ts
+                     WHERE c.stream = $1 AND c.stream_ts < $2
+                     ORDER BY c.name, c.stream_seq DESC) s
+                 ORDER BY s.stream_seq"
+            ),
+            &[&stream, &at],
+        )
+        .await?;
+    archived(&rows)
+}
+
+/// Each tag's latest state as of `at` (only states the bus had by then), when that state
+/// is active and tags a moment before `at`; in order of the tagged moment.
+pub async fn tags_before(
+    client: &Client,
+    stream: &str,
+    at: OffsetDateTime,
+) -> Result<Vec<ArchivedMessage>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT * FROM (
+                     SELECT DISTINCT ON (m.record->>'id') {COLUMNS}, m.record->>'status' AS status,
+                            (m.record->>'ts')::timestamptz AS tagged
+                     FROM messages m
+                     WHERE m.stream = $1 AND m.kind = 'tag' AND m.stream_ts < $2
+                     ORDER BY m.record->>'id', m.stream_seq DESC) s
+                 WHERE s.status = 'active' AND s.tagged < $2
+                 ORDER BY s.tagged, s.stream_seq"
+            ),
+            &[&stream, &at],
+        )
+        .await?;
+    archived(&rows)
+}
+
+/// A tag's tagged moment and status from `tags` (latest state).
+pub async fn tag_moment(
+    client: &Client,
+    id: &str,
+) -> Result<Option<(OffsetDateTime, String)>, StoreError> {
+    let row = client
+        .query_opt("SELECT ts, status FROM tags WHERE id = $1", &[&id])
+        .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+}
