@@ -1,0 +1,239 @@
+//! The replayer (SPEC §5, issue 3): brings archived moments back at their original pace.
+//!
+//! - `play`: one window (by time or around a tag) into one room, then exit.
+//! - `serve`: a daemon playing per-room sessions on request (`player.<room>.ctrl`).
+//! - `pcap`: replays the TSPI datagrams of a capture file to UDP or JetStream.
+//!
+//! **Architecture Invariant:** playout never goes back onto archived subjects: it is
+//! published on `player.<room>.playout.<original subject>` with `Tspi-Replay` headers, so
+//! nothing is ever archived twice.
+
+pub mod capture;
+pub mod control;
+pub mod pacing;
+pub mod pcap_replay;
+pub mod session;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use control::{Reply, Request};
+use session::{Control, PlaySummary, ReplayContext, Session, SessionSpec};
+
+/// Where a playout window comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WindowSpec {
+    Range {
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    },
+    /// `window` in total, centred on the tagged moment.
+    Tag { id: String, window: Duration },
+}
+
+pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    tspi_core::rfc3339::parse_epoch_ms(text)
+        .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+        .ok_or_else(|| format!("{text:?} is not an RFC 3339 time (e.g. 2025-09-28T11:00:00Z)"))
+}
+
+async fn tag_moment(ctx: &ReplayContext, id: &str) -> anyhow::Result<OffsetDateTime> {
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .context("cannot connect to the database")?;
+    match tspi_store::tag_moment(&client, id).await? {
+        Some((ts, _status)) => Ok(ts),
+        None => bail!("no tag with id {id:?} in the archive"),
+    }
+}
+
+/// Turn a window spec into `[start, end)`.
+pub async fn resolve_window(
+    ctx: &ReplayContext,
+    spec: &WindowSpec,
+) -> anyhow::Result<(OffsetDateTime, OffsetDateTime)> {
+    match spec {
+        WindowSpec::Range { start, end } => {
+            if end <= start {
+                bail!("--end must be after --start");
+            }
+            Ok((*start, *end))
+        }
+        WindowSpec::Tag { id, window } => {
+            let at = tag_moment(ctx, id).await?;
+            let half = time::Duration::try_from(*window / 2).context("window too long")?;
+            Ok((at - half, at + half))
+        }
+    }
+}
+
+/// `replayer play`: one session, until its window ends or `shutdown`.
+pub async fn play(
+    ctx: ReplayContext,
+    spec: SessionSpec,
+    shutdown: CancellationToken,
+) -> anyhow::Result<PlaySummary> {
+    let session = Session::start(ctx, spec);
+    let controller = session.controller();
+    let mut join = tokio::task::spawn_blocking(move || session.join());
+    let summary = tokio::select! {
+        s = &mut join => s?,
+        _ = shutdown.cancelled() => {
+            let _ = controller.send(Control::Stop);
+            join.await?
+        }
+    };
+    let summary = summary.context("the playout thread ended abnormally")?;
+    if let Some(e) = &summary.status.error {
+        bail!("{e}");
+    }
+    Ok(summary)
+}
+
+/// `replayer serve`: answer `player.<room>.ctrl` requests until `shutdown`.
+pub async fn serve(
+    ctx: ReplayContext,
+    stream: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut requests = ctx
+        .client
+        .subscribe("player.*.ctrl")
+        .await
+        .context("subscribing to player.*.ctrl")?;
+    let mut rooms: HashMap<String, Session> = HashMap::new();
+    tracing::info!("serving playout control on player.<room>.ctrl");
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = requests.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let room = msg.subject.split('.').nth(1).unwrap_or_default().to_owned();
+        let (encoding, request) = control::decode(&msg.payload);
+        let reply = match (control::check_room(&room), request) {
+            (Err(e), _) | (_, Err(e)) => Reply::error(e),
+            (Ok(()), Ok(req)) => handle(&ctx, &stream, &mut rooms, &room, req).await,
+        };
+        if let Some(to) = msg.reply {
+            if let Err(e) = ctx.client.publish(to, reply.encode(encoding).into()).await {
+                tracing::warn!(error = %e, room, "reply not sent");
+            }
+        } else if !reply.ok {
+            tracing::warn!(room, error = ?reply.error, "control message without reply subject failed");
+        }
+    }
+    for (_, session) in rooms.drain() {
+        session.control(Control::Stop);
+        tokio::task::spawn_blocking(move || session.join())
+            .await
+            .ok();
+    }
+    Ok(())
+}
+
+async fn handle(
+    ctx: &ReplayContext,
+    stream: &str,
+    rooms: &mut HashMap<String, Session>,
+    room: &str,
+    request: Request,
+) -> Reply {
+    let result: Result<Option<session::SessionStatus>, String> = async {
+        match request {
+            Request::Play {
+                start,
+                end,
+                tag,
+                window,
+                speed,
+                clock,
+            } => {
+                let window = match (start, end, tag) {
+                    (Some(s), Some(e), None) => WindowSpec::Range {
+                        start: parse_time(&s)?,
+                        end: parse_time(&e)?,
+                    },
+                    (None, None, Some(id)) => WindowSpec::Tag {
+                        id,
+                        window: Duration::try_from_secs_f64(window.unwrap_or(60.0)).map_err(
+                            |_| "window must be a positive number of seconds".to_owned(),
+                        )?,
+                    },
+                    _ => return Err("play needs start and end, or tag (and window)".to_owned()),
+                };
+                let speed = control::check_speed(speed.unwrap_or(1.0))?;
+                let clock = control::parse_clock(clock.as_deref())?;
+                let (start, end) = resolve_window(ctx, &window)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                if let Some(old) = rooms.remove(room) {
+                    old.control(Control::Stop);
+                    tokio::task::spawn_blocking(move || old.join()).await.ok();
+                }
+                let session = Session::start(
+                    ctx.clone(),
+                    SessionSpec {
+                        room: room.to_owned(),
+                        stream: stream.to_owned(),
+                        start,
+                        end,
+                        speed,
+                        clock,
+                    },
+                );
+                let status = session.status();
+                rooms.insert(room.to_owned(), session);
+                Ok(status)
+            }
+            Request::Status => Ok(rooms.get(room).and_then(Session::status)),
+            other => {
+                let session = rooms
+                    .get(room)
+                    .ok_or_else(|| format!("room {room:?} has no session; send play first"))?;
+                let control = match other {
+                    Request::Pause => Control::Pause,
+                    Request::Resume => Control::Resume,
+                    Request::Stop => Control::Stop,
+                    Request::Speed { speed } => Control::Speed(control::check_speed(speed)?),
+                    Request::Seek {
+                        to: Some(t),
+                        tag: None,
+                    } => Control::Seek(parse_time(&t)?),
+                    Request::Seek {
+                        to: None,
+                        tag: Some(id),
+                    } => Control::Seek(tag_moment(ctx, &id).await.map_err(|e| format!("{e:#}"))?),
+                    Request::Seek { .. } => return Err("seek needs either to or tag".to_owned()),
+                    Request::Play { .. } | Request::Status => unreachable!("handled above"),
+                };
+                if !session.control(control.clone()) {
+                    return Err(format!("the session in room {room:?} has ended"));
+                }
+                // Give the playout thread a moment to apply it, so the reply shows the effect.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let status = session.status();
+                if control == Control::Stop {
+                    if let Some(s) = rooms.remove(room) {
+                        tokio::task::spawn_blocking(move || s.join()).await.ok();
+                    }
+                }
+                Ok(status)
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(status) => Reply::ok(status),
+        Err(e) => Reply::error(e),
+    }
+}
