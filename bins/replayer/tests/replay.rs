@@ -1,0 +1,361 @@
+//! The replayer against a real NATS server and a real PostgreSQL archive filled by the
+//! real archiver: pacing at 1x and 10x, order, command state and earlier tags first,
+//! `--tag` windows, and `serve` obeying pause, seek (to a tag) and stop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use tspi_archiver::{ArchiverMetrics, ArchiverOptions};
+use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
+use tspi_core::units::UnitSystem;
+use tspi_core::{
+    Datagram, DisplayCommand, DisplaySetting, GeocentricRaw, Payload, StreamPrefix, Tag,
+    TagStatus, TelemetryRecord,
+};
+use tspi_replayer::session::{Clock, ReplayContext, SessionSpec};
+use tspi_test_support::{NatsServer, PgServer};
+
+fn iso(t: OffsetDateTime) -> String {
+    tspi_core::rfc3339::format_utc_millis((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// What the live run put on the bus, with the moments the test needs.
+struct Recorded {
+    window_start: OffsetDateTime,
+    window_end: OffsetDateTime,
+    tag_a: String,
+    tag_c: String,
+    tag_c_at: OffsetDateTime,
+    total: u64,
+}
+
+async fn publish_command(js: &jetstream::Context, id: &str, setting: DisplaySetting) {
+    let c = DisplayCommand::new(id.into(), iso(OffsetDateTime::now_utc()), "test".into(), setting)
+        .unwrap();
+    let m = jetstream::message::PublishMessage::build()
+        .payload(c.to_cbor().into())
+        .message_id(c.cmd_id.clone());
+    js.send_publish(c.subject(), m).await.unwrap().await.unwrap();
+}
+
+async fn publish_tag(js: &jetstream::Context, subject: &str, id: &str, status: TagStatus, at: OffsetDateTime) {
+    let t = Tag {
+        id: id.into(),
+        ts: iso(at),
+        label: format!("tag {id}"),
+        status,
+        creator: Some("test".into()),
+        notes: None,
+        updated_ts: iso(OffsetDateTime::now_utc()),
+        extra: None,
+    };
+    let m = jetstream::message::PublishMessage::build()
+        .payload(t.to_cbor().into())
+        .message_id(t.msg_id(subject));
+    js.send_publish(subject.to_owned(), m).await.unwrap().await.unwrap();
+}
+
+/// 11.5 s of live traffic: 2 sensors at 50 Hz, commands and tags at known moments.
+async fn record(js: &jetstream::Context) -> Recorded {
+    let prefix = StreamPrefix::default();
+    let t0 = Instant::now();
+    let wall0 = OffsetDateTime::now_utc();
+    let at = |s: f64| wall0 + time::Duration::seconds_f64(s);
+    let mut total = 0u64;
+    let mut done = [false; 6];
+    let mut tag_c_at = wall0;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut frame = 0u32;
+    while t0.elapsed() < Duration::from_millis(11_500) {
+        tick.tick().await;
+        let s = t0.elapsed().as_secs_f64();
+        let events: [(f64, usize); 6] = [(0.0, 0), (0.2, 1), (0.4, 2), (0.5, 3), (3.0, 4), (5.0, 5)];
+        for (when, i) in events {
+            if s >= when && !done[i] {
+                done[i] = true;
+                total += 1;
+                match i {
+                    0 => publish_command(js, "c-imperial", DisplaySetting::Units(UnitSystem::Imperial)).await,
+                    1 => publish_command(js, "c-red", DisplaySetting::MarkerColor("red".into())).await,
+                    2 => publish_tag(js, "tags.create", "tag-a", TagStatus::Active, OffsetDateTime::now_utc()).await,
+                    3 => {
+                        publish_tag(js, "tags.create", "tag-b", TagStatus::Active, OffsetDateTime::now_utc()).await;
+                        publish_tag(js, "tags.delete", "tag-b", TagStatus::Deleted, OffsetDateTime::now_utc()).await;
+                        total += 1;
+                    }
+                    4 => publish_command(js, "c-metric", DisplaySetting::Units(UnitSystem::Metric)).await,
+                    _ => {
+                        // Tags carry millisecond times.
+                        tag_c_at = tspi_replayer::parse_time(&iso(OffsetDateTime::now_utc())).unwrap();
+                        publish_tag(js, "tags.create", "tag-c", TagStatus::Active, tag_c_at).await;
+                    }
+                }
+            }
+        }
+        for sensor in [1u16, 2] {
+            let d = Datagram {
+                sensor_id: sensor,
+                day: 271,
+                time_ticks: 1_000_000 + frame * 200,
+                status: 0xFF,
+                status_flags: 0,
+                payload: Payload::Geocentric(GeocentricRaw { x: frame as i32, ..Default::default() }),
+            };
+            let rec = TelemetryRecord::from_datagram(&d, tspi_runtime::now_epoch_ms());
+            let m = jetstream::message::PublishMessage::build()
+                .payload(rec.to_cbor().into())
+                .message_id(tspi_core::msg_id(&d));
+            js.send_publish(prefix.subject(d.kind(), sensor), m).await.unwrap().await.unwrap();
+            total += 1;
+        }
+        frame += 1;
+    }
+    Recorded {
+        window_start: at(1.0),
+        window_end: at(11.0),
+        tag_a: "tag-a".into(),
+        tag_c: "tag-c".into(),
+        tag_c_at,
+        total,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Got {
+    at: Instant,
+    phase: String,
+    seq: i64,
+    subject: String,
+    original_time: OffsetDateTime,
+    recv_ms: Option<i64>,
+}
+
+fn collect(
+    mut sub: async_nats::Subscriber,
+) -> (tokio::task::JoinHandle<()>, std::sync::Arc<std::sync::Mutex<Vec<Got>>>) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let task = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let h = m.headers.clone().unwrap();
+            let header = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap();
+            let recv_ms = TelemetryRecord::from_cbor(&m.payload).ok().map(|r| r.recv_epoch_ms);
+            sink.lock().unwrap().push(Got {
+                at: Instant::now(),
+                phase: header("Tspi-Replay-Phase"),
+                seq: header("Tspi-Original-Seq").parse().unwrap(),
+                subject: header("Tspi-Original-Subject"),
+                original_time: tspi_replayer::parse_time(&header("Tspi-Original-Time")).unwrap(),
+                recv_ms,
+            });
+            assert_eq!(h.get("Tspi-Replay").unwrap().as_str(), "1");
+            assert!(h.get("Nats-Msg-Id").is_none(), "playout must not be de-duplicated");
+        }
+    });
+    (task, got)
+}
+
+async fn window_count(pg: &PgServer, db: &str, start: OffsetDateTime, end: OffsetDateTime) -> usize {
+    pg.psql(
+        db,
+        &format!(
+            "SELECT count(*) FROM messages WHERE stream_ts >= '{}' AND stream_ts < '{}' AND kind <> 'invalid'",
+            iso(start),
+            iso(end)
+        ),
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Checks one playout: state first, then the window in order, paced.
+fn check_playout(got: &[Got], expected_state: &[&str], window: usize, speed: f64) -> f64 {
+    let state: Vec<&Got> = got.iter().take_while(|g| g.phase == "state").collect();
+    let state_subjects: Vec<&str> = state.iter().map(|g| g.subject.as_str()).collect();
+    assert_eq!(state_subjects, expected_state, "command state then earlier tags, first");
+    let frames: Vec<&Got> = got[state.len()..].iter().collect();
+    assert!(frames.iter().all(|g| g.phase == "window"));
+    assert_eq!(frames.len(), window, "every message of the window, once");
+    assert!(frames.windows(2).all(|w| w[0].seq < w[1].seq), "stream order kept");
+    // Receive clock: recv time for telemetry, stream time for the rest.
+    let orig = |g: &Got| g.recv_ms.map_or(g.original_time.unix_timestamp_nanos() as f64 / 1e9, |ms| ms as f64 / 1e3);
+    let (first, last) = (frames[0], frames[frames.len() - 1]);
+    let original_span = orig(last) - orig(first);
+    let played = last.at.duration_since(first.at).as_secs_f64();
+    let expected = original_span / speed;
+    eprintln!("speed {speed}: original span {original_span:.3} s, played in {played:.3} s (expected {expected:.3} s)");
+    played
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_paces_orders_and_obeys_controls() {
+    let nats = NatsServer::start().await;
+    let pg = PgServer::start_primary();
+    let db = pg.create_database("replay");
+    let url = pg.url(&db);
+    let pool = tspi_store::pool(&url, 4).unwrap();
+    tspi_store::migrate(&mut pool.get().await.unwrap(), &Default::default()).await.unwrap();
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&client, &js, &spec).await.unwrap();
+    let stop_archiver = CancellationToken::new();
+    let archiver = tokio::spawn(tspi_archiver::run(
+        ArchiverOptions::default(),
+        js.clone(),
+        pool.clone(),
+        ArchiverMetrics::new(&mut Registry::default()),
+        stop_archiver.clone(),
+    ));
+    let rec = record(&js).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.psql(&db, "SELECT count(*) FROM messages").parse::<u64>().unwrap() < rec.total {
+        assert!(Instant::now() < deadline, "archiver did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_archiver.cancel();
+    archiver.await.unwrap().unwrap();
+    let window = window_count(&pg, &db, rec.window_start, rec.window_end).await;
+    assert!(window > 900, "{window} messages in the 10 s window");
+
+    let ctx = ReplayContext {
+        handle: tokio::runtime::Handle::current(),
+        pool: pool.clone(),
+        client: client.clone(),
+    };
+    let play = |room: &str, start, end, speed| {
+        tspi_replayer::play(
+            ctx.clone(),
+            SessionSpec {
+                room: room.into(),
+                stream: "TSPI".into(),
+                start,
+                end,
+                speed,
+                clock: Clock::Receive,
+            },
+            CancellationToken::new(),
+        )
+    };
+    let state_at_start = ["tspi.cmd.display.units", "tspi.cmd.display.marker_color", "tags.create"];
+
+    // 1x: 10 s ± 2 %.
+    let (task, got) = collect(client.subscribe("player.one.playout.>").await.unwrap());
+    let summary = play("one", rec.window_start, rec.window_end, 1.0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    let got = got.lock().unwrap().clone();
+    let played = check_playout(&got, &state_at_start, window, 1.0);
+    assert!((played - 10.0).abs() <= 0.2, "1x window took {played:.3} s");
+    assert_eq!(summary.status.published as usize, window);
+    assert_eq!(summary.status.state_published, 3);
+    // The state is the one in force: imperial (not the later metric), tag A (not B, deleted).
+    assert_eq!(got[0].seq, 1, "units imperial is the first message of the stream");
+    eprintln!("1x pacing error: {:?}", summary.pacing_error);
+
+    // 10x: 1 s ± 10 %.
+    let (task, got) = collect(client.subscribe("player.ten.playout.>").await.unwrap());
+    let summary = play("ten", rec.window_start, rec.window_end, 10.0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    let played = check_playout(&got.lock().unwrap(), &state_at_start, window, 10.0);
+    assert!((played - 1.0).abs() <= 0.1, "10x window took {played:.3} s");
+    eprintln!("10x pacing error: {:?}", summary.pacing_error);
+
+    // --tag: the window around tag C (2 s), at 10x. State: red, then metric; tag A before.
+    let (start, end) = tspi_replayer::resolve_window(
+        &ctx,
+        &tspi_replayer::WindowSpec::Tag { id: rec.tag_c.clone(), window: Duration::from_secs(2) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(start, rec.tag_c_at - time::Duration::SECOND);
+    let (task, got) = collect(client.subscribe("player.tag.playout.>").await.unwrap());
+    play("tag", start, end, 10.0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    let got = got.lock().unwrap().clone();
+    let around = window_count(&pg, &db, start, end).await;
+    check_playout(
+        &got,
+        &["tspi.cmd.display.marker_color", "tspi.cmd.display.units", "tags.create"],
+        around,
+        10.0,
+    );
+    assert!(
+        got.iter().any(|g| g.phase == "window" && g.subject == "tags.create"),
+        "tag C itself is inside its window"
+    );
+    assert!(tspi_replayer::resolve_window(
+        &ctx,
+        &tspi_replayer::WindowSpec::Tag { id: "nope".into(), window: Duration::from_secs(2) }
+    )
+    .await
+    .is_err());
+
+    // serve: play, pause (nothing flows), resume, seek to a tag, speed, stop.
+    let stop_serve = CancellationToken::new();
+    let server = tokio::spawn(tspi_replayer::serve(ctx.clone(), "TSPI".into(), stop_serve.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (task, got) = collect(client.subscribe("player.r2.playout.>").await.unwrap());
+    let request = |body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .request("player.r2.ctrl", serde_json::to_vec(&body).unwrap().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    let r = request(serde_json::json!({"op": "pause"})).await;
+    assert_eq!(r["ok"], false, "no session yet: {r}");
+    let r = request(serde_json::json!({"op": "play", "start": iso(rec.window_start), "end": iso(rec.window_end)})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = request(serde_json::json!({"op": "pause"})).await;
+    assert_eq!(r["status"]["state"], "paused", "{r}");
+    let paused_count = got.lock().unwrap().len();
+    assert!(paused_count > 50, "about a second of data before the pause: {paused_count}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(got.lock().unwrap().len() <= paused_count + 1, "nothing flows while paused");
+    let r = request(serde_json::json!({"op": "resume"})).await;
+    assert_eq!(r["status"]["state"], "playing", "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(got.lock().unwrap().len() > paused_count + 10, "flows again after resume");
+    let before_seek = got.lock().unwrap().len();
+    let r = request(serde_json::json!({"op": "seek", "tag": rec.tag_c})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = request(serde_json::json!({"op": "speed", "speed": 4})).await;
+    assert_eq!(r["status"]["speed"], 4.0, "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: Vec<Got> = got.lock().unwrap()[before_seek..].to_vec();
+    let first_state = after.iter().position(|g| g.phase == "state").expect("state re-emitted on seek");
+    let state: Vec<&str> = after[first_state..].iter().take_while(|g| g.phase == "state").map(|g| g.subject.as_str()).collect();
+    assert_eq!(state, ["tspi.cmd.display.marker_color", "tspi.cmd.display.units", "tags.create"]);
+    let frames: Vec<&Got> = after[first_state + state.len()..].iter().collect();
+    assert!(!frames.is_empty());
+    assert!(frames.iter().all(|g| g.original_time >= rec.tag_c_at), "lands on the tag");
+    assert_eq!(frames[0].subject, "tags.create", "the tag itself comes first after the seek");
+    let r = request(serde_json::json!({"op": "stop"})).await;
+    assert_eq!(r["status"]["state"], "stopped", "{r}");
+    let stopped = got.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(got.lock().unwrap().len(), stopped, "nothing after stop");
+    let r = request(serde_json::json!({"op": "fly"})).await;
+    assert_eq!(r["ok"], false);
+    let reply = client.request("player.r2.ctrl", "\u{1}garbage".into()).await.unwrap();
+    assert!(String::from_utf8_lossy(&reply.payload).len() > 0, "CBOR-or-garbage gets an answer");
+    stop_serve.cancel();
+    server.await.unwrap().unwrap();
+    task.abort();
+    let _ = rec.tag_a;
+}
