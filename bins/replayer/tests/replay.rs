@@ -15,8 +15,8 @@ use tspi_archiver::{ArchiverMetrics, ArchiverOptions};
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
 use tspi_core::units::UnitSystem;
 use tspi_core::{
-    Datagram, DisplayCommand, DisplaySetting, GeocentricRaw, Payload, StreamPrefix, Tag,
-    TagStatus, TelemetryRecord,
+    Datagram, DisplayCommand, DisplaySetting, GeocentricRaw, Payload, StreamPrefix, Tag, TagStatus,
+    TelemetryRecord,
 };
 use tspi_replayer::session::{Clock, ReplayContext, SessionSpec};
 use tspi_test_support::{NatsServer, PgServer};
@@ -36,15 +36,30 @@ struct Recorded {
 }
 
 async fn publish_command(js: &jetstream::Context, id: &str, setting: DisplaySetting) {
-    let c = DisplayCommand::new(id.into(), iso(OffsetDateTime::now_utc()), "test".into(), setting)
-        .unwrap();
+    let c = DisplayCommand::new(
+        id.into(),
+        iso(OffsetDateTime::now_utc()),
+        "test".into(),
+        setting,
+    )
+    .unwrap();
     let m = jetstream::message::PublishMessage::build()
         .payload(c.to_cbor().into())
         .message_id(c.cmd_id.clone());
-    js.send_publish(c.subject(), m).await.unwrap().await.unwrap();
+    js.send_publish(c.subject(), m)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
-async fn publish_tag(js: &jetstream::Context, subject: &str, id: &str, status: TagStatus, at: OffsetDateTime) {
+async fn publish_tag(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    status: TagStatus,
+    at: OffsetDateTime,
+) {
     let t = Tag {
         id: id.into(),
         ts: iso(at),
@@ -58,7 +73,11 @@ async fn publish_tag(js: &jetstream::Context, subject: &str, id: &str, status: T
     let m = jetstream::message::PublishMessage::build()
         .payload(t.to_cbor().into())
         .message_id(t.msg_id(subject));
-    js.send_publish(subject.to_owned(), m).await.unwrap().await.unwrap();
+    js.send_publish(subject.to_owned(), m)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 /// 11.5 s of live traffic: 2 sensors at 50 Hz, commands and tags at known moments.
@@ -76,24 +95,62 @@ async fn record(js: &jetstream::Context) -> Recorded {
     while t0.elapsed() < Duration::from_millis(11_500) {
         tick.tick().await;
         let s = t0.elapsed().as_secs_f64();
-        let events: [(f64, usize); 6] = [(0.0, 0), (0.2, 1), (0.4, 2), (0.5, 3), (3.0, 4), (5.0, 5)];
+        let events: [(f64, usize); 6] =
+            [(0.0, 0), (0.2, 1), (0.4, 2), (0.5, 3), (3.0, 4), (5.0, 5)];
         for (when, i) in events {
             if s >= when && !done[i] {
                 done[i] = true;
                 total += 1;
                 match i {
-                    0 => publish_command(js, "c-imperial", DisplaySetting::Units(UnitSystem::Imperial)).await,
-                    1 => publish_command(js, "c-red", DisplaySetting::MarkerColor("red".into())).await,
-                    2 => publish_tag(js, "tags.create", "tag-a", TagStatus::Active, OffsetDateTime::now_utc()).await,
+                    0 => {
+                        publish_command(
+                            js,
+                            "c-imperial",
+                            DisplaySetting::Units(UnitSystem::Imperial),
+                        )
+                        .await
+                    }
+                    1 => {
+                        publish_command(js, "c-red", DisplaySetting::MarkerColor("red".into()))
+                            .await
+                    }
+                    2 => {
+                        publish_tag(
+                            js,
+                            "tags.create",
+                            "tag-a",
+                            TagStatus::Active,
+                            OffsetDateTime::now_utc(),
+                        )
+                        .await
+                    }
                     3 => {
-                        publish_tag(js, "tags.create", "tag-b", TagStatus::Active, OffsetDateTime::now_utc()).await;
-                        publish_tag(js, "tags.delete", "tag-b", TagStatus::Deleted, OffsetDateTime::now_utc()).await;
+                        publish_tag(
+                            js,
+                            "tags.create",
+                            "tag-b",
+                            TagStatus::Active,
+                            OffsetDateTime::now_utc(),
+                        )
+                        .await;
+                        publish_tag(
+                            js,
+                            "tags.delete",
+                            "tag-b",
+                            TagStatus::Deleted,
+                            OffsetDateTime::now_utc(),
+                        )
+                        .await;
                         total += 1;
                     }
-                    4 => publish_command(js, "c-metric", DisplaySetting::Units(UnitSystem::Metric)).await,
+                    4 => {
+                        publish_command(js, "c-metric", DisplaySetting::Units(UnitSystem::Metric))
+                            .await
+                    }
                     _ => {
                         // Tags carry millisecond times.
-                        tag_c_at = tspi_replayer::parse_time(&iso(OffsetDateTime::now_utc())).unwrap();
+                        tag_c_at =
+                            tspi_replayer::parse_time(&iso(OffsetDateTime::now_utc())).unwrap();
                         publish_tag(js, "tags.create", "tag-c", TagStatus::Active, tag_c_at).await;
                     }
                 }
@@ -106,13 +163,20 @@ async fn record(js: &jetstream::Context) -> Recorded {
                 time_ticks: 1_000_000 + frame * 200,
                 status: 0xFF,
                 status_flags: 0,
-                payload: Payload::Geocentric(GeocentricRaw { x: frame as i32, ..Default::default() }),
+                payload: Payload::Geocentric(GeocentricRaw {
+                    x: frame as i32,
+                    ..Default::default()
+                }),
             };
             let rec = TelemetryRecord::from_datagram(&d, tspi_runtime::now_epoch_ms());
             let m = jetstream::message::PublishMessage::build()
                 .payload(rec.to_cbor().into())
                 .message_id(tspi_core::msg_id(&d));
-            js.send_publish(prefix.subject(d.kind(), sensor), m).await.unwrap().await.unwrap();
+            js.send_publish(prefix.subject(d.kind(), sensor), m)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
             total += 1;
         }
         frame += 1;
@@ -139,14 +203,19 @@ struct Got {
 
 fn collect(
     mut sub: async_nats::Subscriber,
-) -> (tokio::task::JoinHandle<()>, std::sync::Arc<std::sync::Mutex<Vec<Got>>>) {
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<Got>>>,
+) {
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = got.clone();
     let task = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             let h = m.headers.clone().unwrap();
             let header = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap();
-            let recv_ms = TelemetryRecord::from_cbor(&m.payload).ok().map(|r| r.recv_epoch_ms);
+            let recv_ms = TelemetryRecord::from_cbor(&m.payload)
+                .ok()
+                .map(|r| r.recv_epoch_ms);
             sink.lock().unwrap().push(Got {
                 at: Instant::now(),
                 phase: header("Tspi-Replay-Phase"),
@@ -156,13 +225,21 @@ fn collect(
                 recv_ms,
             });
             assert_eq!(h.get("Tspi-Replay").unwrap().as_str(), "1");
-            assert!(h.get("Nats-Msg-Id").is_none(), "playout must not be de-duplicated");
+            assert!(
+                h.get("Nats-Msg-Id").is_none(),
+                "playout must not be de-duplicated"
+            );
         }
     });
     (task, got)
 }
 
-async fn window_count(pg: &PgServer, db: &str, start: OffsetDateTime, end: OffsetDateTime) -> usize {
+async fn window_count(
+    pg: &PgServer,
+    db: &str,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> usize {
     pg.psql(
         db,
         &format!(
@@ -179,13 +256,24 @@ async fn window_count(pg: &PgServer, db: &str, start: OffsetDateTime, end: Offse
 fn check_playout(got: &[Got], expected_state: &[&str], window: usize, speed: f64) -> f64 {
     let state: Vec<&Got> = got.iter().take_while(|g| g.phase == "state").collect();
     let state_subjects: Vec<&str> = state.iter().map(|g| g.subject.as_str()).collect();
-    assert_eq!(state_subjects, expected_state, "command state then earlier tags, first");
+    assert_eq!(
+        state_subjects, expected_state,
+        "command state then earlier tags, first"
+    );
     let frames: Vec<&Got> = got[state.len()..].iter().collect();
     assert!(frames.iter().all(|g| g.phase == "window"));
     assert_eq!(frames.len(), window, "every message of the window, once");
-    assert!(frames.windows(2).all(|w| w[0].seq < w[1].seq), "stream order kept");
+    assert!(
+        frames.windows(2).all(|w| w[0].seq < w[1].seq),
+        "stream order kept"
+    );
     // Receive clock: recv time for telemetry, stream time for the rest.
-    let orig = |g: &Got| g.recv_ms.map_or(g.original_time.unix_timestamp_nanos() as f64 / 1e9, |ms| ms as f64 / 1e3);
+    let orig = |g: &Got| {
+        g.recv_ms
+            .map_or(g.original_time.unix_timestamp_nanos() as f64 / 1e9, |ms| {
+                ms as f64 / 1e3
+            })
+    };
     let (first, last) = (frames[0], frames[frames.len() - 1]);
     let original_span = orig(last) - orig(first);
     let played = last.at.duration_since(first.at).as_secs_f64();
@@ -201,7 +289,9 @@ async fn replay_paces_orders_and_obeys_controls() {
     let db = pg.create_database("replay");
     let url = pg.url(&db);
     let pool = tspi_store::pool(&url, 4).unwrap();
-    tspi_store::migrate(&mut pool.get().await.unwrap(), &Default::default()).await.unwrap();
+    tspi_store::migrate(&mut pool.get().await.unwrap(), &Default::default())
+        .await
+        .unwrap();
 
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client.clone());
@@ -217,7 +307,12 @@ async fn replay_paces_orders_and_obeys_controls() {
     ));
     let rec = record(&js).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pg.psql(&db, "SELECT count(*) FROM messages").parse::<u64>().unwrap() < rec.total {
+    while pg
+        .psql(&db, "SELECT count(*) FROM messages")
+        .parse::<u64>()
+        .unwrap()
+        < rec.total
+    {
         assert!(Instant::now() < deadline, "archiver did not catch up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -245,11 +340,17 @@ async fn replay_paces_orders_and_obeys_controls() {
             CancellationToken::new(),
         )
     };
-    let state_at_start = ["tspi.cmd.display.units", "tspi.cmd.display.marker_color", "tags.create"];
+    let state_at_start = [
+        "tspi.cmd.display.units",
+        "tspi.cmd.display.marker_color",
+        "tags.create",
+    ];
 
     // 1x: 10 s ± 2 %.
     let (task, got) = collect(client.subscribe("player.one.playout.>").await.unwrap());
-    let summary = play("one", rec.window_start, rec.window_end, 1.0).await.unwrap();
+    let summary = play("one", rec.window_start, rec.window_end, 1.0)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     task.abort();
     let got = got.lock().unwrap().clone();
@@ -258,12 +359,17 @@ async fn replay_paces_orders_and_obeys_controls() {
     assert_eq!(summary.status.published as usize, window);
     assert_eq!(summary.status.state_published, 3);
     // The state is the one in force: imperial (not the later metric), tag A (not B, deleted).
-    assert_eq!(got[0].seq, 1, "units imperial is the first message of the stream");
+    assert_eq!(
+        got[0].seq, 1,
+        "units imperial is the first message of the stream"
+    );
     eprintln!("1x pacing error: {:?}", summary.pacing_error);
 
     // 10x: 1 s ± 10 %.
     let (task, got) = collect(client.subscribe("player.ten.playout.>").await.unwrap());
-    let summary = play("ten", rec.window_start, rec.window_end, 10.0).await.unwrap();
+    let summary = play("ten", rec.window_start, rec.window_end, 10.0)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     task.abort();
     let played = check_playout(&got.lock().unwrap(), &state_at_start, window, 10.0);
@@ -273,7 +379,10 @@ async fn replay_paces_orders_and_obeys_controls() {
     // --tag: the window around tag C (2 s), at 10x. State: red, then metric; tag A before.
     let (start, end) = tspi_replayer::resolve_window(
         &ctx,
-        &tspi_replayer::WindowSpec::Tag { id: rec.tag_c.clone(), window: Duration::from_secs(2) },
+        &tspi_replayer::WindowSpec::Tag {
+            id: rec.tag_c.clone(),
+            window: Duration::from_secs(2),
+        },
     )
     .await
     .unwrap();
@@ -286,24 +395,36 @@ async fn replay_paces_orders_and_obeys_controls() {
     let around = window_count(&pg, &db, start, end).await;
     check_playout(
         &got,
-        &["tspi.cmd.display.marker_color", "tspi.cmd.display.units", "tags.create"],
+        &[
+            "tspi.cmd.display.marker_color",
+            "tspi.cmd.display.units",
+            "tags.create",
+        ],
         around,
         10.0,
     );
     assert!(
-        got.iter().any(|g| g.phase == "window" && g.subject == "tags.create"),
+        got.iter()
+            .any(|g| g.phase == "window" && g.subject == "tags.create"),
         "tag C itself is inside its window"
     );
     assert!(tspi_replayer::resolve_window(
         &ctx,
-        &tspi_replayer::WindowSpec::Tag { id: "nope".into(), window: Duration::from_secs(2) }
+        &tspi_replayer::WindowSpec::Tag {
+            id: "nope".into(),
+            window: Duration::from_secs(2)
+        }
     )
     .await
     .is_err());
 
     // serve: play, pause (nothing flows), resume, seek to a tag, speed, stop.
     let stop_serve = CancellationToken::new();
-    let server = tokio::spawn(tspi_replayer::serve(ctx.clone(), "TSPI".into(), stop_serve.clone()));
+    let server = tokio::spawn(tspi_replayer::serve(
+        ctx.clone(),
+        "TSPI".into(),
+        stop_serve.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (task, got) = collect(client.subscribe("player.r2.playout.>").await.unwrap());
     let request = |body: serde_json::Value| {
@@ -324,13 +445,22 @@ async fn replay_paces_orders_and_obeys_controls() {
     let r = request(serde_json::json!({"op": "pause"})).await;
     assert_eq!(r["status"]["state"], "paused", "{r}");
     let paused_count = got.lock().unwrap().len();
-    assert!(paused_count > 50, "about a second of data before the pause: {paused_count}");
+    assert!(
+        paused_count > 50,
+        "about a second of data before the pause: {paused_count}"
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(got.lock().unwrap().len() <= paused_count + 1, "nothing flows while paused");
+    assert!(
+        got.lock().unwrap().len() <= paused_count + 1,
+        "nothing flows while paused"
+    );
     let r = request(serde_json::json!({"op": "resume"})).await;
     assert_eq!(r["status"]["state"], "playing", "{r}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(got.lock().unwrap().len() > paused_count + 10, "flows again after resume");
+    assert!(
+        got.lock().unwrap().len() > paused_count + 10,
+        "flows again after resume"
+    );
     let before_seek = got.lock().unwrap().len();
     let r = request(serde_json::json!({"op": "seek", "tag": rec.tag_c})).await;
     assert_eq!(r["ok"], true, "{r}");
@@ -338,13 +468,33 @@ async fn replay_paces_orders_and_obeys_controls() {
     assert_eq!(r["status"]["speed"], 4.0, "{r}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after: Vec<Got> = got.lock().unwrap()[before_seek..].to_vec();
-    let first_state = after.iter().position(|g| g.phase == "state").expect("state re-emitted on seek");
-    let state: Vec<&str> = after[first_state..].iter().take_while(|g| g.phase == "state").map(|g| g.subject.as_str()).collect();
-    assert_eq!(state, ["tspi.cmd.display.marker_color", "tspi.cmd.display.units", "tags.create"]);
+    let first_state = after
+        .iter()
+        .position(|g| g.phase == "state")
+        .expect("state re-emitted on seek");
+    let state: Vec<&str> = after[first_state..]
+        .iter()
+        .take_while(|g| g.phase == "state")
+        .map(|g| g.subject.as_str())
+        .collect();
+    assert_eq!(
+        state,
+        [
+            "tspi.cmd.display.marker_color",
+            "tspi.cmd.display.units",
+            "tags.create"
+        ]
+    );
     let frames: Vec<&Got> = after[first_state + state.len()..].iter().collect();
     assert!(!frames.is_empty());
-    assert!(frames.iter().all(|g| g.original_time >= rec.tag_c_at), "lands on the tag");
-    assert_eq!(frames[0].subject, "tags.create", "the tag itself comes first after the seek");
+    assert!(
+        frames.iter().all(|g| g.original_time >= rec.tag_c_at),
+        "lands on the tag"
+    );
+    assert_eq!(
+        frames[0].subject, "tags.create",
+        "the tag itself comes first after the seek"
+    );
     let r = request(serde_json::json!({"op": "stop"})).await;
     assert_eq!(r["status"]["state"], "stopped", "{r}");
     let stopped = got.lock().unwrap().len();
@@ -352,8 +502,13 @@ async fn replay_paces_orders_and_obeys_controls() {
     assert_eq!(got.lock().unwrap().len(), stopped, "nothing after stop");
     let r = request(serde_json::json!({"op": "fly"})).await;
     assert_eq!(r["ok"], false);
-    let reply = client.request("player.r2.ctrl", "\u{1}garbage".into()).await.unwrap();
-    assert!(String::from_utf8_lossy(&reply.payload).len() > 0, "CBOR-or-garbage gets an answer");
+    let reply = client
+        .request("player.r2.ctrl", "\u{1}garbage".into())
+        .await
+        .unwrap();
+    // Not JSON, so treated as CBOR: the answer is a CBOR error, not silence.
+    let answer: serde_json::Value = ciborium::from_reader(&reply.payload[..]).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
     stop_serve.cancel();
     server.await.unwrap().unwrap();
     task.abort();
