@@ -13,6 +13,7 @@
 //! same primary key and are skipped. Undecodable messages are stored raw with their
 //! error, counted, and acknowledged: they never block the stream.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
@@ -39,6 +40,8 @@ pub struct ArchiverOptions {
     pub ack_wait: Duration,
     /// Plain-PostgreSQL retention: delete rows older than this every minute.
     pub retain: Option<Duration>,
+    /// Batches committed in parallel (each on its own connection).
+    pub writers: usize,
 }
 
 impl Default for ArchiverOptions {
@@ -46,10 +49,11 @@ impl Default for ArchiverOptions {
         ArchiverOptions {
             stream: "TSPI".into(),
             durable: "archiver".into(),
-            batch_max: 2000,
-            batch_wait: Duration::from_millis(100),
+            batch_max: 5000,
+            batch_wait: Duration::from_millis(50),
             ack_wait: Duration::from_secs(30),
             retain: None,
+            writers: 2,
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct ArchiverMetrics {
     pub archive_lag: Histogram,
     pub consumer_pending: Gauge,
     pub consumer_ack_pending: Gauge,
+    /// Stream time → commit, µs, at full resolution (benchmarks, shutdown report).
+    pub lag_detail: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
 }
 
 impl ArchiverMetrics {
@@ -79,6 +85,10 @@ impl ArchiverMetrics {
             archive_lag: Histogram::new(exponential_buckets(0.000_5, 2.0, 18)),
             consumer_pending: Gauge::default(),
             consumer_ack_pending: Gauge::default(),
+            lag_detail: Arc::new(Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .unwrap_or_else(|_| unreachable!("static bounds are valid")),
+            )),
         };
         registry.register(
             "rows_written",
@@ -283,13 +293,22 @@ pub async fn run(
             },
         )
         .await?;
-    let (tx, rx) = mpsc::channel::<Batch>(2);
-    let writer = tokio::spawn(write_loop(
-        rx,
-        pool.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let (tx, rx) = mpsc::channel::<Batch>(options.writers.max(1));
+    // Several writers commit batches in parallel: each commit waits for its WAL flush, and
+    // parallel commits share flushes (group commit). Batches are independent: every row's
+    // key is its stream sequence, and tag upserts keep the newest state whatever the
+    // commit order.
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let writers: Vec<_> = (0..options.writers.max(1))
+        .map(|_| {
+            tokio::spawn(write_loop(
+                rx.clone(),
+                pool.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
     let lag = tokio::spawn(watch_consumer(
         consumer.clone(),
         metrics.clone(),
@@ -299,14 +318,20 @@ pub async fn run(
         .retain
         .map(|retain| tokio::spawn(retention_loop(pool, retain, shutdown.clone())));
     let read = read_loop(&options, &consumer, &metrics, &shutdown, tx).await;
-    // The reader dropped its sender: the writer finishes the batches in the queue.
-    let written = writer.await;
+    // The reader dropped its sender: the writers finish the batches in the queue.
+    let mut written = Ok(());
+    for w in writers {
+        let result = w.await.map_err(anyhow::Error::from).and_then(|r| r);
+        if written.is_ok() {
+            written = result;
+        }
+    }
     lag.abort();
     if let Some(r) = retention {
         r.abort();
     }
     read?;
-    written?
+    written
 }
 
 async fn read_loop(
@@ -409,13 +434,15 @@ async fn read_loop(
 }
 
 async fn write_loop(
-    mut rx: mpsc::Receiver<Batch>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
     pool: Pool,
     metrics: ArchiverMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
-    while let Some(batch) = rx.recv().await {
+    loop {
+        let next = rx.lock().await.recv().await;
+        let Some(batch) = next else { break };
         // Write until it commits; only then acknowledge. Shutdown waits for this batch.
         loop {
             let attempt = async {
@@ -449,10 +476,12 @@ async fn write_loop(
             }
         }
         let committed = OffsetDateTime::now_utc();
-        for row in &batch.rows {
-            metrics
-                .archive_lag
-                .observe((committed - row.stream_ts).as_seconds_f64().max(0.0));
+        if let Ok(mut detail) = metrics.lag_detail.lock() {
+            for row in &batch.rows {
+                let lag = (committed - row.stream_ts).as_seconds_f64().max(0.0);
+                metrics.archive_lag.observe(lag);
+                let _ = detail.record((lag * 1e6) as u64);
+            }
         }
         let Some((last, rest)) = batch.messages.split_last() else {
             continue;

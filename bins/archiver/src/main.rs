@@ -55,17 +55,17 @@ struct Cli {
     #[arg(long, default_value = "archiver")]
     durable: String,
     /// Largest batch written in one transaction.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     batch_max: u32,
     /// Longest wait to fill a batch.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     batch_wait: Duration,
     /// Redelivery delay for messages pulled but not acknowledged (a crashed archiver's batch).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     ack_wait: Duration,
-    /// Database connections kept open.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
-    db_pool_size: u32,
+    /// Batches committed in parallel, each on its own database connection.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    writers: u32,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -101,7 +101,8 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let pool = tspi_store::pool(&url, cli.db_pool_size as usize)?;
+            // One connection per writer, one for retention and migrations.
+            let pool = tspi_store::pool(&url, cli.writers as usize + 1)?;
             let state = {
                 let mut db = pool.get().await.context("cannot connect to the database")?;
                 tspi_store::migrate(&mut db, &schema).await?
@@ -128,6 +129,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 ack_wait: cli.ack_wait,
                 // TimescaleDB enforces retention itself.
                 retain: cli.retain.filter(|_| !state.timescaledb),
+                writers: cli.writers as usize,
             };
             run(options, js, pool, metrics, shutdown).await?;
             client.flush().await.ok();

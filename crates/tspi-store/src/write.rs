@@ -126,7 +126,7 @@ const MESSAGE_TYPES: [Type; 13] = [
     Type::INT4,
     Type::INT2,
     Type::FLOAT8,
-    Type::JSONB,
+    Type::JSON,
     Type::BYTEA,
     Type::TEXT,
 ];
@@ -270,7 +270,11 @@ async fn write_details(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), 
         )
         .await?;
     }
-    for (r, t) in tags.into_values() {
+    // Upserts in id order: concurrent batches lock tag rows in the same order, so two
+    // writers can never deadlock on them.
+    let mut tags: Vec<(&MessageRow, &TagRow)> = tags.into_values().collect();
+    tags.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    for (r, t) in tags {
         // Stream order decides which state is the latest, so a redelivered older state
         // never overwrites a newer one.
         tx.execute(
