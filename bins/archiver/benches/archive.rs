@@ -182,8 +182,10 @@ async fn main() {
     let pg = PgServer::start_primary();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client.clone());
-    let mut args = StreamArgs::default();
-    args.max_age = Duration::ZERO;
+    let args = StreamArgs {
+        max_age: Duration::ZERO,
+        ..Default::default()
+    };
     let spec = StreamSpec::tspi(&args, &StreamPrefix::default()).unwrap();
     ensure_stream(&client, &js, &spec).await.unwrap();
 
