@@ -401,14 +401,14 @@ impl Player {
             headers.insert("Tspi-Original-Msg-Id", id.as_str());
         }
         let payload = Bytes::from(m.raw.clone());
-        self.ctx
-            .handle
-            .block_on(
-                self.ctx
-                    .client
-                    .publish_with_headers(subject, headers, payload),
-            )
-            .context("publishing playout")?;
+        // The publish only queues into the client's channel: a plain executor is enough
+        // and much cheaper per message than entering the runtime.
+        futures::executor::block_on(
+            self.ctx
+                .client
+                .publish_with_headers(subject, headers, payload),
+        )
+        .context("publishing playout")?;
         Ok(())
     }
 
