@@ -53,7 +53,7 @@ impl Default for ArchiverOptions {
             batch_wait: Duration::from_millis(50),
             ack_wait: Duration::from_secs(30),
             retain: None,
-            writers: 2,
+            writers: 4,
         }
     }
 }
@@ -457,8 +457,15 @@ async fn write_loop(
                     }
                 }
             };
+            let write_started = Instant::now();
             match attempt.await {
                 Ok(out) => {
+                    tracing::debug!(
+                        rows = batch.rows.len(),
+                        queued_ms = write_started.duration_since(batch.started).as_millis() as u64,
+                        write_ms = write_started.elapsed().as_millis() as u64,
+                        "batch committed"
+                    );
                     metrics.rows_written.inc_by(out.inserted);
                     metrics.rows_skipped.inc_by(out.skipped);
                     backoff = Duration::from_millis(200);

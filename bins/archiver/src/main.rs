@@ -64,7 +64,7 @@ struct Cli {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     ack_wait: Duration,
     /// Batches committed in parallel, each on its own database connection.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
     writers: u32,
     #[command(flatten)]
     nats: NatsArgs,
