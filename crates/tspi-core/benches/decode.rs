@@ -43,6 +43,25 @@ fn benches(c: &mut Criterion) {
             black_box((&cbor, &subject, &id));
         })
     });
+    // The archiver's per-message work: the bus record back from CBOR, then its JSON form.
+    let cbor = match decode(&b) {
+        Ok(d) => TelemetryRecord::from_datagram(&d, 1_759_057_200_123).to_cbor(),
+        Err(e) => panic!("bench datagram: {e}"),
+    };
+    g.bench_function("record_from_cbor", |bench| {
+        bench.iter(|| black_box(TelemetryRecord::from_cbor(black_box(&cbor))))
+    });
+    g.bench_function("record_from_cbor_to_json", |bench| {
+        let mut json = Vec::with_capacity(512);
+        bench.iter(|| {
+            let Ok(rec) = TelemetryRecord::from_cbor(black_box(&cbor)) else {
+                return;
+            };
+            json.clear();
+            rec.write_json(&mut json);
+            black_box(&json);
+        })
+    });
     g.finish();
 }
 

@@ -94,3 +94,111 @@ mod tests {
         assert_eq!(enc(|o| map(o, 2)), [0xa2]);
     }
 }
+
+/// A strict reader for the shapes the record uses: definite-length heads, text keys,
+/// integers, floats (half, single, double) and booleans. Anything else — tags, indefinite
+/// lengths, byte strings, arrays — makes it give up (`None`), and the caller falls back to
+/// the general decoder, which then decides (and words the error).
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+
+    /// Major type, additional info, and the argument for ai < 28.
+    fn head(&mut self) -> Option<(u8, u8, u64)> {
+        let first = *self.take(1)?.first()?;
+        let (major, ai) = (first >> 5, first & 0x1f);
+        let arg = match ai {
+            0..=23 => u64::from(ai),
+            24 => u64::from(self.take(1)?[0]),
+            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
+            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
+            27 => u64::from_be_bytes(self.take(8)?.try_into().ok()?),
+            _ => return None,
+        };
+        Some((major, ai, arg))
+    }
+
+    pub(crate) fn map_len(&mut self) -> Option<u64> {
+        match self.head()? {
+            (5, _, n) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn text(&mut self) -> Option<&'a str> {
+        match self.head()? {
+            (3, _, n) => std::str::from_utf8(self.take(usize::try_from(n).ok()?)?).ok(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn uint(&mut self) -> Option<u64> {
+        match self.head()? {
+            (0, _, n) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn int(&mut self) -> Option<i64> {
+        match self.head()? {
+            (0, _, n) => i64::try_from(n).ok(),
+            (1, _, n) => Some(-1 - i64::try_from(n).ok()?),
+            _ => None,
+        }
+    }
+
+    /// A number where a float is expected: any float width, or an integer small enough
+    /// to convert exactly.
+    pub(crate) fn number(&mut self) -> Option<f64> {
+        const EXACT: u64 = 1 << 53;
+        match self.head()? {
+            (0, _, n) if n <= EXACT => Some(n as f64),
+            (1, _, n) if n < EXACT => Some(-1.0 - n as f64),
+            (7, 25, bits) => Some(half_to_f64(bits as u16)),
+            (7, 26, bits) => Some(f64::from(f32::from_bits(bits as u32))),
+            (7, 27, bits) => Some(f64::from_bits(bits)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
+        match self.head()? {
+            (7, 20, _) => Some(false),
+            (7, 21, _) => Some(true),
+            _ => None,
+        }
+    }
+}
+
+/// IEEE 754 half precision to double (RFC 8949 appendix D).
+fn half_to_f64(half: u16) -> f64 {
+    let exp = (half >> 10) & 0x1f;
+    let mant = f64::from(half & 0x3ff);
+    let value = match exp {
+        0 => mant * 2f64.powi(-24),
+        31 if mant == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        e => (mant + 1024.0) * 2f64.powi(i32::from(e) - 25),
+    };
+    if half & 0x8000 != 0 {
+        -value
+    } else {
+        value
+    }
+}

@@ -74,6 +74,32 @@ proptest! {
     }
 
     #[test]
+    fn fast_and_general_cbor_decoders_agree(
+        bytes in valid_datagram(),
+        ms in -1_000i64..4_102_444_800_000,
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        serde_form in any::<bool>(),
+    ) {
+        let d = decode(&bytes).expect("valid by construction");
+        let rec = TelemetryRecord::from_datagram(&d, ms);
+        // Our writer's form, or serde/ciborium's (other float widths), then damaged a bit.
+        let mut cbor = if serde_form {
+            let mut out = Vec::new();
+            ciborium::into_writer(&rec, &mut out).expect("serialise");
+            out
+        } else {
+            rec.to_cbor()
+        };
+        for (at, byte) in &flips {
+            let i = at.index(cbor.len());
+            cbor[i] = *byte;
+        }
+        let fast = TelemetryRecord::from_cbor(&cbor).ok();
+        let general = TelemetryRecord::from_cbor_general(&cbor).ok();
+        prop_assert_eq!(fast, general);
+    }
+
+    #[test]
     fn arbitrary_cbor_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = TelemetryRecord::from_cbor(&bytes);
     }
