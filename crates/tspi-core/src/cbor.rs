@@ -60,41 +60,6 @@ pub(crate) fn float(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    fn enc(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut v = Vec::new();
-        f(&mut v);
-        v
-    }
-
-    #[test]
-    fn rfc8949_appendix_a_examples() {
-        assert_eq!(enc(|o| uint(o, 0)), [0x00]);
-        assert_eq!(enc(|o| uint(o, 23)), [0x17]);
-        assert_eq!(enc(|o| uint(o, 24)), [0x18, 0x18]);
-        assert_eq!(enc(|o| uint(o, 1000)), [0x19, 0x03, 0xe8]);
-        assert_eq!(enc(|o| uint(o, 1_000_000)), [0x1a, 0x00, 0x0f, 0x42, 0x40]);
-        assert_eq!(
-            enc(|o| uint(o, 1_000_000_000_000)),
-            [0x1b, 0x00, 0x00, 0x00, 0xe8, 0xd4, 0xa5, 0x10, 0x00]
-        );
-        assert_eq!(enc(|o| int(o, -1)), [0x20]);
-        assert_eq!(enc(|o| int(o, -1000)), [0x39, 0x03, 0xe7]);
-        assert_eq!(enc(|o| float(o, 100000.0)), [0xfa, 0x47, 0xc3, 0x50, 0x00]);
-        assert_eq!(
-            enc(|o| float(o, 1.1)),
-            [0xfb, 0x3f, 0xf1, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a]
-        );
-        assert_eq!(enc(|o| boolean(o, true)), [0xf5]);
-        assert_eq!(enc(|o| text(o, "IETF")), [0x64, 0x49, 0x45, 0x54, 0x46]);
-        assert_eq!(enc(|o| map(o, 2)), [0xa2]);
-    }
-}
-
 /// A strict reader for the shapes the record uses: definite-length heads, text keys,
 /// integers, floats (half, single, double) and booleans. Anything else — tags, indefinite
 /// lengths, byte strings, arrays — makes it give up (`None`), and the caller falls back to
@@ -200,5 +165,40 @@ fn half_to_f64(half: u16) -> f64 {
         -value
     } else {
         value
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn enc(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut v = Vec::new();
+        f(&mut v);
+        v
+    }
+
+    #[test]
+    fn rfc8949_appendix_a_examples() {
+        assert_eq!(enc(|o| uint(o, 0)), [0x00]);
+        assert_eq!(enc(|o| uint(o, 23)), [0x17]);
+        assert_eq!(enc(|o| uint(o, 24)), [0x18, 0x18]);
+        assert_eq!(enc(|o| uint(o, 1000)), [0x19, 0x03, 0xe8]);
+        assert_eq!(enc(|o| uint(o, 1_000_000)), [0x1a, 0x00, 0x0f, 0x42, 0x40]);
+        assert_eq!(
+            enc(|o| uint(o, 1_000_000_000_000)),
+            [0x1b, 0x00, 0x00, 0x00, 0xe8, 0xd4, 0xa5, 0x10, 0x00]
+        );
+        assert_eq!(enc(|o| int(o, -1)), [0x20]);
+        assert_eq!(enc(|o| int(o, -1000)), [0x39, 0x03, 0xe7]);
+        assert_eq!(enc(|o| float(o, 100000.0)), [0xfa, 0x47, 0xc3, 0x50, 0x00]);
+        assert_eq!(
+            enc(|o| float(o, 1.1)),
+            [0xfb, 0x3f, 0xf1, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a]
+        );
+        assert_eq!(enc(|o| boolean(o, true)), [0xf5]);
+        assert_eq!(enc(|o| text(o, "IETF")), [0x64, 0x49, 0x45, 0x54, 0x46]);
+        assert_eq!(enc(|o| map(o, 2)), [0xa2]);
     }
 }
