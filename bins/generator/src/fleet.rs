@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng};
 use tspi_core::datagram::{to_wire_angle, to_wire_i16, to_wire_i32};
 use tspi_core::{Datagram, GeocentricRaw, Payload, SphericalRaw};
 
-const WGS84_A: f64 = 6_378_137.0;
-const WGS84_F: f64 = 1.0 / 298.257_223_563;
+pub use tspi_core::geo::geodetic_to_ecef;
+#[cfg(test)]
+use tspi_core::geo::{WGS84_A, WGS84_F};
 const G: f64 = 9.806_65;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,18 +50,6 @@ fn add(a: Vec3, b: Vec3) -> Vec3 {
 }
 fn scale(a: Vec3, k: f64) -> Vec3 {
     [a[0] * k, a[1] * k, a[2] * k]
-}
-
-/// WGS-84 geodetic → ECEF metres.
-pub fn geodetic_to_ecef(lat_deg: f64, lon_deg: f64, alt_m: f64) -> Vec3 {
-    let e2 = WGS84_F * (2.0 - WGS84_F);
-    let (lat, lon) = (lat_deg.to_radians(), lon_deg.to_radians());
-    let n = WGS84_A / (1.0 - e2 * lat.sin().powi(2)).sqrt();
-    [
-        (n + alt_m) * lat.cos() * lon.cos(),
-        (n + alt_m) * lat.cos() * lon.sin(),
-        (n * (1.0 - e2) + alt_m) * lat.sin(),
-    ]
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,8 @@
 mod cbor;
 pub mod command;
 pub mod datagram;
+pub mod display;
+pub mod geo;
 pub mod record;
 pub mod rfc3339;
 pub mod subject;
