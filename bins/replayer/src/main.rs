@@ -187,14 +187,11 @@ async fn context(args: &ArchiveArgs, name: &str) -> anyhow::Result<ReplayContext
     }
     let client = connect(&args.nats, name).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let spec = StreamSpec {
-        name: args.playout_stream.clone(),
-        subjects: vec!["player.*.playout.>".into()],
-        replicas: None,
-        max_age: args.playout_retention,
-        duplicate_window: Duration::from_secs(120).min(args.playout_retention),
-        create: !args.no_create_stream,
-    };
+    let spec = StreamSpec::playout(
+        &args.playout_stream,
+        args.playout_retention,
+        !args.no_create_stream,
+    );
     ensure_stream(&client, &js, &spec).await?;
     Ok(ReplayContext {
         handle: tokio::runtime::Handle::current(),

@@ -58,6 +58,44 @@ pub struct StreamSpec {
 }
 
 impl StreamSpec {
+    /// A stream with default replicas and a 2 min duplicate window (bounded by `max_age`).
+    pub fn simple(name: &str, subjects: &[&str], max_age: Duration, create: bool) -> StreamSpec {
+        StreamSpec {
+            name: name.to_owned(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            replicas: None,
+            max_age,
+            duplicate_window: MIN_DUPLICATE_WINDOW.min(max_age),
+            create,
+        }
+    }
+
+    /// `TSPI_OPS`: heartbeats and replay control, short retention.
+    pub fn ops(create: bool) -> StreamSpec {
+        Self::simple(
+            "TSPI_OPS",
+            &["tspi.ops.>"],
+            Duration::from_secs(3600),
+            create,
+        )
+    }
+
+    /// `TSPI_REPLAY`: channel deliveries kept for late joiners.
+    pub fn replay(create: bool) -> StreamSpec {
+        Self::simple(
+            "TSPI_REPLAY",
+            &["tspi.channel.replay.>", "tspi.channel.client.>"],
+            Duration::from_secs(6 * 3600),
+            create,
+        )
+    }
+
+    /// `PLAYOUT`: the replayer's output. Only `player.*.playout.>`: a stream on `player.>`
+    /// would also capture `player.<room>.ctrl` requests and answer them with its acks.
+    pub fn playout(name: &str, max_age: Duration, create: bool) -> StreamSpec {
+        Self::simple(name, &["player.*.playout.>"], max_age, create)
+    }
+
     /// `TSPI`: telemetry under the prefix, display commands and tags in one ordered log.
     pub fn tspi(args: &StreamArgs, prefix: &StreamPrefix) -> Result<StreamSpec, BusError> {
         if args.duplicate_window < MIN_DUPLICATE_WINDOW {

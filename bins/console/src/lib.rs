@@ -1,0 +1,211 @@
+//! The operator console (SPEC §5, issue 4): display commands and tags onto `TSPI`, the
+//! client roster from heartbeats. Everything is validated before anything is sent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use futures::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tspi_core::ops::{ClientState, Heartbeat, STATUS_SUBJECT};
+use tspi_core::{DisplayCommand, DisplaySetting, Tag, TagStatus};
+
+/// A random (v4) UUID, for command and tag ids.
+pub fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+pub fn now_rfc3339() -> String {
+    tspi_core::rfc3339::format_utc_millis(tspi_runtime::now_epoch_ms())
+}
+
+/// What the console reports for each message it sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    pub subject: String,
+    pub msg_id: String,
+    pub stream: String,
+    pub seq: u64,
+    pub duplicate: bool,
+}
+
+async fn publish(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: String,
+    payload: Vec<u8>,
+) -> anyhow::Result<Sent> {
+    let m = jetstream::message::PublishMessage::build()
+        .payload(payload.into())
+        .message_id(msg_id.clone());
+    let ack = js
+        .send_publish(subject.clone(), m)
+        .await
+        .with_context(|| format!("publishing {subject}"))?
+        .await
+        .with_context(|| format!("no stream stored {subject} (is the TSPI stream there?)"))?;
+    Ok(Sent {
+        subject,
+        msg_id,
+        stream: ack.stream,
+        seq: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}
+
+/// Validate and send a display command.
+pub async fn send_command(
+    js: &jetstream::Context,
+    sender: &str,
+    setting: DisplaySetting,
+) -> anyhow::Result<Sent> {
+    let cmd = DisplayCommand::new(uuid_v4(), now_rfc3339(), sender.to_owned(), setting)?;
+    publish(js, cmd.subject(), cmd.cmd_id.clone(), cmd.to_cbor()).await
+}
+
+/// Validate and send a tag: `tags.create` (archived, id as msg id) and `tags.broadcast`
+/// (what live viewers follow).
+pub async fn send_tag(
+    js: &jetstream::Context,
+    comment: &str,
+    at: Option<&str>,
+    creator: &str,
+    notes: Option<String>,
+) -> anyhow::Result<(Tag, Vec<Sent>)> {
+    let now = now_rfc3339();
+    let ts = match at {
+        Some(t) => {
+            let ms = tspi_core::rfc3339::parse_epoch_ms(t)
+                .with_context(|| format!("--at {t:?} is not an RFC 3339 time"))?;
+            tspi_core::rfc3339::format_utc_millis(ms)
+        }
+        None => now.clone(),
+    };
+    let tag = Tag {
+        id: uuid_v4(),
+        ts,
+        label: comment.trim().to_owned(),
+        status: TagStatus::Active,
+        creator: Some(creator.to_owned()),
+        notes,
+        updated_ts: now,
+        extra: None,
+    };
+    tag.check()?;
+    let mut sent = Vec::new();
+    for subject in ["tags.create", "tags.broadcast"] {
+        let id = if subject == "tags.create" {
+            tag.msg_id(subject)
+        } else {
+            format!("{}:broadcast", tag.msg_id("tags.update"))
+        };
+        sent.push(publish(js, subject.to_owned(), id, tag.to_cbor()).await?);
+    }
+    Ok((tag, sent))
+}
+
+/// One client in the roster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub channel_id: String,
+    pub state: ClientState,
+    pub connected_since: String,
+    pub last_seen: String,
+    pub operator: Option<String>,
+    pub ping_ms: Option<f64>,
+    /// Every state seen in the window, oldest first, as `STATE@channel`.
+    pub transitions: Vec<String>,
+}
+
+/// The roster from the heartbeats kept in `TSPI_OPS` over the last `window`; a client
+/// silent for longer than `stale` is left out.
+pub async fn roster(
+    js: &jetstream::Context,
+    window: Duration,
+    stale: Duration,
+) -> anyhow::Result<Vec<ClientRow>> {
+    let stream = js
+        .get_stream("TSPI_OPS")
+        .await
+        .context("no TSPI_OPS stream: no client has sent a heartbeat yet")?;
+    let since = OffsetDateTime::now_utc() - time::Duration::try_from(window)?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartTime { start_time: since },
+            ack_policy: AckPolicy::None,
+            filter_subject: STATUS_SUBJECT.into(),
+            inactive_threshold: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .await?;
+    let mut info = consumer.clone();
+    let pending = info.info().await?.num_pending;
+    let mut clients: BTreeMap<String, (Heartbeat, String, Vec<String>)> = BTreeMap::new();
+    if pending > 0 {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(pending as usize)
+            .messages()
+            .await?;
+        let mut read = 0;
+        while let Ok(Some(next)) =
+            tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+        {
+            let Ok(m) = next else { break };
+            read += 1;
+            // Garbage on the status subject is someone else's bug: skip it.
+            if let Ok(hb) = tspi_core::ops::from_bytes::<Heartbeat>(&m.payload) {
+                let entry = clients
+                    .entry(hb.client_id.clone())
+                    .or_insert_with(|| (hb.clone(), hb.ts.clone(), Vec::new()));
+                let label = format!("{:?}@{}", hb.state, hb.channel_id);
+                if entry.2.last() != Some(&label) {
+                    entry.2.push(label);
+                }
+                entry.0 = hb;
+            }
+            if read >= pending {
+                break;
+            }
+        }
+    }
+    let cutoff = tspi_runtime::now_epoch_ms() - stale.as_millis() as i64;
+    Ok(clients
+        .into_values()
+        .filter(|(hb, _, _)| {
+            tspi_core::rfc3339::parse_epoch_ms(&hb.ts).is_some_and(|t| t >= cutoff)
+        })
+        .map(|(hb, since, transitions)| ClientRow {
+            client_id: hb.client_id,
+            channel_id: hb.channel_id,
+            state: hb.state,
+            connected_since: since,
+            last_seen: hb.ts,
+            operator: hb.operator,
+            ping_ms: hb.ping_ms,
+            transitions,
+        })
+        .collect())
+}
+
+/// Refuse an empty comment before anything is sent.
+pub fn check_comment(comment: &str) -> anyhow::Result<()> {
+    if comment.trim().is_empty() {
+        bail!("a tag needs a comment: it must not be empty");
+    }
+    Ok(())
+}
