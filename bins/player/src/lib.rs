@@ -1,0 +1,368 @@
+//! The headless player (SPEC §5, issue 4): follows live telemetry with the display
+//! commands and tags, or a room's playout, and prints what a display would show as JSON
+//! lines: frames (converted to the operator's units), command changes, tags, periodic
+//! metrics. Commands apply at once; stored data stays SI.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tspi_core::display::DisplayFrame;
+use tspi_core::ops::{ClientState, Heartbeat};
+use tspi_core::units::UnitSystem;
+use tspi_core::{DisplayCommand, DisplaySetting, StreamPrefix, Tag, TelemetryRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    Live,
+    Historical,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlayerOptions {
+    pub source: Source,
+    /// Historical: the replayer room to follow.
+    pub room: Option<String>,
+    pub stream: String,
+    pub prefix: StreamPrefix,
+    /// Most frames per second printed per sensor (0 = every frame).
+    pub rate_hz: f64,
+    pub duration: Option<Duration>,
+    pub exit_on_idle: Option<Duration>,
+    pub json: bool,
+    pub metrics_interval: Duration,
+    pub client_id: String,
+    pub operator: Option<String>,
+}
+
+/// What is applied to the display now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisplayState {
+    pub units: UnitSystem,
+    pub marker_color: Option<String>,
+    pub session: Option<(String, String)>,
+}
+
+impl Default for DisplayState {
+    fn default() -> Self {
+        DisplayState {
+            units: UnitSystem::Metric,
+            marker_color: None,
+            session: None,
+        }
+    }
+}
+
+impl DisplayState {
+    /// Apply a command; true when it changed something.
+    pub fn apply(&mut self, setting: &DisplaySetting) -> bool {
+        let before = self.clone();
+        match setting {
+            DisplaySetting::Units(u) => self.units = *u,
+            DisplaySetting::MarkerColor(c) => self.marker_color = Some(c.clone()),
+            DisplaySetting::SessionMetadata { name, id } => {
+                self.session = Some((name.clone(), id.clone()))
+            }
+        }
+        *self != before
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PlayerCounts {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub commands: u64,
+    pub tags: u64,
+    pub invalid: u64,
+}
+
+struct Output<W: Write> {
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> Output<W> {
+    fn event(&mut self, value: &serde_json::Value) -> std::io::Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut self.out, value)?;
+            self.out.write_all(b"\n")?;
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// One incoming message, live or replayed: its original subject and bytes.
+struct Incoming {
+    subject: String,
+    payload: bytes::Bytes,
+}
+
+async fn live_messages(
+    js: &jetstream::Context,
+    options: &PlayerOptions,
+    state: &mut DisplayState,
+) -> anyhow::Result<impl Stream<Item = Incoming>> {
+    let mut stream = js
+        .get_stream(&options.stream)
+        .await
+        .with_context(|| format!("stream {} not found", options.stream))?;
+    // The display state in force: every command the stream still holds, in order (they
+    // are few), so an invalid last message on a subject cannot hide the valid one before.
+    let history = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            filter_subject: format!("{}.>", tspi_core::command::DISPLAY_COMMAND_PREFIX),
+            inactive_threshold: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .await?;
+    let mut info = history.clone();
+    let pending = info.info().await?.num_pending as usize;
+    if pending > 0 {
+        let mut batch = history.fetch().max_messages(pending).messages().await?;
+        let mut read = 0;
+        while read < pending {
+            match tokio::time::timeout(Duration::from_secs(5), batch.next()).await {
+                Ok(Some(Ok(m))) => {
+                    read += 1;
+                    if let Ok(cmd) = DisplayCommand::from_cbor(&m.payload) {
+                        state.apply(&cmd.setting);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    let mut filters: Vec<String> = options.prefix.telemetry_wildcards().to_vec();
+    filters.push(format!("{}.>", tspi_core::command::DISPLAY_COMMAND_PREFIX));
+    filters.push("tags.>".into());
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::New,
+            filter_subjects: filters,
+            ..Default::default()
+        })
+        .await?;
+    let _ = stream.info().await;
+    let messages = consumer.messages().await?;
+    Ok(messages.filter_map(|m| async move {
+        match m {
+            Ok(m) => Some(Incoming {
+                subject: m.subject.to_string(),
+                payload: m.payload.clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "live consumer error; it recreates itself");
+                None
+            }
+        }
+    }))
+}
+
+async fn playout_messages(
+    client: &async_nats::Client,
+    room: &str,
+) -> anyhow::Result<impl Stream<Item = Incoming>> {
+    let prefix = format!("player.{room}.playout.");
+    let sub = client.subscribe(format!("{prefix}>")).await?;
+    Ok(sub.map(move |m| Incoming {
+        subject: m
+            .subject
+            .as_str()
+            .strip_prefix(&prefix)
+            .unwrap_or(m.subject.as_str())
+            .to_owned(),
+        payload: m.payload,
+    }))
+}
+
+/// Run until the duration, idle time or `shutdown`; frames and events go to `out`.
+pub async fn run<W: Write + Send>(
+    options: PlayerOptions,
+    client: async_nats::Client,
+    out: W,
+    shutdown: CancellationToken,
+) -> anyhow::Result<PlayerCounts> {
+    let js = jetstream::new(client.clone());
+    let mut state = DisplayState::default();
+    let mut out = Output {
+        out,
+        json: options.json,
+    };
+    let (messages, channel_id, subject, client_state): (
+        std::pin::Pin<Box<dyn Stream<Item = Incoming> + Send>>,
+        String,
+        String,
+        ClientState,
+    ) = match options.source {
+        Source::Live => (
+            Box::pin(live_messages(&js, &options, &mut state).await?),
+            "livestream".into(),
+            tspi_core::ops::LIVESTREAM_SUBJECT.into(),
+            ClientState::FollowingLivestream,
+        ),
+        Source::Historical => {
+            let room = options
+                .room
+                .clone()
+                .context("--source historical needs --room (the replayer's room)")?;
+            (
+                Box::pin(playout_messages(&client, &room).await?),
+                format!("room-{room}"),
+                format!("player.{room}.playout"),
+                ClientState::FollowingPrivateReplay,
+            )
+        }
+    };
+    let mut messages = messages;
+    out.event(&json!({
+        "event": "state", "units": state.units.as_str(), "marker_color": state.marker_color,
+        "session": state.session.as_ref().map(|(n, i)| json!({"name": n, "id": i})),
+        "source": match options.source { Source::Live => "live", Source::Historical => "historical" },
+    }))?;
+    let heartbeat = |state: ClientState| Heartbeat {
+        client_id: options.client_id.clone(),
+        state,
+        channel_id: channel_id.clone(),
+        subject: subject.clone(),
+        live_override: false,
+        ts: tspi_core::rfc3339::format_utc_millis(tspi_runtime::now_epoch_ms()),
+        operator: options.operator.clone(),
+        source_ip: None,
+        ping_ms: None,
+    };
+    let send_heartbeat = |hb: Heartbeat| {
+        let client = client.clone();
+        async move {
+            if let Err(e) = client
+                .publish(
+                    tspi_core::ops::STATUS_SUBJECT,
+                    tspi_core::ops::to_cbor(&hb).into(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "heartbeat not sent");
+            }
+        }
+    };
+    send_heartbeat(heartbeat(client_state)).await;
+    let mut counts = PlayerCounts::default();
+    let mut seen_tags: HashSet<(String, String)> = HashSet::new();
+    let mut last_frame: HashMap<u16, Instant> = HashMap::new();
+    let min_gap = (options.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate_hz));
+    let started = Instant::now();
+    let mut last_message = Instant::now();
+    let mut beat = tokio::time::interval(Duration::from_secs(5));
+    beat.tick().await;
+    let mut metrics =
+        tokio::time::interval(options.metrics_interval.max(Duration::from_millis(100)));
+    metrics.tick().await;
+    let (mut window_frames, mut window_start) = (0u64, Instant::now());
+    loop {
+        let deadline = options.duration.map(|d| started + d);
+        let idle_deadline = options.exit_on_idle.map(|d| last_message + d);
+        let stop_at = match (deadline, idle_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let stop = async {
+            match stop_at {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let m = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = stop => break,
+            _ = beat.tick() => {
+                send_heartbeat(heartbeat(client_state)).await;
+                continue;
+            }
+            _ = metrics.tick() => {
+                let secs = window_start.elapsed().as_secs_f64().max(1e-3);
+                out.event(&json!({"event": "metrics", "counts": &counts,
+                                   "frames_per_s": window_frames as f64 / secs}))?;
+                window_frames = 0;
+                window_start = Instant::now();
+                continue;
+            }
+            m = messages.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        last_message = Instant::now();
+        if m.subject
+            .starts_with(tspi_core::command::DISPLAY_COMMAND_PREFIX)
+        {
+            match DisplayCommand::from_cbor(&m.payload) {
+                Ok(cmd) => {
+                    counts.commands += 1;
+                    let changed = state.apply(&cmd.setting);
+                    out.event(&json!({
+                        "event": "command", "name": cmd.setting.name(), "payload": cmd.payload_json(),
+                        "cmd_id": cmd.cmd_id, "ts": cmd.ts, "sender": cmd.sender, "changed": changed,
+                    }))?;
+                }
+                Err(e) => {
+                    counts.invalid += 1;
+                    tracing::debug!(error = %e, subject = %m.subject, "invalid command skipped");
+                }
+            }
+        } else if m.subject.starts_with("tags.") {
+            match Tag::from_cbor(&m.payload) {
+                Ok(tag) => {
+                    // create + broadcast of one state arrive twice: show it once.
+                    if seen_tags.insert((tag.id.clone(), tag.updated_ts.clone())) {
+                        counts.tags += 1;
+                        out.event(&json!({"event": "tag", "subject": m.subject, "tag": tag}))?;
+                    }
+                }
+                Err(e) => {
+                    counts.invalid += 1;
+                    tracing::debug!(error = %e, subject = %m.subject, "invalid tag skipped");
+                }
+            }
+        } else {
+            match TelemetryRecord::from_cbor(&m.payload) {
+                Ok(rec) => {
+                    counts.frames_in += 1;
+                    let now = Instant::now();
+                    if let Some(gap) = min_gap {
+                        if last_frame
+                            .get(&rec.sensor_id)
+                            .is_some_and(|t| now.duration_since(*t) < gap)
+                        {
+                            continue;
+                        }
+                        last_frame.insert(rec.sensor_id, now);
+                    }
+                    counts.frames_out += 1;
+                    window_frames += 1;
+                    let frame = DisplayFrame::new(&rec, state.units);
+                    let mut v = serde_json::to_value(&frame)?;
+                    v["event"] = json!("frame");
+                    v["marker_color"] = json!(state.marker_color);
+                    if let Some((name, id)) = &state.session {
+                        v["session"] = json!({"name": name, "id": id});
+                    }
+                    out.event(&v)?;
+                }
+                Err(e) => {
+                    counts.invalid += 1;
+                    tracing::debug!(error = %e, subject = %m.subject, "invalid frame skipped");
+                }
+            }
+        }
+    }
+    out.event(&json!({"event": "end", "counts": &counts}))?;
+    Ok(counts)
+}

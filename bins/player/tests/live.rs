@@ -1,0 +1,225 @@
+//! The player binary on a real NATS server, steered by the console library: display
+//! commands apply to the next frames at once (feet and knots after `units imperial`),
+//! the bus keeps SI, tags print once, a player started later picks up the command state,
+//! garbage is skipped, heartbeats reach the roster, SIGTERM ends cleanly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use serde_json::Value;
+use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
+use tspi_core::units::UnitSystem;
+use tspi_core::{Datagram, DisplaySetting, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
+use tspi_test_support::{sigterm, NatsServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_player");
+
+struct Player {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Player {
+    fn start(url: &str, id: &str) -> Player {
+        let mut child = Command::new(BIN)
+            .args([
+                "--nats-server",
+                url,
+                "--client-id",
+                id,
+                "--operator",
+                "ops1",
+                "--duration",
+                "60s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Player { child, lines }
+    }
+
+    /// The next event of `kind` (others skipped), within 10 s.
+    fn next(&self, kind: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {kind} event"));
+            if v["event"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+async fn frame(js: &jetstream::Context, i: u32) {
+    let [x, y, z] = tspi_core::geo::geodetic_to_ecef(34.9, -117.9, 3048.0);
+    let d = Datagram {
+        sensor_id: 4242,
+        day: 300,
+        time_ticks: i * 200,
+        status: 0xFF,
+        status_flags: 1,
+        payload: Payload::Geocentric(GeocentricRaw {
+            x: (x * 100.0) as i32,
+            y: (y * 100.0) as i32,
+            z: (z * 100.0) as i32,
+            vx: 5144,
+            ..Default::default()
+        }),
+    };
+    let rec = TelemetryRecord::from_datagram(&d, tspi_runtime::now_epoch_ms());
+    let m = jetstream::message::PublishMessage::build()
+        .payload(rec.to_cbor().into())
+        .message_id(tspi_core::msg_id(&d));
+    js.send_publish(StreamPrefix::default().subject(d.kind(), 4242), m)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_tags_and_units_reach_live_players_at_once() {
+    let nats = NatsServer::start().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&client, &js, &spec).await.unwrap();
+
+    let mut p1 = Player::start(&nats.url(), "p1");
+    let state = p1.next("state");
+    assert_eq!(state["units"], "metric");
+    tokio::time::sleep(Duration::from_millis(300)).await; // consumer in place
+
+    frame(&js, 0).await;
+    let f = p1.next("frame");
+    assert_eq!(f["values"]["vx"]["unit"], "m/s");
+    assert!((f["values"]["vx"]["value"].as_f64().unwrap() - 51.44).abs() < 1e-9);
+    assert!((f["position"]["lat_deg"].as_f64().unwrap() - 34.9).abs() < 1e-6);
+
+    let sent = tspi_console::send_command(&js, "test", DisplaySetting::Units(UnitSystem::Imperial))
+        .await
+        .unwrap();
+    let c = p1.next("command");
+    assert_eq!(c["payload"]["units"], "imperial");
+    assert_eq!(c["cmd_id"], sent.msg_id);
+    frame(&js, 1).await;
+    let f = p1.next("frame");
+    assert_eq!(f["units"], "imperial");
+    assert_eq!(f["values"]["vx"]["unit"], "kn");
+    assert!((f["values"]["vx"]["value"].as_f64().unwrap() - 99.99).abs() < 0.01);
+    assert_eq!(f["position"]["alt"]["unit"], "ft");
+    assert!((f["position"]["alt"]["value"].as_f64().unwrap() - 10_000.0).abs() < 1.0);
+
+    // The bus (and so the archive) keeps SI.
+    let stream = js.get_stream("TSPI").await.unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject("tspi.geocentric.4242")
+        .await
+        .unwrap();
+    let rec = TelemetryRecord::from_cbor(&stored.payload).unwrap();
+    match rec.payload {
+        tspi_core::RecordPayload::Geocentric(g) => assert_eq!(g.vx_mps, 51.44),
+        _ => panic!("geocentric"),
+    }
+
+    tspi_console::send_command(&js, "test", DisplaySetting::MarkerColor("#00ff00".into()))
+        .await
+        .unwrap();
+    tspi_console::send_command(
+        &js,
+        "test",
+        DisplaySetting::SessionMetadata {
+            name: "Sortie 7".into(),
+            id: "S7".into(),
+        },
+    )
+    .await
+    .unwrap();
+    p1.next("command");
+    p1.next("command");
+    frame(&js, 2).await;
+    let f = p1.next("frame");
+    assert_eq!(f["marker_color"], "#00ff00");
+    assert_eq!(f["session"]["id"], "S7");
+
+    let (tag, _) = tspi_console::send_tag(&js, "break left", None, "ops1", None)
+        .await
+        .unwrap();
+    let t = p1.next("tag");
+    assert_eq!(t["tag"]["id"], tag.id);
+    assert_eq!(t["tag"]["label"], "break left");
+
+    // Garbage on telemetry, command and tag subjects is skipped; the player goes on.
+    for subject in ["tspi.geocentric.1", "tspi.cmd.display.units", "tags.create"] {
+        js.publish(subject, "\u{1}junk".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    frame(&js, 3).await;
+    let f = p1.next("frame");
+    assert_eq!(f["units"], "imperial");
+
+    // A player started now shows the state in force.
+    let mut p2 = Player::start(&nats.url(), "p2");
+    let s2 = p2.next("state");
+    assert_eq!(s2["units"], "imperial");
+    assert_eq!(s2["marker_color"], "#00ff00");
+    assert_eq!(s2["session"]["name"], "Sortie 7");
+
+    // Both appear in the console's roster.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let roster = tspi_console::roster(&js, Duration::from_secs(600), Duration::from_secs(15))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = roster.iter().map(|r| r.client_id.as_str()).collect();
+        if ids.contains(&"p1") && ids.contains(&"p2") {
+            let p1_row = roster.iter().find(|r| r.client_id == "p1").unwrap();
+            assert_eq!(p1_row.channel_id, "livestream");
+            assert_eq!(p1_row.operator.as_deref(), Some("ops1"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "roster: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    for p in [&mut p1, &mut p2] {
+        sigterm(p.child.id());
+        let end = p.next("end");
+        assert!(end["counts"]["frames_out"].as_u64().is_some());
+        assert!(p.child.wait().unwrap().success());
+    }
+    assert_eq!(p1.lines.recv_timeout(Duration::from_secs(1)).ok(), None);
+}
