@@ -209,3 +209,232 @@ pub fn check_comment(comment: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Where a group replay starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayStart {
+    Time(OffsetDateTime),
+    Sequence(u64),
+}
+
+/// A group replay's identifier: an RFC 3339 time or a stream sequence; a label needs an
+/// explicit start time.
+pub fn replay_start(identifier: &str, start: Option<&str>) -> anyhow::Result<ReplayStart> {
+    let time = |t: &str| {
+        tspi_core::rfc3339::parse_epoch_ms(t).and_then(|ms| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+    };
+    if let Some(s) = start {
+        return time(s)
+            .map(ReplayStart::Time)
+            .with_context(|| format!("--start {s:?} is not an RFC 3339 time"));
+    }
+    if let Some(t) = time(identifier) {
+        return Ok(ReplayStart::Time(t));
+    }
+    if let Ok(seq) = identifier.parse::<u64>() {
+        if seq > 0 {
+            return Ok(ReplayStart::Sequence(seq));
+        }
+    }
+    bail!("replay identifier {identifier:?} is neither an RFC 3339 time nor a stream sequence; give --start for a label")
+}
+
+const REPLAY_CONSUMER_PREFIX: &str = "replay-";
+
+/// Start a group replay: a consumer on the stream pacing messages at their original gaps
+/// (the server paces) into `tspi.channel.replay.<slug>`, then `GroupReplayStart` on
+/// `tspi.ops.ctrl` so players on the livestream join.
+pub async fn start_group_replay(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    identifier: &str,
+    start: ReplayStart,
+    display_name: Option<&str>,
+    stream_name: &str,
+) -> anyhow::Result<tspi_core::ops::ChannelInfo> {
+    use jetstream::consumer::{push, ReplayPolicy};
+    let slug = tspi_core::ops::slug(identifier);
+    if slug.is_empty() {
+        bail!("replay identifier {identifier:?} has no letters or digits");
+    }
+    let subject = format!("tspi.channel.replay.{slug}");
+    let display_name = display_name.unwrap_or(identifier).to_owned();
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .with_context(|| format!("stream {stream_name} not found"))?;
+    let name = format!("{REPLAY_CONSUMER_PREFIX}{slug}");
+    if stream.consumer_info(&name).await.is_ok() {
+        bail!("channel {slug} is already running (console replay stop {slug} first)");
+    }
+    let deliver_policy = match start {
+        ReplayStart::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+        ReplayStart::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+    };
+    let metadata = [
+        ("channel_id", slug.clone()),
+        ("display_name", display_name.clone()),
+        ("identifier", identifier.to_owned()),
+        ("kind", "group_replay".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    stream
+        .create_consumer(push::Config {
+            durable_name: Some(name),
+            deliver_subject: subject.clone(),
+            deliver_policy,
+            ack_policy: AckPolicy::None,
+            replay_policy: ReplayPolicy::Original,
+            description: Some(format!("group replay {display_name}")),
+            metadata,
+            ..Default::default()
+        })
+        .await
+        .context("creating the replay consumer")?;
+    let ctrl = tspi_core::ops::OpsControl::GroupReplayStart {
+        channel_id: slug.clone(),
+        display_name: display_name.clone(),
+        identifier: identifier.to_owned(),
+        stream: stream_name.to_owned(),
+    };
+    client
+        .publish(
+            tspi_core::ops::CTRL_SUBJECT,
+            tspi_core::ops::to_cbor(&ctrl).into(),
+        )
+        .await?;
+    client.flush().await?;
+    Ok(tspi_core::ops::ChannelInfo {
+        channel_id: slug,
+        subject,
+        display_name,
+        kind: tspi_core::ops::ChannelKind::GroupReplay,
+        stream: stream_name.to_owned(),
+        identifier: Some(identifier.to_owned()),
+    })
+}
+
+/// The channel directory: livestream first, then every running group replay.
+pub async fn channels(
+    js: &jetstream::Context,
+    stream_name: &str,
+) -> anyhow::Result<Vec<tspi_core::ops::ChannelInfo>> {
+    let mut out = vec![tspi_core::ops::ChannelInfo::livestream()];
+    let stream = js.get_stream(stream_name).await?;
+    let mut consumers = stream.consumers();
+    let mut replays = Vec::new();
+    while let Some(info) = consumers.next().await {
+        let info = info?;
+        if !info.name.starts_with(REPLAY_CONSUMER_PREFIX) {
+            continue;
+        }
+        let meta = &info.config.metadata;
+        let slug = info.name[REPLAY_CONSUMER_PREFIX.len()..].to_owned();
+        replays.push(tspi_core::ops::ChannelInfo {
+            subject: format!("tspi.channel.replay.{slug}"),
+            display_name: meta
+                .get("display_name")
+                .cloned()
+                .unwrap_or_else(|| slug.clone()),
+            identifier: meta.get("identifier").cloned(),
+            channel_id: slug,
+            kind: tspi_core::ops::ChannelKind::GroupReplay,
+            stream: stream_name.to_owned(),
+        });
+    }
+    replays.sort_by(|a, b| a.channel_id.cmp(&b.channel_id));
+    out.extend(replays);
+    Ok(out)
+}
+
+/// Stop one group replay (or all): delete its consumer, then `GroupReplayStop` so its
+/// players return to the livestream. Returns the channels stopped.
+pub async fn stop_group_replay(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    channel: Option<&str>,
+    stream_name: &str,
+) -> anyhow::Result<Vec<String>> {
+    let running: Vec<String> = channels(js, stream_name)
+        .await?
+        .into_iter()
+        .filter(|c| c.kind == tspi_core::ops::ChannelKind::GroupReplay)
+        .map(|c| c.channel_id)
+        .collect();
+    let targets: Vec<String> = match channel {
+        Some(c) => {
+            let slug = tspi_core::ops::slug(c);
+            if !running.contains(&slug) {
+                bail!(
+                    "no group replay channel {c:?} (running: {})",
+                    if running.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        running.join(", ")
+                    }
+                );
+            }
+            vec![slug]
+        }
+        None => running,
+    };
+    let stream = js.get_stream(stream_name).await?;
+    for slug in &targets {
+        stream
+            .delete_consumer(&format!("{REPLAY_CONSUMER_PREFIX}{slug}"))
+            .await
+            .with_context(|| format!("deleting the consumer of {slug}"))?;
+        let ctrl = tspi_core::ops::OpsControl::GroupReplayStop {
+            channel_id: slug.clone(),
+        };
+        client
+            .publish(
+                tspi_core::ops::CTRL_SUBJECT,
+                tspi_core::ops::to_cbor(&ctrl).into(),
+            )
+            .await?;
+    }
+    client.flush().await?;
+    Ok(targets)
+}
+
+/// Answer `tspi.channel.list.req` until `shutdown`: CBOR (JSON when the request is JSON).
+pub async fn serve_directory(
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream_name: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut requests = client
+        .subscribe(tspi_core::ops::CHANNEL_LIST_SUBJECT)
+        .await?;
+    loop {
+        let req = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = requests.next() => match r { Some(r) => r, None => return Ok(()) },
+        };
+        let Some(reply) = req.reply else { continue };
+        let list = match channels(&js, &stream_name).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "channel directory unavailable; answering with the livestream only");
+                vec![tspi_core::ops::ChannelInfo::livestream()]
+            }
+        };
+        let json = req
+            .payload
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{' || *b == b'[');
+        let body = if json {
+            serde_json::to_vec(&list)?
+        } else {
+            tspi_core::ops::to_cbor(&list)
+        };
+        client.publish(reply, body.into()).await.ok();
+    }
+}

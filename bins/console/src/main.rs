@@ -53,6 +53,21 @@ enum Command {
         #[arg(long)]
         notes: Option<String>,
     },
+    /// Group replays every livestream player joins.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
+    /// The channel directory (livestream first).
+    Channels {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "TSPI")]
+        stream: String,
+    },
+    /// Answer channel directory requests on tspi.channel.list.req until stopped.
+    Directory {
+        #[arg(long, default_value = "TSPI")]
+        stream: String,
+    },
     /// The live roster of clients from their heartbeats.
     Clients {
         /// One JSON array instead of a table.
@@ -64,6 +79,29 @@ enum Command {
         /// Leave out clients silent for longer than this.
         #[arg(long, default_value = "15s", value_parser = parse_duration)]
         stale: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReplayCommand {
+    /// Start a group replay at IDENTIFIER (an RFC 3339 time or a stream sequence; a
+    /// label with --start).
+    Start {
+        identifier: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Stream to replay from.
+        #[arg(long, default_value = "TSPI")]
+        stream: String,
+        /// Start time when IDENTIFIER is a label.
+        #[arg(long)]
+        start: Option<String>,
+    },
+    /// Stop one group replay channel, or all of them.
+    Stop {
+        channel: Option<String>,
+        #[arg(long, default_value = "TSPI")]
+        stream: String,
     },
 }
 
@@ -98,7 +136,16 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             tspi_console::check_comment(comment)?;
             None
         }
-        Command::Clients { .. } => None,
+        Command::Replay(ReplayCommand::Start {
+            identifier, start, ..
+        }) => {
+            tspi_console::replay_start(identifier, start.as_deref())?;
+            None
+        }
+        Command::Clients { .. }
+        | Command::Replay(ReplayCommand::Stop { .. })
+        | Command::Channels { .. }
+        | Command::Directory { .. } => None,
     };
     if let Some(s) = &setting {
         tspi_core::DisplayCommand::new(
@@ -128,6 +175,56 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                         "{}",
                         serde_json::to_string(&serde_json::json!({"tag": tag, "sent": sent}))?
                     );
+                }
+                Command::Replay(ReplayCommand::Start {
+                    identifier,
+                    display_name,
+                    stream,
+                    start,
+                }) => {
+                    let from = tspi_console::replay_start(&identifier, start.as_deref())?;
+                    let channel = tspi_console::start_group_replay(
+                        &client,
+                        &js,
+                        &identifier,
+                        from,
+                        display_name.as_deref(),
+                        &stream,
+                    )
+                    .await?;
+                    println!("{}", serde_json::to_string(&channel)?);
+                }
+                Command::Replay(ReplayCommand::Stop { channel, stream }) => {
+                    let stopped =
+                        tspi_console::stop_group_replay(&client, &js, channel.as_deref(), &stream)
+                            .await?;
+                    println!(
+                        "{}",
+                        serde_json::to_string(&serde_json::json!({"stopped": stopped}))?
+                    );
+                }
+                Command::Channels { json, stream } => {
+                    let list = tspi_console::channels(&js, &stream).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&list)?);
+                    } else {
+                        println!("{:<24} {:<14} {:<40} NAME", "CHANNEL", "KIND", "SUBJECT");
+                        for c in list {
+                            println!(
+                                "{:<24} {:<14} {:<40} {}",
+                                c.channel_id,
+                                format!("{:?}", c.kind),
+                                c.subject,
+                                c.display_name
+                            );
+                        }
+                    }
+                }
+                Command::Directory { stream } => {
+                    let shutdown = tspi_runtime::shutdown_on_signals()?;
+                    tracing::info!("answering tspi.channel.list.req");
+                    tspi_console::serve_directory(client.clone(), js.clone(), stream, shutdown)
+                        .await?;
                 }
                 Command::Clients {
                     json,

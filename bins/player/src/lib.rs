@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tspi_core::display::DisplayFrame;
-use tspi_core::ops::{ClientState, Heartbeat};
+use tspi_core::ops::{ClientState, Heartbeat, OpsControl};
 use tspi_core::units::UnitSystem;
 use tspi_core::{DisplayCommand, DisplaySetting, StreamPrefix, Tag, TelemetryRecord};
 
@@ -38,6 +38,8 @@ pub struct PlayerOptions {
     pub metrics_interval: Duration,
     pub client_id: String,
     pub operator: Option<String>,
+    /// "Back to live" override: stay on the livestream when a group replay starts.
+    pub stay_live: bool,
 }
 
 /// What is applied to the display now.
@@ -197,7 +199,7 @@ pub async fn run<W: Write + Send>(
         out,
         json: options.json,
     };
-    let (messages, channel_id, subject, client_state): (
+    let (messages, mut channel_id, mut subject, mut client_state): (
         std::pin::Pin<Box<dyn Stream<Item = Incoming> + Send>>,
         String,
         String,
@@ -207,7 +209,11 @@ pub async fn run<W: Write + Send>(
             Box::pin(live_messages(&js, &options, &mut state).await?),
             "livestream".into(),
             tspi_core::ops::LIVESTREAM_SUBJECT.into(),
-            ClientState::FollowingLivestream,
+            if options.stay_live {
+                ClientState::LiveOverride
+            } else {
+                ClientState::FollowingLivestream
+            },
         ),
         Source::Historical => {
             let room = options
@@ -228,12 +234,12 @@ pub async fn run<W: Write + Send>(
         "session": state.session.as_ref().map(|(n, i)| json!({"name": n, "id": i})),
         "source": match options.source { Source::Live => "live", Source::Historical => "historical" },
     }))?;
-    let heartbeat = |state: ClientState| Heartbeat {
+    let heartbeat = |state: ClientState, channel_id: &str, subject: &str| Heartbeat {
         client_id: options.client_id.clone(),
         state,
-        channel_id: channel_id.clone(),
-        subject: subject.clone(),
-        live_override: false,
+        channel_id: channel_id.to_owned(),
+        subject: subject.to_owned(),
+        live_override: state == ClientState::LiveOverride,
         ts: tspi_core::rfc3339::format_utc_millis(tspi_runtime::now_epoch_ms()),
         operator: options.operator.clone(),
         source_ip: None,
@@ -253,7 +259,12 @@ pub async fn run<W: Write + Send>(
             }
         }
     };
-    send_heartbeat(heartbeat(client_state)).await;
+    // Group replay control: only a live player follows it.
+    let mut ctrl = match options.source {
+        Source::Live => Some(client.subscribe(tspi_core::ops::CTRL_SUBJECT).await?),
+        Source::Historical => None,
+    };
+    send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
     let mut counts = PlayerCounts::default();
     let mut seen_tags: HashSet<(String, String)> = HashSet::new();
     let mut last_frame: HashMap<u16, Instant> = HashMap::new();
@@ -283,7 +294,54 @@ pub async fn run<W: Write + Send>(
             _ = shutdown.cancelled() => break,
             _ = stop => break,
             _ = beat.tick() => {
-                send_heartbeat(heartbeat(client_state)).await;
+                send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
+                continue;
+            }
+            c = async {
+                match ctrl.as_mut() {
+                    Some(sub) => sub.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(c) = c else {
+                    ctrl = None;
+                    continue;
+                };
+                let Ok(control) = tspi_core::ops::from_bytes::<OpsControl>(&c.payload) else {
+                    counts.invalid += 1;
+                    continue;
+                };
+                match control {
+                    OpsControl::GroupReplayStart { channel_id: id, display_name, .. } => {
+                        if client_state != ClientState::FollowingLivestream {
+                            // Live override (or already in a replay): stay, but say it exists.
+                            out.event(&json!({"event": "channel_available", "channel_id": id,
+                                               "display_name": display_name}))?;
+                            continue;
+                        }
+                        let replay_subject = format!("tspi.channel.replay.{id}");
+                        let sub = client.subscribe(replay_subject.clone()).await?;
+                        messages = Box::pin(sub.map(|m| Incoming {
+                            subject: m.subject.to_string(),
+                            payload: m.payload,
+                        }));
+                        client_state = ClientState::FollowingGroupReplay;
+                        channel_id = id;
+                        subject = replay_subject;
+                    }
+                    OpsControl::GroupReplayStop { channel_id: id } => {
+                        if client_state != ClientState::FollowingGroupReplay || id != channel_id {
+                            continue;
+                        }
+                        messages = Box::pin(live_messages(&js, &options, &mut state).await?);
+                        client_state = ClientState::FollowingLivestream;
+                        channel_id = "livestream".into();
+                        subject = tspi_core::ops::LIVESTREAM_SUBJECT.into();
+                    }
+                }
+                out.event(&json!({"event": "channel", "state": client_state, "channel_id": &channel_id,
+                                   "subject": &subject, "units": state.units.as_str()}))?;
+                send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
                 continue;
             }
             _ = metrics.tick() => {

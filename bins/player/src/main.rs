@@ -47,6 +47,9 @@ struct Cli {
     /// Client id in heartbeats; default player-<pid>.
     #[arg(long)]
     client_id: Option<String>,
+    /// Stay on the livestream when a group replay starts ("back to live" override).
+    #[arg(long)]
+    stay_live: bool,
     /// Operator name in heartbeats.
     #[arg(long)]
     operator: Option<String>,
@@ -96,6 +99,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             .client_id
             .unwrap_or_else(|| format!("player-{}", std::process::id())),
         operator: cli.operator,
+        stay_live: cli.stay_live,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
