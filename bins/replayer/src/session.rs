@@ -500,9 +500,36 @@ impl Player {
         }
     }
 
+    /// After a forward seek: every command and tag skipped over, in stream order, so a
+    /// display ends in the same state as if it had played through.
+    fn emit_skipped(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after_seq: i64,
+    ) -> anyhow::Result<()> {
+        let pool = self.ctx.pool.clone();
+        let stream = self.spec.stream.clone();
+        let skipped = self.ctx.handle.block_on(async move {
+            let client = pool.get().await?;
+            anyhow::Ok(
+                tspi_store::control_messages_between(&client, &stream, from, to, after_seq).await?,
+            )
+        })?;
+        for m in &skipped {
+            self.publish(m, "skipped")?;
+        }
+        let n = skipped.len() as u64;
+        self.update(|s| s.state_published += n);
+        Ok(())
+    }
+
     fn play(&mut self) -> anyhow::Result<PlayState> {
         let mut from = self.spec.start;
         let mut paused_after_seek = false;
+        // Where the playhead stood before a seek: the segment start and the last message
+        // published in it.
+        let mut played: Option<(OffsetDateTime, OffsetDateTime, i64)> = None;
         'seek: loop {
             let mut cursor = Cursor::open(&self.ctx, &self.spec.stream, from, self.spec.end)?;
             let count = cursor.count;
@@ -511,7 +538,13 @@ impl Player {
                 s.window_messages = s.window_messages.max(count);
                 s.position = Some(position);
             });
-            self.emit_state(from)?;
+            match played {
+                Some((segment_start, head, last_seq)) if from > head => {
+                    self.emit_skipped(segment_start, from, last_seq)?
+                }
+                _ => self.emit_state(from)?,
+            }
+            played = Some((from, from, 0));
             self.pacer.reset();
             self.last_tspi_us = None;
             if paused_after_seek {
@@ -565,6 +598,10 @@ impl Player {
                     // Woken early by a control request: compute the (possibly new) due again.
                 }
                 self.publish(&m, "window")?;
+                if let Some((_, head, last_seq)) = played.as_mut() {
+                    *head = m.stream_ts;
+                    *last_seq = m.stream_seq;
+                }
                 let position = rfc3339(m.stream_ts);
                 self.update(|s| {
                     s.published += 1;

@@ -19,8 +19,8 @@ use thiserror::Error;
 use tokio_postgres::NoTls;
 
 pub use read::{
-    command_state_at, tag_moment, tags_before, window_page, window_span, ArchivedMessage,
-    WindowSpan,
+    command_state_at, control_messages_between, tag_moment, tags_before, window_page, window_span,
+    ArchivedMessage, WindowSpan,
 };
 pub use schema::{known_version, migrate, SchemaOptions, SchemaState, TimescaleMode};
 pub use write::{

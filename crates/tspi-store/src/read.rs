@@ -160,6 +160,29 @@ pub async fn tags_before(
     archived(&rows)
 }
 
+/// Every command and tag message from `from` up to `to` (stream time) after stream
+/// sequence `after_seq`, in stream order: what a forward seek skips over.
+pub async fn control_messages_between(
+    client: &Client,
+    stream: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    after_seq: i64,
+) -> Result<Vec<ArchivedMessage>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM messages m
+                 WHERE m.stream = $1 AND m.kind IN ('command', 'tag')
+                   AND m.stream_ts >= $2 AND m.stream_ts < $3 AND m.stream_seq > $4
+                 ORDER BY m.stream_seq"
+            ),
+            &[&stream, &from, &to, &after_seq],
+        )
+        .await?;
+    archived(&rows)
+}
+
 /// A tag's tagged moment and status from `tags` (latest state).
 pub async fn tag_moment(
     client: &Client,
