@@ -40,6 +40,9 @@ pub struct PlayerOptions {
     pub operator: Option<String>,
     /// "Back to live" override: stay on the livestream when a group replay starts.
     pub stay_live: bool,
+    /// Historical: read replayer requests (JSON lines, e.g. `{"op":"seek","tag":"…"}`)
+    /// from stdin and send them to the room's `player.<room>.ctrl`.
+    pub control_stdin: bool,
 }
 
 /// What is applied to the display now.
@@ -104,6 +107,8 @@ impl<W: Write> Output<W> {
 struct Incoming {
     subject: String,
     payload: bytes::Bytes,
+    /// Replayer playout phase (`state`, `skipped`, `window`); `None` live.
+    phase: Option<String>,
 }
 
 async fn live_messages(
@@ -160,6 +165,7 @@ async fn live_messages(
             Ok(m) => Some(Incoming {
                 subject: m.subject.to_string(),
                 payload: m.payload.clone(),
+                phase: None,
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "live consumer error; it recreates itself");
@@ -182,6 +188,11 @@ async fn playout_messages(
             .strip_prefix(&prefix)
             .unwrap_or(m.subject.as_str())
             .to_owned(),
+        phase: m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Tspi-Replay-Phase"))
+            .map(|v| v.as_str().to_owned()),
         payload: m.payload,
     }))
 }
@@ -259,6 +270,23 @@ pub async fn run<W: Write + Send>(
             }
         }
     };
+    // Steering a replayer room from stdin (historical).
+    let mut control_lines = match (&options.source, &options.room, options.control_stdin) {
+        (Source::Historical, Some(_), true) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { break };
+                    if !line.trim().is_empty() && tx.blocking_send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(rx)
+        }
+        _ => None,
+    };
     // Group replay control: only a live player follows it.
     let mut ctrl = match options.source {
         Source::Live => Some(client.subscribe(tspi_core::ops::CTRL_SUBJECT).await?),
@@ -267,6 +295,9 @@ pub async fn run<W: Write + Send>(
     send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
     let mut counts = PlayerCounts::default();
     let mut seen_tags: HashSet<(String, String)> = HashSet::new();
+    let mut pending_tags: Vec<(i64, String, Tag)> = Vec::new();
+    let mut playhead_ms: Option<i64> = None;
+    let mut last_phase: Option<String> = None;
     let mut last_frame: HashMap<u16, Instant> = HashMap::new();
     let min_gap = (options.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate_hz));
     let started = Instant::now();
@@ -297,6 +328,34 @@ pub async fn run<W: Write + Send>(
                 send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
                 continue;
             }
+            line = async {
+                match control_lines.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(line) = line else {
+                    control_lines = None;
+                    continue;
+                };
+                let room = options.room.clone().unwrap_or_default();
+                let reply = match serde_json::from_str::<serde_json::Value>(&line) {
+                    Err(e) => json!({"ok": false, "error": format!("not JSON: {e}")}),
+                    Ok(_) => match tokio::time::timeout(
+                        Duration::from_secs(5),
+                        client.request(format!("player.{room}.ctrl"), line.clone().into_bytes().into()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(r)) => serde_json::from_slice(&r.payload)
+                            .unwrap_or_else(|_| json!({"ok": false, "error": "reply is not JSON"})),
+                        Ok(Err(e)) => json!({"ok": false, "error": format!("no replayer for room {room}: {e}")}),
+                        Err(_) => json!({"ok": false, "error": "replayer did not answer within 5 s"}),
+                    },
+                };
+                out.event(&json!({"event": "control_reply", "request": line, "reply": reply}))?;
+                continue;
+            }
             c = async {
                 match ctrl.as_mut() {
                     Some(sub) => sub.next().await,
@@ -324,6 +383,7 @@ pub async fn run<W: Write + Send>(
                         messages = Box::pin(sub.map(|m| Incoming {
                             subject: m.subject.to_string(),
                             payload: m.payload,
+                            phase: None,
                         }));
                         client_state = ClientState::FollowingGroupReplay;
                         channel_id = id;
@@ -358,6 +418,18 @@ pub async fn run<W: Write + Send>(
             },
         };
         last_message = Instant::now();
+        // A new playout segment (play, or a seek): "state" restarts the timeline, so held
+        // tags and the duplicate filter start over; "skipped" continues forward.
+        let phase = m.phase.as_deref();
+        if phase != last_phase.as_deref() && last_phase.as_deref() == Some("window") {
+            if phase == Some("state") {
+                pending_tags.clear();
+                seen_tags.clear();
+                playhead_ms = None;
+            }
+            out.event(&json!({"event": "seek", "phase": phase}))?;
+        }
+        last_phase = m.phase.clone();
         if m.subject
             .starts_with(tspi_core::command::DISPLAY_COMMAND_PREFIX)
         {
@@ -380,8 +452,17 @@ pub async fn run<W: Write + Send>(
                 Ok(tag) => {
                     // create + broadcast of one state arrive twice: show it once.
                     if seen_tags.insert((tag.id.clone(), tag.updated_ts.clone())) {
-                        counts.tags += 1;
-                        out.event(&json!({"event": "tag", "subject": m.subject, "tag": tag}))?;
+                        let at = tspi_core::rfc3339::parse_epoch_ms(&tag.ts);
+                        // Replayed tags show when the playhead reaches the tagged moment
+                        // (tags from before the start point show at once).
+                        let hold = m.phase.as_deref().is_some_and(|p| p != "state")
+                            && at.is_some_and(|t| playhead_ms.is_none_or(|p| t > p));
+                        if hold {
+                            pending_tags.push((at.unwrap_or_default(), m.subject.clone(), tag));
+                        } else {
+                            counts.tags += 1;
+                            out.event(&json!({"event": "tag", "subject": m.subject, "tag": tag}))?;
+                        }
                     }
                 }
                 Err(e) => {
@@ -393,6 +474,18 @@ pub async fn run<W: Write + Send>(
             match TelemetryRecord::from_cbor(&m.payload) {
                 Ok(rec) => {
                     counts.frames_in += 1;
+                    if m.phase.is_some() {
+                        playhead_ms = Some(rec.recv_epoch_ms);
+                        pending_tags.sort_by_key(|(t, _, _)| *t);
+                        let due = pending_tags
+                            .iter()
+                            .take_while(|(t, _, _)| *t <= rec.recv_epoch_ms)
+                            .count();
+                        for (_, subject, tag) in pending_tags.drain(..due) {
+                            counts.tags += 1;
+                            out.event(&json!({"event": "tag", "subject": subject, "tag": tag}))?;
+                        }
+                    }
                     let now = Instant::now();
                     if let Some(gap) = min_gap {
                         if last_frame

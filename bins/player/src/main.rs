@@ -50,6 +50,10 @@ struct Cli {
     /// Stay on the livestream when a group replay starts ("back to live" override).
     #[arg(long)]
     stay_live: bool,
+    /// Historical: send JSON requests read from stdin (e.g. {"op":"seek","tag":"ID"}) to
+    /// the room's replayer, printing each reply as a control_reply event.
+    #[arg(long)]
+    control_stdin: bool,
     /// Operator name in heartbeats.
     #[arg(long)]
     operator: Option<String>,
@@ -100,6 +104,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("player-{}", std::process::id())),
         operator: cli.operator,
         stay_live: cli.stay_live,
+        control_stdin: cli.control_stdin,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

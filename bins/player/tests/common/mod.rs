@@ -15,6 +15,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_player");
 
 pub struct Player {
     pub child: Child,
+    pub stdin: Option<std::process::ChildStdin>,
     pub lines: mpsc::Receiver<Value>,
 }
 
@@ -43,11 +44,16 @@ impl Player {
                 "60s",
             ])
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(if extra.contains(&"--control-stdin") {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -60,7 +66,37 @@ impl Player {
                 }
             }
         });
-        Player { child, lines }
+        Player {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Write one control line (needs `--control-stdin`).
+    pub fn send(&mut self, line: &serde_json::Value) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("started with --control-stdin");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Every event until one of `kind` (included), within 10 s.
+    pub fn until(&self, kind: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {kind} event after {out:?}"));
+            let done = v["event"] == kind;
+            out.push(v);
+            if done {
+                return out;
+            }
+        }
     }
 
     /// The next event of `kind` (others skipped), within 10 s.
