@@ -17,6 +17,13 @@ use tspi_core::ops::{ClientState, Heartbeat, OpsControl};
 use tspi_core::units::UnitSystem;
 use tspi_core::{DisplayCommand, DisplaySetting, StreamPrefix, Tag, TelemetryRecord};
 
+/// Which time is the playhead: when frames were received, or the TSPI time inside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clock {
+    Receive,
+    Tspi,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Source {
     Live,
@@ -40,10 +47,18 @@ pub struct PlayerOptions {
     pub operator: Option<String>,
     /// "Back to live" override: stay on the livestream when a group replay starts.
     pub stay_live: bool,
-    /// Historical: read replayer requests (JSON lines, e.g. `{"op":"seek","tag":"…"}`)
-    /// from stdin and send them to the room's `player.<room>.ctrl`.
+    /// Read control requests (JSON lines) from stdin. Historical: sent to the room's
+    /// `player.<room>.ctrl` (play/pause/seek/speed/stop). Live: `live` (back to live,
+    /// ignore group replays), `follow`, `rewind` (`{"op":"rewind","seconds":30}`).
     pub control_stdin: bool,
+    /// The playhead clock (frames' `playhead`, when replayed tags show).
+    pub clock: Clock,
+    /// How much live telemetry is kept for `rewind` (zero: none).
+    pub rewind_window: Duration,
 }
+
+/// Upper bound of the rewind buffer, whatever the window.
+const REWIND_MAX: usize = 200_000;
 
 /// What is applied to the display now.
 #[derive(Debug, Clone, PartialEq)]
@@ -271,8 +286,8 @@ pub async fn run<W: Write + Send>(
         }
     };
     // Steering a replayer room from stdin (historical).
-    let mut control_lines = match (&options.source, &options.room, options.control_stdin) {
-        (Source::Historical, Some(_), true) => {
+    let mut control_lines = match options.control_stdin {
+        true => {
             let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
             std::thread::spawn(move || {
                 use std::io::BufRead;
@@ -295,6 +310,8 @@ pub async fn run<W: Write + Send>(
     send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
     let mut counts = PlayerCounts::default();
     let mut seen_tags: HashSet<(String, String)> = HashSet::new();
+    let mut rewind: std::collections::VecDeque<(i64, TelemetryRecord)> =
+        std::collections::VecDeque::new();
     let mut pending_tags: Vec<(i64, String, Tag)> = Vec::new();
     let mut playhead_ms: Option<i64> = None;
     let mut last_phase: Option<String> = None;
@@ -338,19 +355,67 @@ pub async fn run<W: Write + Send>(
                     control_lines = None;
                     continue;
                 };
-                let room = options.room.clone().unwrap_or_default();
-                let reply = match serde_json::from_str::<serde_json::Value>(&line) {
-                    Err(e) => json!({"ok": false, "error": format!("not JSON: {e}")}),
-                    Ok(_) => match tokio::time::timeout(
-                        Duration::from_secs(5),
-                        client.request(format!("player.{room}.ctrl"), line.clone().into_bytes().into()),
-                    )
-                    .await
-                    {
-                        Ok(Ok(r)) => serde_json::from_slice(&r.payload)
-                            .unwrap_or_else(|_| json!({"ok": false, "error": "reply is not JSON"})),
-                        Ok(Err(e)) => json!({"ok": false, "error": format!("no replayer for room {room}: {e}")}),
-                        Err(_) => json!({"ok": false, "error": "replayer did not answer within 5 s"}),
+                let request = serde_json::from_str::<serde_json::Value>(&line);
+                let reply = match (&request, options.source) {
+                    (Err(e), _) => json!({"ok": false, "error": format!("not JSON: {e}")}),
+                    (Ok(_), Source::Historical) => {
+                        let room = options.room.clone().unwrap_or_default();
+                        match tokio::time::timeout(
+                            Duration::from_secs(5),
+                            client.request(format!("player.{room}.ctrl"), line.clone().into_bytes().into()),
+                        )
+                        .await
+                        {
+                            Ok(Ok(r)) => serde_json::from_slice(&r.payload)
+                                .unwrap_or_else(|_| json!({"ok": false, "error": "reply is not JSON"})),
+                            Ok(Err(e)) => json!({"ok": false, "error": format!("no replayer for room {room}: {e}")}),
+                            Err(_) => json!({"ok": false, "error": "replayer did not answer within 5 s"}),
+                        }
+                    }
+                    (Ok(req), Source::Live) => match req["op"].as_str() {
+                        // "Back to live": leave a group replay and ignore the next ones.
+                        Some("live") => {
+                            if client_state == ClientState::FollowingGroupReplay {
+                                messages = Box::pin(live_messages(&js, &options, &mut state).await?);
+                            }
+                            client_state = ClientState::LiveOverride;
+                            channel_id = "livestream".into();
+                            subject = tspi_core::ops::LIVESTREAM_SUBJECT.into();
+                            out.event(&json!({"event": "channel", "state": client_state, "channel_id": &channel_id,
+                                               "subject": &subject, "units": state.units.as_str()}))?;
+                            send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
+                            json!({"ok": true, "state": client_state})
+                        }
+                        // Follow group replays again.
+                        Some("follow") => {
+                            if client_state == ClientState::LiveOverride {
+                                client_state = ClientState::FollowingLivestream;
+                                out.event(&json!({"event": "channel", "state": client_state, "channel_id": &channel_id,
+                                                   "subject": &subject, "units": state.units.as_str()}))?;
+                                send_heartbeat(heartbeat(client_state, &channel_id, &subject)).await;
+                            }
+                            json!({"ok": true, "state": client_state})
+                        }
+                        // Show the last S seconds again from the rolling window.
+                        Some("rewind") => match req["seconds"].as_f64().filter(|s| s.is_finite() && *s > 0.0) {
+                            Some(secs) => {
+                                let newest = rewind.back().map_or(0, |(t, _)| *t);
+                                let from = newest - (secs * 1000.0) as i64;
+                                let mut shown = 0u64;
+                                for (t, rec) in rewind.iter().filter(|(t, _)| *t >= from) {
+                                    let mut v = serde_json::to_value(DisplayFrame::new(rec, state.units))?;
+                                    v["event"] = json!("frame");
+                                    v["rewind"] = json!(true);
+                                    v["marker_color"] = json!(state.marker_color);
+                                    let _ = t;
+                                    out.event(&v)?;
+                                    shown += 1;
+                                }
+                                json!({"ok": true, "frames": shown})
+                            }
+                            None => json!({"ok": false, "error": "rewind needs \"seconds\" > 0"}),
+                        },
+                        other => json!({"ok": false, "error": format!("unknown op {other:?} (live: live, follow, rewind)")}),
                     },
                 };
                 out.event(&json!({"event": "control_reply", "request": line, "reply": reply}))?;
@@ -474,12 +539,30 @@ pub async fn run<W: Write + Send>(
             match TelemetryRecord::from_cbor(&m.payload) {
                 Ok(rec) => {
                     counts.frames_in += 1;
+                    if options.source == Source::Live && !options.rewind_window.is_zero() {
+                        let keep_from =
+                            rec.recv_epoch_ms - options.rewind_window.as_millis() as i64;
+                        while rewind.front().is_some_and(|(t, _)| *t < keep_from)
+                            || rewind.len() >= REWIND_MAX
+                        {
+                            rewind.pop_front();
+                        }
+                        rewind.push_back((rec.recv_epoch_ms, rec.clone()));
+                    }
+                    let head = match options.clock {
+                        Clock::Receive => rec.recv_epoch_ms,
+                        Clock::Tspi => tspi_core::rfc3339::tspi_to_epoch_ms(
+                            rec.day,
+                            rec.time_s,
+                            rec.recv_epoch_ms,
+                        ),
+                    };
                     if m.phase.is_some() {
-                        playhead_ms = Some(rec.recv_epoch_ms);
+                        playhead_ms = Some(head);
                         pending_tags.sort_by_key(|(t, _, _)| *t);
                         let due = pending_tags
                             .iter()
-                            .take_while(|(t, _, _)| *t <= rec.recv_epoch_ms)
+                            .take_while(|(t, _, _)| *t <= head)
                             .count();
                         for (_, subject, tag) in pending_tags.drain(..due) {
                             counts.tags += 1;
@@ -501,6 +584,7 @@ pub async fn run<W: Write + Send>(
                     let frame = DisplayFrame::new(&rec, state.units);
                     let mut v = serde_json::to_value(&frame)?;
                     v["event"] = json!("frame");
+                    v["playhead"] = json!(tspi_core::rfc3339::format_utc_millis(head));
                     v["marker_color"] = json!(state.marker_color);
                     if let Some((name, id)) = &state.session {
                         v["session"] = json!({"name": name, "id": id});

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use tspi_bus::{connect, ensure_stream, NatsArgs, StreamSpec};
 use tspi_core::StreamPrefix;
-use tspi_player::{run, PlayerOptions, Source};
+use tspi_player::{run, Clock, PlayerOptions, Source};
 use tspi_runtime::{exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs};
 
 const EXAMPLES: &str = "\
@@ -50,10 +50,18 @@ struct Cli {
     /// Stay on the livestream when a group replay starts ("back to live" override).
     #[arg(long)]
     stay_live: bool,
-    /// Historical: send JSON requests read from stdin (e.g. {"op":"seek","tag":"ID"}) to
-    /// the room's replayer, printing each reply as a control_reply event.
+    /// Read JSON requests from stdin, one per line; replies print as control_reply events.
+    /// Historical: sent to the room's replayer ({"op":"seek","tag":"ID"}, pause, resume,
+    /// speed, stop). Live: {"op":"live"} (back to live), {"op":"follow"},
+    /// {"op":"rewind","seconds":30}.
     #[arg(long)]
     control_stdin: bool,
+    /// Playhead clock: receive time, or the TSPI time inside each frame.
+    #[arg(long, value_enum, default_value_t = Clock::Receive)]
+    clock: Clock,
+    /// Live telemetry kept for rewind.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    rewind_window: Duration,
     /// Operator name in heartbeats.
     #[arg(long)]
     operator: Option<String>,
@@ -105,6 +113,8 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         operator: cli.operator,
         stay_live: cli.stay_live,
         control_stdin: cli.control_stdin,
+        rewind_window: cli.rewind_window,
+        clock: cli.clock,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -45,13 +45,14 @@ async fn group_replay_moves_livestream_players_and_back() {
         frame(&js, i).await;
     }
     let a = Player::start(&nats.url(), "live-a");
+    let mut d = Player::start_with(&nats.url(), "toggle-d", &["--control-stdin"]);
     let b = Player::start_with(
         &nats.url(),
         "private-b",
         &["--source", "historical", "--room", "priv"],
     );
     let c = Player::start_with(&nats.url(), "override-c", &["--stay-live"]);
-    for p in [&a, &b, &c] {
+    for p in [&a, &b, &c, &d] {
         p.next("state");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -86,6 +87,12 @@ async fn group_replay_moves_livestream_players_and_back() {
         "replayed 2 s of frames in {took:.2} s"
     );
     assert!(last["time_s"].as_f64().unwrap() > 1.9);
+    // D joined too, then goes back to live ("back to live" override) and stays there.
+    assert_eq!(d.next("channel")["state"], "FOLLOWING_GROUP_REPLAY");
+    d.send(&serde_json::json!({"op": "live"}));
+    let back_live = d.next("channel");
+    assert_eq!(back_live["state"], "LIVE_OVERRIDE");
+    assert_eq!(back_live["channel_id"], "livestream");
     let avail = c.next("channel_available");
     assert_eq!(avail["channel_id"], channel.channel_id);
     no_event(&b, "channel", Duration::from_millis(300));
@@ -129,6 +136,9 @@ async fn group_replay_moves_livestream_players_and_back() {
     );
     assert_eq!(row("private-b").state, ClientState::FollowingPrivateReplay);
     assert_eq!(row("override-c").state, ClientState::LiveOverride);
+    assert_eq!(row("toggle-d").state, ClientState::LiveOverride);
+    d.send(&serde_json::json!({"op": "follow"}));
+    assert_eq!(d.next("channel")["state"], "FOLLOWING_LIVESTREAM");
 
     assert!(
         tspi_console::stop_group_replay(&client, &js, Some("nope"), "TSPI")

@@ -113,6 +113,12 @@ async fn replayed_tags_land_on_the_playhead_and_seeks_replay_what_they_skip() {
     }
     stop_archiver.cancel();
     archiver.await.unwrap().unwrap();
+    // The archive holds SI whatever the displays showed, and both tags.
+    assert_eq!(
+        pg.psql(&db, "SELECT string_agg(DISTINCT record->'payload'->>'vx_mps', ',') FROM messages WHERE kind = 'telemetry'"),
+        "51.44"
+    );
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM tags"), "2");
     let (tag_x, tag_y) = (&tags[0], &tags[1]);
     let x_ms = tspi_core::rfc3339::parse_epoch_ms(&tag_x.ts).unwrap();
     let y_ms = tspi_core::rfc3339::parse_epoch_ms(&tag_y.ts).unwrap();

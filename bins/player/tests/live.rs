@@ -88,6 +88,38 @@ async fn commands_tags_and_units_reach_live_players_at_once() {
     assert_eq!(t["tag"]["id"], tag.id);
     assert_eq!(t["tag"]["label"], "break left");
 
+    // The rolling window: the frames so far come back on request, in the current units.
+    let mut p3 = Player::start_with(&nats.url(), "p3", &["--control-stdin", "--clock", "tspi"]);
+    p3.next("state");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 10..15 {
+        frame(&js, i).await;
+    }
+    for _ in 0..5 {
+        let f = p3.next("frame");
+        // TSPI clock: day 300 + time_s in the receive year, not the receive time.
+        let recv = tspi_core::rfc3339::parse_epoch_ms(f["recv_iso"].as_str().unwrap()).unwrap();
+        let expected =
+            tspi_core::rfc3339::tspi_to_epoch_ms(300, f["time_s"].as_f64().unwrap(), recv);
+        assert_eq!(
+            f["playhead"],
+            tspi_core::rfc3339::format_utc_millis(expected)
+        );
+        assert_ne!(f["playhead"], f["recv_iso"]);
+    }
+    p3.send(&serde_json::json!({"op": "rewind", "seconds": 60}));
+    let events = p3.until("control_reply");
+    let rewound: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["rewind"] == true)
+        .collect();
+    assert_eq!(rewound.len(), 5);
+    assert_eq!(rewound[0]["units"], "imperial");
+    assert_eq!(events.last().unwrap()["reply"]["frames"], 5);
+    p3.send(&serde_json::json!({"op": "rewind"}));
+    assert_eq!(p3.next("control_reply")["reply"]["ok"], false);
+    drop(p3);
+
     // Garbage on telemetry, command and tag subjects is skipped; the player goes on.
     for subject in ["tspi.geocentric.1", "tspi.cmd.display.units", "tags.create"] {
         js.publish(subject, "\u{1}junk".into())

@@ -108,6 +108,23 @@ mod tests {
     }
 }
 
+/// The UTC moment (ms since the epoch) of a TSPI time — day of year and seconds of day,
+/// which carry no year — taking the year from `reference_ms` (e.g. the receive time).
+/// Near New Year the neighbouring year is chosen when it lands closer to the reference.
+pub fn tspi_to_epoch_ms(day: u16, time_s: f64, reference_ms: i64) -> i64 {
+    let days = reference_ms.div_euclid(MS_PER_DAY);
+    let (y, _, _) = civil_from_days(days);
+    let in_year = |year: i64| {
+        (days_from_civil(year, 1, 1) + i64::from(day) - 1) * MS_PER_DAY
+            + (time_s * 1000.0).round() as i64
+    };
+    [y - 1, y, y + 1]
+        .into_iter()
+        .map(in_year)
+        .min_by_key(|t| (t - reference_ms).abs())
+        .unwrap_or_else(|| in_year(y))
+}
+
 /// Milliseconds since the epoch of an RFC 3339 time (any offset); `None` when it is not one.
 pub fn parse_epoch_ms(text: &str) -> Option<i64> {
     let t =
@@ -118,6 +135,16 @@ pub fn parse_epoch_ms(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod parse_tests {
     use super::*;
+
+    #[test]
+    fn tspi_time_takes_the_year_of_the_reference() {
+        // 2025-09-28T11:00:00Z is day 271.
+        let reference = parse_epoch_ms("2025-09-28T11:00:00.050Z").unwrap();
+        assert_eq!(tspi_to_epoch_ms(271, 39_600.0, reference), reference - 50);
+        // Day 1, 00:00:01 seen on 31 December: next year.
+        let nye = parse_epoch_ms("2025-12-31T23:59:59Z").unwrap();
+        assert_eq!(tspi_to_epoch_ms(1, 1.0, nye), nye + 2_000);
+    }
 
     #[test]
     fn parses_what_it_formats_and_offsets() {
