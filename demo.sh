@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole live pipeline with one command, on loopback:
-#   three-node NATS JetStream cluster -> producer <-UDP- generator ; receiver (JSON lines)
-# Installs what is missing (pinned nats-server into .tools/), builds in release mode,
-# prints a status line every few seconds, and stops exactly what it started on Ctrl+C or
-# after --duration. The archive/replay part (PostgreSQL) joins when those programs land.
+# The whole pipeline with one command, on loopback:
+#   generator -UDP-> producer -> three-node NATS JetStream cluster (R3)
+#       -> receiver (JSON lines), player (display frames), archiver -> PostgreSQL
+#          primary + synchronous streaming replica
+# Installs what is missing (pinned nats-server into .tools/, PostgreSQL from the OS
+# packages), builds in release mode, prints a status line every few seconds, and stops
+# exactly what it started on Ctrl+C or after --duration.
 set -euo pipefail
 
 usage() {
@@ -19,7 +21,8 @@ Usage: ./demo.sh [options]
   --base-port P     first NATS client port; the cluster uses P..P+2, P+100..P+102 for
                     routes, P+200..P+202 for monitoring (default 14222)
   --udp-port P      producer's UDP port (default 30000)
-  --metrics-port P  producer's Prometheus port (default 19464)
+  --metrics-port P  producer's Prometheus port; the archiver's is P+1 (default 19464)
+  --pg-port P       PostgreSQL primary port; the replica uses P+1 (default 15432)
   -h, --help        this text
 
 Example: ./demo.sh --duration 60 --count 50 --rate 50 --style airshow
@@ -27,6 +30,7 @@ EOF
 }
 
 duration="" count=20 rate=10 style=normal log_dir="" base_port=14222 udp_port=30000 metrics_port=19464
+pg_port=15432
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
@@ -37,11 +41,12 @@ while [ $# -gt 0 ]; do
     --base-port) base_port="${2:?}"; shift 2 ;;
     --udp-port) udp_port="${2:?}"; shift 2 ;;
     --metrics-port) metrics_port="${2:?}"; shift 2 ;;
+    --pg-port) pg_port="${2:?}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$count" "$base_port" "$udp_port" "$metrics_port" ${duration:+"$duration"}; do
+for v in "$count" "$base_port" "$udp_port" "$metrics_port" "$pg_port" ${duration:+"$duration"}; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "demo.sh: '$v' is not a whole number" >&2; exit 2; }
 done
 case "$style" in normal|airshow) ;; *) echo "demo.sh: --style must be normal or airshow" >&2; exit 2 ;; esac
@@ -58,9 +63,10 @@ fi
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 100)) $((base_port + 101)) \
-         $((base_port + 102)) $((base_port + 200)) $((base_port + 201)) $((base_port + 202)) "$metrics_port"; do
+         $((base_port + 102)) $((base_port + 200)) $((base_port + 201)) $((base_port + 202)) "$metrics_port" \
+         $((metrics_port + 1)) "$pg_port" $((pg_port + 1)); do
   if port_busy "$p"; then
-    echo "demo.sh: port $p on 127.0.0.1 is already in use (another NATS or service?); move the demo with --base-port or --metrics-port" >&2
+    echo "demo.sh: port $p on 127.0.0.1 is already in use (another NATS or PostgreSQL?); move the demo with --base-port, --metrics-port or --pg-port" >&2
     exit 1
   fi
 done
@@ -72,7 +78,8 @@ fi
 tests/install-deps.sh
 nats_server="$root/.tools/nats/bin/nats-server"
 echo "demo: building release binaries (first time takes a few minutes)" >&2
-cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator
+cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \
+  -p tspi-archiver -p tspi-player
 bin="$root/target/release"
 
 [ -n "$log_dir" ] || log_dir="$(mktemp -d "${TMPDIR:-/tmp}/tspi-demo.XXXXXX")"
@@ -81,6 +88,7 @@ log_dir="$(cd "$log_dir" && pwd)"
 echo $$ > "$lock"
 
 pids=()
+pg_pids=()
 stopping=0
 cleanup() {
   [ "$stopping" = 1 ] && return
@@ -88,7 +96,12 @@ cleanup() {
   echo
   echo "demo: stopping ${#pids[@]} processes" >&2
   local i
-  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+  # Reverse start order; PostgreSQL gets SIGINT (fast shutdown), the rest SIGTERM (drain).
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do
+    local sig=TERM
+    case " ${pg_pids[*]:-} " in *" ${pids[$i]} "*) sig=INT ;; esac
+    kill -"$sig" "${pids[$i]}" 2>/dev/null || true
+  done
   for _ in $(seq 1 100); do
     local alive=0
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
@@ -148,6 +161,37 @@ for i in 0 1 2; do
   done
 done
 
+# PostgreSQL: a primary and a synchronous streaming replica (an acknowledged commit is on
+# both). The server refuses to run as root, so then it runs as nobody.
+pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+as_pg() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi; }
+chmod 755 "$log_dir"
+mkdir -p "$log_dir/pg"
+if [ "$(id -u)" -eq 0 ]; then chown nobody: "$log_dir/pg"; fi
+echo "demo: PostgreSQL primary :$pg_port and replica :$((pg_port + 1))" >&2
+as_pg "$pgbin/initdb" -D "$log_dir/pg/primary" -U tspi --auth=trust -E UTF8 --locale=C >"$log_dir/pg/initdb.log" 2>&1
+printf "%s\n" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$log_dir/pg'" \
+  "wal_level = replica" "max_wal_senders = 5" "hot_standby = on" >> "$log_dir/pg/primary/postgresql.conf"
+echo "host replication all 127.0.0.1/32 trust" >> "$log_dir/pg/primary/pg_hba.conf"
+pg_wait() {
+  for _ in $(seq 1 150); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$1" && return 0; sleep 0.2; done
+  echo "demo: PostgreSQL on :$1 did not start; see $log_dir/pg" >&2
+  exit 1
+}
+as_pg "$pgbin/postgres" -D "$log_dir/pg/primary" -p "$pg_port" 2>"$log_dir/pg/primary.log" &
+pids+=("$!"); pg_pids+=("$!")
+pg_wait "$pg_port"
+as_pg "$pgbin/pg_basebackup" -D "$log_dir/pg/replica" -h 127.0.0.1 -p "$pg_port" -U tspi -R -X stream \
+  --checkpoint=fast >"$log_dir/pg/basebackup.log" 2>&1
+as_pg "$pgbin/postgres" -D "$log_dir/pg/replica" -p $((pg_port + 1)) 2>"$log_dir/pg/replica.log" &
+pids+=("$!"); pg_pids+=("$!")
+pg_wait $((pg_port + 1))
+psql_at() { local port="$1"; shift; "$pgbin/psql" -X -q -t -A -h 127.0.0.1 -p "$port" -U tspi "$@"; }
+psql_at "$pg_port" -d postgres -c "CREATE DATABASE tspi" >/dev/null
+psql_at "$pg_port" -d postgres -c "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
+psql_at "$pg_port" -d postgres -c "SELECT pg_reload_conf()" >/dev/null
+database_url="host=127.0.0.1,127.0.0.1 port=$pg_port,$((pg_port + 1)) user=tspi dbname=tspi target_session_attrs=read-write"
+
 export NATS_URL="$nats_url"
 "$bin/producer" --udp-host 127.0.0.1 --udp-port "$udp_port" --metrics-addr "127.0.0.1:$metrics_port" \
   2> "$log_dir/producer.log" &
@@ -161,6 +205,11 @@ done
 
 "$bin/receiver" --durable demo --deliver all > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log" &
 pids+=("$!")
+"$bin/archiver" --database-url "$database_url" --metrics-addr "127.0.0.1:$((metrics_port + 1))" \
+  2> "$log_dir/archiver.log" &
+pids+=("$!")
+"$bin/player" --rate 1 --operator demo --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log" &
+pids+=("$!")
 gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 3s)
 if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
 "$bin/generator" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log" &
@@ -168,6 +217,7 @@ gen_pid=$!
 pids+=("$gen_pid")
 
 metric() { { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}'; }
 echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2
 echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
 start=$(date +%s)
@@ -185,8 +235,11 @@ while :; do
   invalid=$(metric datagrams_invalid_total)
   dropped=$(metric datagrams_dropped_total)
   lines=$(wc -l < "$log_dir/receiver.jsonl")
-  printf 'demo %4ss | generator sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s)\n' \
-    "$(( $(date +%s) - start ))" "${sent:-0}" "$received" "$published" "$invalid" "$dropped" "$lines" "$(( published - lines ))"
+  rows=$(archived)
+  frames=$(grep -c '"event":"frame"' "$log_dir/player.jsonl" || true)
+  printf 'demo %4ss | sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s) | archived rows %s (lag %s) | player frames %s\n' \
+    "$(( $(date +%s) - start ))" "${sent:-0}" "$received" "$published" "$invalid" "$dropped" "$lines" \
+    "$(( published - lines ))" "$rows" "$(( published - rows ))" "${frames:-0}"
   if ! kill -0 "$gen_pid" 2>/dev/null; then
     # Generator done (--duration): let the tail of the pipeline drain, show a sample, stop.
     sleep 2
@@ -194,6 +247,12 @@ while :; do
     echo "demo: generator finished: $(tail -n 1 "$log_dir/generator.jsonl")"
     echo "demo: receiver printed $lines lines; the last one:"
     tail -n 1 "$log_dir/receiver.jsonl"
+    for _ in $(seq 1 20); do [ "$(archived)" -ge "$published" ] && break; sleep 0.5; done
+    primary_rows=$(psql_at "$pg_port" -d tspi -c "SELECT count(*) FROM messages")
+    replica_rows=$(psql_at $((pg_port + 1)) -d tspi -c "SELECT count(*) FROM messages")
+    echo "demo: archive holds $primary_rows rows on the primary, $replica_rows on the replica"
+    echo "demo: the player's last frame:"
+    grep '"event":"frame"' "$log_dir/player.jsonl" | tail -n 1 || true
     break
   fi
 done
