@@ -164,12 +164,15 @@ done
 # PostgreSQL: a primary and a synchronous streaming replica (an acknowledged commit is on
 # both). The server refuses to run as root, so then it runs as nobody.
 pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-as_pg() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi; }
+# A prefix, not a function: a background command then IS the server (setpriv execs it), so
+# the PID we keep is the one to stop.
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then as_pg=(setpriv --reuid=nobody --regid=nogroup --clear-groups --); fi
 chmod 755 "$log_dir"
 mkdir -p "$log_dir/pg"
 if [ "$(id -u)" -eq 0 ]; then chown nobody: "$log_dir/pg"; fi
 echo "demo: PostgreSQL primary :$pg_port and replica :$((pg_port + 1))" >&2
-as_pg "$pgbin/initdb" -D "$log_dir/pg/primary" -U tspi --auth=trust -E UTF8 --locale=C >"$log_dir/pg/initdb.log" 2>&1
+"${as_pg[@]}" "$pgbin/initdb" -D "$log_dir/pg/primary" -U tspi --auth=trust -E UTF8 --locale=C >"$log_dir/pg/initdb.log" 2>&1
 printf "%s\n" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$log_dir/pg'" \
   "wal_level = replica" "max_wal_senders = 5" "hot_standby = on" >> "$log_dir/pg/primary/postgresql.conf"
 echo "host replication all 127.0.0.1/32 trust" >> "$log_dir/pg/primary/pg_hba.conf"
@@ -178,12 +181,12 @@ pg_wait() {
   echo "demo: PostgreSQL on :$1 did not start; see $log_dir/pg" >&2
   exit 1
 }
-as_pg "$pgbin/postgres" -D "$log_dir/pg/primary" -p "$pg_port" 2>"$log_dir/pg/primary.log" &
+"${as_pg[@]}" "$pgbin/postgres" -D "$log_dir/pg/primary" -p "$pg_port" 2>"$log_dir/pg/primary.log" &
 pids+=("$!"); pg_pids+=("$!")
 pg_wait "$pg_port"
-as_pg "$pgbin/pg_basebackup" -D "$log_dir/pg/replica" -h 127.0.0.1 -p "$pg_port" -U tspi -R -X stream \
+"${as_pg[@]}" "$pgbin/pg_basebackup" -D "$log_dir/pg/replica" -h 127.0.0.1 -p "$pg_port" -U tspi -R -X stream \
   --checkpoint=fast >"$log_dir/pg/basebackup.log" 2>&1
-as_pg "$pgbin/postgres" -D "$log_dir/pg/replica" -p $((pg_port + 1)) 2>"$log_dir/pg/replica.log" &
+"${as_pg[@]}" "$pgbin/postgres" -D "$log_dir/pg/replica" -p $((pg_port + 1)) 2>"$log_dir/pg/replica.log" &
 pids+=("$!"); pg_pids+=("$!")
 pg_wait $((pg_port + 1))
 psql_at() { local port="$1"; shift; "$pgbin/psql" -X -q -t -A -h 127.0.0.1 -p "$port" -U tspi "$@"; }
