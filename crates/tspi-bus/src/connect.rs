@@ -36,6 +36,10 @@ pub struct NatsArgs {
     /// Client private key (PEM) for mutual TLS.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Prefix of this client's reply subjects; a per-user prefix (e.g. `_INBOX_producer`)
+    /// lets the server keep users from reading each other's replies.
+    #[arg(long, env = "NATS_INBOX_PREFIX", default_value = "_INBOX")]
+    pub inbox_prefix: String,
     /// How long to wait for the first connection before giving up.
     #[arg(long, default_value = "5s", value_parser = tspi_runtime::parse_duration)]
     pub connect_timeout: Duration,
@@ -52,6 +56,7 @@ impl NatsArgs {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            inbox_prefix: "_INBOX".into(),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -106,6 +111,7 @@ pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, 
     let label = name.to_owned();
     options = options
         .name(name)
+        .custom_inbox_prefix(args.inbox_prefix.clone())
         .connection_timeout(args.connect_timeout)
         .max_reconnects(None)
         .client_capacity(65_536)

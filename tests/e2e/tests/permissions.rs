@@ -1,0 +1,306 @@
+//! Issue 5, acceptance 2 (user/password part): a server running the deploy/ accounts
+//! file; each program's own code path works with its own user and inbox prefix, and each
+//! user is held to its permissions — the producer cannot read telemetry or delete a
+//! stream, the receiver and the console cannot publish telemetry, wrong credentials are
+//! refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tspi_bus::{connect, ensure_stream, NatsArgs, StreamArgs, StreamSpec};
+use tspi_core::units::UnitSystem;
+use tspi_core::{Datagram, DisplaySetting, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
+use tspi_receiver::{Deliver, ReceiverMetrics, ReceiverOptions};
+use tspi_test_support::{workspace_root, NatsServer};
+
+const USERS: [&str; 8] = [
+    "producer",
+    "generator",
+    "receiver",
+    "archiver",
+    "player",
+    "console",
+    "replayer",
+    "admin",
+];
+
+fn args(url: &str, user: &str, password: &str) -> NatsArgs {
+    let mut a = NatsArgs::for_urls(&[url]);
+    a.user = Some(user.into());
+    a.password = Some(password.into());
+    a.inbox_prefix = format!("_INBOX_{user}");
+    a.connect_timeout = Duration::from_secs(3);
+    a
+}
+
+async fn as_user(url: &str, user: &str) -> async_nats::Client {
+    connect(&args(url, user, &format!("pw-{user}")), user)
+        .await
+        .unwrap_or_else(|e| panic!("{user}: {e}"))
+}
+
+fn record(i: u32) -> (String, String, bytes::Bytes) {
+    let d = Datagram {
+        sensor_id: 5,
+        day: 100,
+        time_ticks: i * 200,
+        status: 0xFF,
+        status_flags: 0,
+        payload: Payload::Geocentric(GeocentricRaw::default()),
+    };
+    let rec = TelemetryRecord::from_datagram(&d, tspi_runtime::now_epoch_ms());
+    (
+        StreamPrefix::default().subject(d.kind(), 5),
+        tspi_core::msg_id(&d),
+        rec.to_cbor().into(),
+    )
+}
+
+/// A context that gives up quickly: a denied request never gets an answer.
+fn impatient(client: &async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(1500))
+        .build(client.clone())
+}
+
+async fn count(js: &jetstream::Context) -> u64 {
+    js.get_stream("TSPI")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_permissions_hold() {
+    let accounts = workspace_root().join("deploy/nats/accounts.conf");
+    let mut extra = String::new();
+    for u in USERS {
+        extra.push_str(&format!("{}_PASSWORD: \"pw-{u}\"\n", u.to_uppercase()));
+    }
+    // nats-server resolves `include` relative to the including file: inline the file.
+    extra.push_str(&std::fs::read_to_string(&accounts).unwrap());
+    let nats = NatsServer::start_with_config(&extra);
+    let url = nats.url();
+
+    // Wrong credentials are refused.
+    let err = connect(&args(&url, "producer", "wrong"), "t")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("authorization"),
+        "{err}"
+    );
+    let err = connect(&NatsArgs::for_urls(&[url.as_str()]), "t")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("authorization"),
+        "{err}"
+    );
+
+    let admin = as_user(&url, "admin").await;
+    let admin_js = jetstream::new(admin.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin_js.query_account().await.is_err() {
+        assert!(Instant::now() < deadline, "JetStream not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Producer: creates TSPI and publishes telemetry (the publisher's own ack inbox).
+    let producer = as_user(&url, "producer").await;
+    let producer_js = jetstream::new(producer.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&producer, &producer_js, &spec).await.unwrap();
+    for i in 0..10 {
+        let (subject, id, payload) = record(i);
+        let m = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(id);
+        producer_js
+            .send_publish(subject, m)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&admin_js).await, 10);
+    // … but cannot read telemetry …
+    let mut snoop = producer.subscribe("tspi.geocentric.>").await.unwrap();
+    producer.flush().await.unwrap();
+    admin
+        .publish("tspi.geocentric.5", "x".into())
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), snoop.next())
+            .await
+            .is_err()
+            || snoop.next().await.is_none(),
+        "producer read telemetry"
+    );
+    // … nor delete the stream, nor publish commands.
+    assert!(impatient(&producer).delete_stream("TSPI").await.is_err());
+    assert!(
+        admin_js.get_stream("TSPI").await.is_ok(),
+        "stream still there"
+    );
+    let cmd = tspi_console::send_command(
+        &impatient(&producer),
+        "p",
+        DisplaySetting::Units(UnitSystem::Imperial),
+    )
+    .await;
+    assert!(cmd.is_err(), "producer sent a command");
+
+    // Receiver: reads through its consumer; cannot publish telemetry.
+    let receiver = as_user(&url, "receiver").await;
+    let receiver_js = jetstream::new(receiver.clone());
+    let mut out = Vec::new();
+    let summary = tspi_receiver::run(
+        ReceiverOptions {
+            stream: "TSPI".into(),
+            durable: Some("perm".into()),
+            subjects: StreamPrefix::default().telemetry_wildcards().to_vec(),
+            deliver: Deliver::All,
+            json: true,
+            count: Some(10),
+            duration: Some(Duration::from_secs(20)),
+            batch: 64,
+            ack_wait: Duration::from_secs(30),
+        },
+        receiver_js.clone(),
+        &mut out,
+        ReceiverMetrics::new(&mut Registry::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.written, 10);
+    let before = count(&admin_js).await;
+    let (subject, id, payload) = record(100);
+    let m = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(id);
+    let receiver_short = impatient(&receiver);
+    let attempt = async {
+        receiver_short
+            .send_publish(subject, m)
+            .await?
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let denied = tokio::time::timeout(Duration::from_secs(6), attempt).await;
+    assert!(!matches!(denied, Ok(Ok(_))), "receiver published telemetry");
+    assert_eq!(
+        count(&admin_js).await,
+        before,
+        "nothing stored for the receiver"
+    );
+
+    // Console: commands and tags; not telemetry.
+    let console = as_user(&url, "console").await;
+    let console_js = jetstream::new(console.clone());
+    tspi_console::send_command(
+        &console_js,
+        "ops",
+        DisplaySetting::Units(UnitSystem::Imperial),
+    )
+    .await
+    .unwrap();
+    tspi_console::send_tag(&console_js, "perm check", None, "ops", None)
+        .await
+        .unwrap();
+    ensure_stream(&console, &console_js, &StreamSpec::ops(true))
+        .await
+        .unwrap();
+    let (subject, id, payload) = record(101);
+    let m = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(id);
+    let console_short = impatient(&console);
+    let attempt = async {
+        console_short
+            .send_publish(subject, m)
+            .await?
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    assert!(!matches!(
+        tokio::time::timeout(Duration::from_secs(6), attempt).await,
+        Ok(Ok(_))
+    ));
+    assert_eq!(
+        count(&admin_js).await,
+        before + 3,
+        "1 command + tag create/broadcast, no frame"
+    );
+
+    // Player: follows live and sends heartbeats with its own rights.
+    let player = as_user(&url, "player").await;
+    let stop = CancellationToken::new();
+    let options = tspi_player::PlayerOptions {
+        source: tspi_player::Source::Live,
+        room: None,
+        stream: "TSPI".into(),
+        prefix: StreamPrefix::default(),
+        rate_hz: 0.0,
+        duration: Some(Duration::from_secs(3)),
+        exit_on_idle: None,
+        json: true,
+        metrics_interval: Duration::from_secs(60),
+        client_id: "perm-player".into(),
+        operator: None,
+        stay_live: false,
+        control_stdin: false,
+        rewind_window: Duration::ZERO,
+        clock: tspi_player::Clock::Receive,
+    };
+    let player_task = tokio::spawn(tspi_player::run(
+        options,
+        player.clone(),
+        Vec::new(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for i in 200..203 {
+        let (subject, id, payload) = record(i);
+        let m = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(id);
+        producer_js
+            .send_publish(subject, m)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let counts = player_task.await.unwrap().unwrap();
+    assert_eq!(counts.frames_in, 3, "{counts:?}");
+    let roster = tspi_console::roster(
+        &console_js,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(
+        roster.iter().any(|r| r.client_id == "perm-player"),
+        "player heartbeat stored: {roster:?}"
+    );
+    // A player cannot send commands.
+    let player_js = impatient(&player);
+    assert!(
+        tspi_console::send_command(&player_js, "x", DisplaySetting::MarkerColor("red".into()))
+            .await
+            .is_err()
+    );
+}
