@@ -48,6 +48,20 @@ impl RunningProducer {
 
     /// Like [`RunningProducer::start`] with explicit options.
     pub async fn start_with(urls: &[String], options: ProducerOptions) -> Self {
+        Self::start_on_with(client(urls).await, options).await
+    }
+
+    /// A producer on an existing client (authenticated, TLS…), default options.
+    pub async fn start_on(client: async_nats::Client) -> Self {
+        let options = ProducerOptions {
+            stats_interval: Duration::ZERO,
+            ..ProducerOptions::default()
+        };
+        Self::start_on_with(client, options).await
+    }
+
+    /// Like [`RunningProducer::start_on`] with explicit options.
+    pub async fn start_on_with(client: async_nats::Client, options: ProducerOptions) -> Self {
         let (std_socket, _) = tspi_producer::udp::bind_udp(
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             32 * 1024 * 1024,
@@ -55,7 +69,6 @@ impl RunningProducer {
         .unwrap_or_else(|e| panic!("bind UDP: {e}"));
         let socket = tokio::net::UdpSocket::from_std(std_socket).unwrap_or_else(|e| panic!("{e}"));
         let udp_addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let client = client(urls).await;
         let js = jetstream::new(client.clone());
         let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default())
             .unwrap_or_else(|e| panic!("{e}"));
