@@ -23,6 +23,8 @@ Usage: ./demo.sh [options]
   --udp-port P      producer's UDP port (default 30000)
   --metrics-port P  producer's Prometheus port; the archiver's is P+1 (default 19464)
   --pg-port P       PostgreSQL primary port; the replica uses P+1 (default 15432)
+  --compose         run the same system with deploy/docker-compose.yml instead
+                    (needs a Docker engine and docker-compose)
   -h, --help        this text
 
 Example: ./demo.sh --duration 60 --count 50 --rate 50 --style airshow
@@ -30,7 +32,7 @@ EOF
 }
 
 duration="" count=20 rate=10 style=normal log_dir="" base_port=14222 udp_port=30000 metrics_port=19464
-pg_port=15432
+pg_port=15432 compose=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --udp-port) udp_port="${2:?}"; shift 2 ;;
     --metrics-port) metrics_port="${2:?}"; shift 2 ;;
     --pg-port) pg_port="${2:?}"; shift 2 ;;
+    --compose) compose=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -53,6 +56,31 @@ case "$style" in normal|airshow) ;; *) echo "demo.sh: --style must be normal or 
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
+
+if [ "$compose" = 1 ]; then
+  if docker-compose version >/dev/null 2>&1; then dc=(docker-compose)
+  elif docker compose version >/dev/null 2>&1; then dc=(docker compose)
+  else echo "demo.sh: --compose needs docker-compose (apt-get install docker-compose)" >&2; exit 1; fi
+  if ! docker info >/dev/null 2>&1; then
+    echo "demo.sh: --compose needs a running Docker engine (docker info fails here); run ./demo.sh without --compose" >&2
+    exit 1
+  fi
+  if [ ! -f deploy/.env ]; then
+    echo "demo: creating deploy/.env with random passwords" >&2
+    while IFS= read -r line; do
+      case "$line" in *PASSWORD=*) echo "${line%%=*}=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" ;; *) echo "$line" ;; esac
+    done < deploy/.env.example > deploy/.env
+  fi
+  dc+=(-f deploy/docker-compose.yml --profile demo)
+  trap '"${dc[@]}" down' EXIT
+  "${dc[@]}" up -d --build
+  start=$(date +%s)
+  while [ -z "$duration" ] || [ $(( $(date +%s) - start )) -lt "$duration" ]; do
+    sleep 3
+    "${dc[@]}" ps
+  done
+  exit 0
+fi
 
 # One demo at a time: a second run says so instead of colliding on ports.
 lock="${TMPDIR:-/tmp}/tspi-demo-${base_port}.pid"
@@ -79,7 +107,7 @@ tests/install-deps.sh
 nats_server="$root/.tools/nats/bin/nats-server"
 echo "demo: building release binaries (first time takes a few minutes)" >&2
 cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \
-  -p tspi-archiver -p tspi-player
+  -p tspi-archiver -p tspi-player -p tspi-console
 bin="$root/target/release"
 
 [ -n "$log_dir" ] || log_dir="$(mktemp -d "${TMPDIR:-/tmp}/tspi-demo.XXXXXX")"
@@ -116,6 +144,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Real auth, as deployed: the accounts and per-program users of deploy/nats/accounts.conf,
+# with passwords made for this run.
+cp deploy/nats/accounts.conf "$log_dir/accounts.conf"
+users=(producer generator receiver archiver player console replayer admin)
+declare -A password
+for u in "${users[@]}"; do password[$u]="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"; done
+( umask 077; for u in "${users[@]}"; do echo "${u^^}_PASSWORD=${password[$u]}"; done > "$log_dir/passwords.env" )
+# `"${ENV[@]}" program …` runs a program with user $1's NATS user and inbox prefix; `env`
+# execs the program, so a background job's PID is the program's (a function's is not).
+as_user() { ENV=(env "NATS_USER=$1" "NATS_PASSWORD=${password[$1]}" "NATS_INBOX_PREFIX=_INBOX_$1"); }
+
 urls=()
 routes="nats-route://127.0.0.1:$((base_port + 100)), nats-route://127.0.0.1:$((base_port + 101)), nats-route://127.0.0.1:$((base_port + 102))"
 for i in 0 1 2; do
@@ -135,8 +174,13 @@ cluster {
   listen: 127.0.0.1:$((base_port + 100 + i))
   routes: [$routes]
 }
+include ./accounts.conf
 EOF
-  "$nats_server" -c "$log_dir/$name.conf" -l "$log_dir/$name.log" &
+  # Passwords reach accounts.conf as environment variables, as in deploy/.
+  (
+    for u in "${users[@]}"; do export "${u^^}_PASSWORD=${password[$u]}"; done
+    exec "$nats_server" -c "$log_dir/$name.conf" -l "$log_dir/$name.log"
+  ) &
   pids+=("$!")
   urls+=("nats://127.0.0.1:$((base_port + i))")
 done
@@ -196,7 +240,7 @@ psql_at "$pg_port" -d postgres -c "SELECT pg_reload_conf()" >/dev/null
 database_url="host=127.0.0.1,127.0.0.1 port=$pg_port,$((pg_port + 1)) user=tspi dbname=tspi target_session_attrs=read-write"
 
 export NATS_URL="$nats_url"
-"$bin/producer" --udp-host 127.0.0.1 --udp-port "$udp_port" --metrics-addr "127.0.0.1:$metrics_port" \
+as_user producer; "${ENV[@]}" "$bin/producer" --udp-host 127.0.0.1 --udp-port "$udp_port" --metrics-addr "127.0.0.1:$metrics_port" \
   2> "$log_dir/producer.log" &
 producer_pid=$!
 pids+=("$producer_pid")
@@ -206,12 +250,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-"$bin/receiver" --durable demo --deliver all > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log" &
+as_user console; "${ENV[@]}" "$bin/console" clients --json >/dev/null 2>"$log_dir/console.log" # creates TSPI_OPS
+as_user receiver; "${ENV[@]}" "$bin/receiver" --durable demo --deliver all > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log" &
 pids+=("$!")
-"$bin/archiver" --database-url "$database_url" --metrics-addr "127.0.0.1:$((metrics_port + 1))" \
+as_user archiver; "${ENV[@]}" "$bin/archiver" --database-url "$database_url" --metrics-addr "127.0.0.1:$((metrics_port + 1))" \
   2> "$log_dir/archiver.log" &
 pids+=("$!")
-"$bin/player" --rate 1 --operator demo --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log" &
+as_user player; "${ENV[@]}" "$bin/player" --no-create-stream --rate 1 --operator demo --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log" &
 pids+=("$!")
 gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 3s)
 if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
@@ -221,6 +266,7 @@ pids+=("$gen_pid")
 
 metric() { { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
 archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}'; }
+echo "demo: NATS users and permissions from deploy/nats/accounts.conf (passwords: $log_dir/passwords.env)" >&2
 echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2
 echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
 start=$(date +%s)

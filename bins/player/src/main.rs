@@ -124,7 +124,14 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals()?;
             let client = connect(&cli.nats, "tspi-player").await?;
             let js = async_nats::jetstream::new(client.clone());
-            ensure_stream(&client, &js, &StreamSpec::ops(!cli.no_create_stream)).await?;
+            // Heartbeats still go out without TSPI_OPS; only the roster's history needs it.
+            if let Err(e) = ensure_stream(&client, &js, &StreamSpec::ops(!cli.no_create_stream)).await {
+                if cli.no_create_stream {
+                    tracing::warn!(error = %e, "TSPI_OPS is not there: heartbeats are sent but not kept");
+                } else {
+                    return Err(e.into());
+                }
+            }
             let stdout = std::io::BufWriter::new(std::io::stdout());
             run(options, client.clone(), stdout, shutdown).await?;
             client.flush().await.ok();
