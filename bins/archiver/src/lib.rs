@@ -42,6 +42,9 @@ pub struct ArchiverOptions {
     pub retain: Option<Duration>,
     /// Batches committed in parallel (each on its own connection).
     pub writers: usize,
+    /// How long a shutdown keeps retrying a batch the database refuses before leaving it
+    /// unacknowledged (JetStream redelivers it).
+    pub shutdown_retry: Duration,
 }
 
 impl Default for ArchiverOptions {
@@ -54,6 +57,7 @@ impl Default for ArchiverOptions {
             ack_wait: Duration::from_secs(30),
             retain: None,
             writers: 4,
+            shutdown_retry: Duration::from_secs(10),
         }
     }
 }
@@ -303,12 +307,16 @@ pub async fn run(
         .map(|_| {
             tokio::spawn(write_loop(
                 rx.clone(),
+                options.shutdown_retry,
                 pool.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             ))
         })
         .collect();
+    // Only the writers hold the receiver: when they stop, a reader blocked on a full
+    // queue gets an error instead of waiting forever.
+    drop(rx);
     let lag = tokio::spawn(watch_consumer(
         consumer.clone(),
         metrics.clone(),
@@ -435,11 +443,13 @@ async fn read_loop(
 
 async fn write_loop(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
+    shutdown_retry: Duration,
     pool: Pool,
     metrics: ArchiverMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
+    let mut give_up: Option<Instant> = None;
     loop {
         let next = rx.lock().await.recv().await;
         let Some(batch) = next else { break };
@@ -477,7 +487,15 @@ async fn write_loop(
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     if shutdown.is_cancelled() {
-                        tracing::warn!("shutting down: still retrying the batch in hand; a second signal exits without it (it is redelivered later)");
+                        // Bounded drain: leave the batch unacknowledged (JetStream delivers it
+                        // again to the next archiver) rather than hang on a dead database.
+                        let deadline =
+                            *give_up.get_or_insert_with(|| Instant::now() + shutdown_retry);
+                        if Instant::now() >= deadline {
+                            tracing::error!(rows = batch.rows.len(), "shutting down with the database unreachable: the batch in hand stays unacknowledged and will be redelivered");
+                            return Ok(());
+                        }
+                        tracing::warn!("shutting down: retrying the batch in hand a little longer");
                     }
                 }
             }

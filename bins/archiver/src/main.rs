@@ -130,6 +130,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 // TimescaleDB enforces retention itself.
                 retain: cli.retain.filter(|_| !state.timescaledb),
                 writers: cli.writers as usize,
+                shutdown_retry: Duration::from_secs(10),
             };
             run(options, js, pool, metrics, shutdown).await?;
             client.flush().await.ok();

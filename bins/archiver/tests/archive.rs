@@ -265,3 +265,74 @@ async fn exact_rows_through_archiver_and_database_crashes() {
         "everything archived was acknowledged"
     );
 }
+
+/// SIGTERM while the database is down: the drain is bounded, nothing is acknowledged
+/// that was not stored, and a later archiver stores it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
+    let nats = NatsServer::start().await;
+    let mut pg = PgServer::start_primary();
+    let db = pg.create_database("bounded");
+    let url = pg.url(&db);
+    let pool = tspi_store::pool(&url, 2).unwrap();
+    tspi_store::migrate(&mut pool.get().await.unwrap(), &SchemaOptions::default())
+        .await
+        .unwrap();
+    let nc = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(nc.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&nc, &js, &spec).await.unwrap();
+    pg.kill();
+    publish_all(&js).await;
+    let total = u64::from(TELEMETRY + GARBAGE + OTHER_GARBAGE + COMMANDS + TAG_STATES);
+
+    let metrics = ArchiverMetrics::new(&mut Registry::default());
+    let shutdown = CancellationToken::new();
+    let options = ArchiverOptions {
+        batch_max: 250,
+        ack_wait: Duration::from_secs(2),
+        shutdown_retry: Duration::from_secs(1),
+        ..ArchiverOptions::default()
+    };
+    let task = tokio::spawn(run(
+        options,
+        js.clone(),
+        pool,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopping = Instant::now();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "drain took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(metrics.rows_written.get(), 0);
+
+    pg.restart();
+    let (shutdown, task) = start(&js, &url, &metrics);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg
+        .psql(&db, "SELECT count(*) FROM messages")
+        .parse::<u64>()
+        .unwrap()
+        < total
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not everything archived after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM messages")
+            .parse::<u64>()
+            .unwrap(),
+        total
+    );
+}

@@ -29,28 +29,65 @@ fn program_names() -> Vec<String> {
 fn node_config_parses_with_the_shipped_server() {
     let dir = tempfile::tempdir().unwrap();
     for f in ["node.conf", "accounts.conf"] {
-        std::fs::copy(workspace_root().join("deploy/nats").join(f), dir.path().join(f)).unwrap();
+        std::fs::copy(
+            workspace_root().join("deploy/nats").join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
     }
     let mut cmd = Command::new(nats_server_binary());
-    cmd.arg("-c").arg(dir.path().join("node.conf")).arg("-t").env("NODE_NAME", "n1");
-    for user in ["PRODUCER", "GENERATOR", "RECEIVER", "ARCHIVER", "PLAYER", "CONSOLE", "REPLAYER", "ADMIN"] {
+    cmd.arg("-c")
+        .arg(dir.path().join("node.conf"))
+        .arg("-t")
+        .env("NODE_NAME", "n1");
+    for user in [
+        "PRODUCER",
+        "GENERATOR",
+        "RECEIVER",
+        "ARCHIVER",
+        "PLAYER",
+        "CONSOLE",
+        "REPLAYER",
+        "ADMIN",
+    ] {
         cmd.env(format!("{user}_PASSWORD"), "x");
     }
     let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("is valid"), "{text}");
 }
 
 #[test]
 fn dockerfile_and_readme_cover_every_program() {
     let programs = program_names();
-    assert_eq!(programs, ["archiver", "console", "generator", "player", "producer", "receiver", "replayer"]);
+    assert_eq!(
+        programs,
+        [
+            "archiver",
+            "console",
+            "generator",
+            "player",
+            "producer",
+            "receiver",
+            "replayer"
+        ]
+    );
     let dockerfile = std::fs::read_to_string(workspace_root().join("deploy/Dockerfile")).unwrap();
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
     for p in &programs {
-        assert!(dockerfile.contains(&format!("-p tspi-{p}")), "Dockerfile does not build {p}");
-        assert!(dockerfile.contains(&format!(" {p} ")) || dockerfile.contains(&format!(" {p};")), "Dockerfile does not copy {p}");
-        assert!(readme.contains(&format!("**{p}**")), "README does not describe {p}");
+        assert!(
+            dockerfile.contains(&format!("-p tspi-{p}")),
+            "Dockerfile does not build {p}"
+        );
+        assert!(
+            dockerfile.contains(&format!(" {p} ")) || dockerfile.contains(&format!(" {p};")),
+            "Dockerfile does not copy {p}"
+        );
+        assert!(
+            readme.contains(&format!("**{p}**")),
+            "README does not describe {p}"
+        );
     }
 }
 
@@ -70,7 +107,11 @@ fn compose_file_is_accepted_by_docker_compose() {
         .args(["config", "-q"])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     // Without passwords it refuses to start rather than run with empty ones.
     let missing = Command::new("docker-compose")
         .arg("--env-file")
@@ -80,5 +121,8 @@ fn compose_file_is_accepted_by_docker_compose() {
         .args(["config", "-q"])
         .output()
         .unwrap();
-    assert!(!missing.status.success(), "compose accepted missing passwords");
+    assert!(
+        !missing.status.success(),
+        "compose accepted missing passwords"
+    );
 }
