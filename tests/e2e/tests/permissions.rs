@@ -304,3 +304,159 @@ async fn deploy_permissions_hold() {
             .is_err()
     );
 }
+
+/// The rest of the programs with their deploy users: the generator publishing straight to
+/// JetStream, the archiver (durable consumer, acks) into PostgreSQL, the replayer serving a
+/// room (its own PLAYOUT stream, replies to requests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generator_archiver_and_replayer_work_with_their_users() {
+    let accounts = workspace_root().join("deploy/nats/accounts.conf");
+    let mut extra = String::new();
+    for u in USERS {
+        extra.push_str(&format!("{}_PASSWORD: \"pw-{u}\"\n", u.to_uppercase()));
+    }
+    extra.push_str(&std::fs::read_to_string(&accounts).unwrap());
+    let nats = NatsServer::start_with_config(&extra);
+    let url = nats.url();
+    let admin = as_user(&url, "admin").await;
+    let admin_js = jetstream::new(admin.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin_js.query_account().await.is_err() {
+        assert!(Instant::now() < deadline, "JetStream not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Generator: creates TSPI and publishes a small fleet for 1 s with its own user.
+    let generator = as_user(&url, "generator").await;
+    let gjs = jetstream::new(generator.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&generator, &gjs, &spec).await.unwrap();
+    let options = tspi_generator::GeneratorOptions {
+        fleet: tspi_generator::FleetOptions {
+            count: 5,
+            sensor_base: 10_000,
+            style: tspi_generator::Style::Normal,
+            kind: tspi_generator::Kind::Mixed,
+            min_speed_mps: 100.0,
+            max_speed_mps: 200.0,
+            origin_lat_deg: 34.9,
+            origin_lon_deg: -117.9,
+            origin_alt_m: 700.0,
+            seed: 1,
+        },
+        rate_hz: 20.0,
+        duration: Some(Duration::from_secs(1)),
+        day: Some(300),
+        duplicate_every: None,
+        garbage_every: None,
+        metrics_interval: None,
+        prefix: StreamPrefix::default(),
+    };
+    let sinks = tspi_generator::Sinks {
+        udp: None,
+        jetstream: Some((generator.clone(), tspi_bus::PublisherOptions::default())),
+    };
+    let summary = tspi_generator::run(options, sinks, |_| {}, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(count(&admin_js).await, summary.valid);
+
+    // Archiver: its durable consumer and acks, into a real PostgreSQL.
+    let pg = tspi_test_support::PgServer::start_primary();
+    let db = pg.create_database("perm");
+    let pool = tspi_store::pool(&pg.url(&db), 3).unwrap();
+    tspi_store::migrate(&mut pool.get().await.unwrap(), &Default::default())
+        .await
+        .unwrap();
+    let archiver = as_user(&url, "archiver").await;
+    let stop = CancellationToken::new();
+    let metrics = tspi_archiver::ArchiverMetrics::new(&mut Registry::default());
+    let task = tokio::spawn(tspi_archiver::run(
+        tspi_archiver::ArchiverOptions::default(),
+        jetstream::new(archiver.clone()),
+        pool.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.rows_written.get() < summary.valid {
+        assert!(Instant::now() < deadline, "archiver user could not archive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let mut consumer = admin_js
+        .get_stream("TSPI")
+        .await
+        .unwrap()
+        .get_consumer::<jetstream::consumer::pull::Config>("archiver")
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.info().await.unwrap().num_ack_pending,
+        0,
+        "its acks were accepted"
+    );
+
+    // Replayer: creates PLAYOUT, answers a room's requests, plays into the room.
+    let replayer = as_user(&url, "replayer").await;
+    let rjs = jetstream::new(replayer.clone());
+    ensure_stream(
+        &replayer,
+        &rjs,
+        &StreamSpec::playout("PLAYOUT", Duration::from_secs(3600), true),
+    )
+    .await
+    .unwrap();
+    let ctx = tspi_replayer::session::ReplayContext {
+        handle: tokio::runtime::Handle::current(),
+        pool,
+        client: replayer.clone(),
+    };
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(tspi_replayer::serve(ctx, "TSPI".into(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let player = as_user(&url, "player").await;
+    let mut playout = player.subscribe("player.perm.playout.>").await.unwrap();
+    player.flush().await.unwrap();
+    let now = tspi_runtime::now_epoch_ms();
+    let request = serde_json::json!({"op": "play", "speed": 100,
+        "start": tspi_core::rfc3339::format_utc_millis(now - 60_000),
+        "end": tspi_core::rfc3339::format_utc_millis(now + 60_000)});
+    let reply = player
+        .request(
+            "player.perm.ctrl",
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    let first = tokio::time::timeout(Duration::from_secs(10), playout.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first
+        .subject
+        .as_str()
+        .starts_with("player.perm.playout.tspi."));
+    // The replayer cannot publish telemetry itself.
+    let (subject, id, payload) = record(7);
+    let m = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(id);
+    let short = impatient(&replayer);
+    let attempt = async {
+        short
+            .send_publish(subject, m)
+            .await?
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    assert!(!matches!(
+        tokio::time::timeout(Duration::from_secs(6), attempt).await,
+        Ok(Ok(_))
+    ));
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
