@@ -68,6 +68,47 @@ fn impatient(client: &async_nats::Client) -> jetstream::Context {
         .build(client.clone())
 }
 
+/// Whether publishing telemetry as this client is refused (no ack, nothing stored).
+async fn telemetry_refused(client: &async_nats::Client, i: u32) -> bool {
+    let (subject, id, payload) = record(i);
+    let m = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(id);
+    let js = impatient(client);
+    let attempt = async {
+        js.send_publish(subject, m)
+            .await?
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    !matches!(
+        tokio::time::timeout(Duration::from_secs(6), attempt).await,
+        Ok(Ok(_))
+    )
+}
+
+/// A server with the deploy accounts file (passwords `pw-<user>`), JetStream ready;
+/// returns it with an admin client.
+async fn deploy_server() -> (NatsServer, String, async_nats::Client, jetstream::Context) {
+    let accounts = workspace_root().join("deploy/nats/accounts.conf");
+    let mut extra = String::new();
+    for u in USERS {
+        extra.push_str(&format!("{}_PASSWORD: \"pw-{u}\"\n", u.to_uppercase()));
+    }
+    // nats-server resolves `include` relative to the including file: inline the file.
+    extra.push_str(&std::fs::read_to_string(&accounts).unwrap());
+    let nats = NatsServer::start_with_config(&extra);
+    let url = nats.url();
+    let admin = as_user(&url, "admin").await;
+    let admin_js = jetstream::new(admin.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin_js.query_account().await.is_err() {
+        assert!(Instant::now() < deadline, "JetStream not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (nats, url, admin, admin_js)
+}
+
 async fn count(js: &jetstream::Context) -> u64 {
     js.get_stream("TSPI")
         .await
@@ -81,15 +122,7 @@ async fn count(js: &jetstream::Context) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_permissions_hold() {
-    let accounts = workspace_root().join("deploy/nats/accounts.conf");
-    let mut extra = String::new();
-    for u in USERS {
-        extra.push_str(&format!("{}_PASSWORD: \"pw-{u}\"\n", u.to_uppercase()));
-    }
-    // nats-server resolves `include` relative to the including file: inline the file.
-    extra.push_str(&std::fs::read_to_string(&accounts).unwrap());
-    let nats = NatsServer::start_with_config(&extra);
-    let url = nats.url();
+    let (_nats, url, admin, admin_js) = deploy_server().await;
 
     // Wrong credentials are refused.
     let err = connect(&args(&url, "producer", "wrong"), "t")
@@ -106,14 +139,6 @@ async fn deploy_permissions_hold() {
         err.to_string().to_lowercase().contains("authorization"),
         "{err}"
     );
-
-    let admin = as_user(&url, "admin").await;
-    let admin_js = jetstream::new(admin.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while admin_js.query_account().await.is_err() {
-        assert!(Instant::now() < deadline, "JetStream not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // Producer: creates TSPI and publishes telemetry (the publisher's own ack inbox).
     let producer = as_user(&url, "producer").await;
@@ -186,20 +211,10 @@ async fn deploy_permissions_hold() {
     .unwrap();
     assert_eq!(summary.written, 10);
     let before = count(&admin_js).await;
-    let (subject, id, payload) = record(100);
-    let m = jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .message_id(id);
-    let receiver_short = impatient(&receiver);
-    let attempt = async {
-        receiver_short
-            .send_publish(subject, m)
-            .await?
-            .await
-            .map_err(anyhow::Error::from)
-    };
-    let denied = tokio::time::timeout(Duration::from_secs(6), attempt).await;
-    assert!(!matches!(denied, Ok(Ok(_))), "receiver published telemetry");
+    assert!(
+        telemetry_refused(&receiver, 100).await,
+        "receiver published telemetry"
+    );
     assert_eq!(
         count(&admin_js).await,
         before,
@@ -222,22 +237,10 @@ async fn deploy_permissions_hold() {
     ensure_stream(&console, &console_js, &StreamSpec::ops(true))
         .await
         .unwrap();
-    let (subject, id, payload) = record(101);
-    let m = jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .message_id(id);
-    let console_short = impatient(&console);
-    let attempt = async {
-        console_short
-            .send_publish(subject, m)
-            .await?
-            .await
-            .map_err(anyhow::Error::from)
-    };
-    assert!(!matches!(
-        tokio::time::timeout(Duration::from_secs(6), attempt).await,
-        Ok(Ok(_))
-    ));
+    assert!(
+        telemetry_refused(&console, 101).await,
+        "console published telemetry"
+    );
     assert_eq!(
         count(&admin_js).await,
         before + 3,
@@ -310,21 +313,7 @@ async fn deploy_permissions_hold() {
 /// room (its own PLAYOUT stream, replies to requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generator_archiver_and_replayer_work_with_their_users() {
-    let accounts = workspace_root().join("deploy/nats/accounts.conf");
-    let mut extra = String::new();
-    for u in USERS {
-        extra.push_str(&format!("{}_PASSWORD: \"pw-{u}\"\n", u.to_uppercase()));
-    }
-    extra.push_str(&std::fs::read_to_string(&accounts).unwrap());
-    let nats = NatsServer::start_with_config(&extra);
-    let url = nats.url();
-    let admin = as_user(&url, "admin").await;
-    let admin_js = jetstream::new(admin.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while admin_js.query_account().await.is_err() {
-        assert!(Instant::now() < deadline, "JetStream not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_nats, url, _admin, admin_js) = deploy_server().await;
 
     // Generator: creates TSPI and publishes a small fleet for 1 s with its own user.
     let generator = as_user(&url, "generator").await;
@@ -441,22 +430,10 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
         .as_str()
         .starts_with("player.perm.playout.tspi."));
     // The replayer cannot publish telemetry itself.
-    let (subject, id, payload) = record(7);
-    let m = jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .message_id(id);
-    let short = impatient(&replayer);
-    let attempt = async {
-        short
-            .send_publish(subject, m)
-            .await?
-            .await
-            .map_err(anyhow::Error::from)
-    };
-    assert!(!matches!(
-        tokio::time::timeout(Duration::from_secs(6), attempt).await,
-        Ok(Ok(_))
-    ));
+    assert!(
+        telemetry_refused(&replayer, 7).await,
+        "replayer published telemetry"
+    );
     stop.cancel();
     server.await.unwrap().unwrap();
 }
