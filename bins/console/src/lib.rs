@@ -243,9 +243,11 @@ pub fn replay_start(identifier: &str, start: Option<&str>) -> anyhow::Result<Rep
 
 const REPLAY_CONSUMER_PREFIX: &str = "replay-";
 
-/// Start a group replay: a consumer on the stream pacing messages at their original gaps
-/// (the server paces) into `tspi.channel.replay.<slug>`, then `GroupReplayStart` on
-/// `tspi.ops.ctrl` so players on the livestream join.
+/// Start a group replay: announce `GroupReplayStart` on `tspi.ops.ctrl` so players on the
+/// livestream subscribe to `tspi.channel.replay.<slug>`, give them `join_delay`, then create
+/// the consumer that delivers the messages at their original gaps (the server paces).
+/// Creating it first would let the first subscriber start the delivery while others are
+/// still joining, and they would miss the beginning.
 pub async fn start_group_replay(
     client: &async_nats::Client,
     js: &jetstream::Context,
@@ -253,6 +255,7 @@ pub async fn start_group_replay(
     start: ReplayStart,
     display_name: Option<&str>,
     stream_name: &str,
+    join_delay: std::time::Duration,
 ) -> anyhow::Result<tspi_core::ops::ChannelInfo> {
     use jetstream::consumer::{push, ReplayPolicy};
     let slug = tspi_core::ops::slug(identifier);
@@ -282,7 +285,25 @@ pub async fn start_group_replay(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    stream
+    let announce = |ctrl: tspi_core::ops::OpsControl| async move {
+        client
+            .publish(
+                tspi_core::ops::CTRL_SUBJECT,
+                tspi_core::ops::to_cbor(&ctrl).into(),
+            )
+            .await?;
+        client.flush().await?;
+        anyhow::Ok(())
+    };
+    announce(tspi_core::ops::OpsControl::GroupReplayStart {
+        channel_id: slug.clone(),
+        display_name: display_name.clone(),
+        identifier: identifier.to_owned(),
+        stream: stream_name.to_owned(),
+    })
+    .await?;
+    tokio::time::sleep(join_delay).await;
+    let created = stream
         .create_consumer(push::Config {
             durable_name: Some(name),
             deliver_subject: subject.clone(),
@@ -294,20 +315,16 @@ pub async fn start_group_replay(
             ..Default::default()
         })
         .await
-        .context("creating the replay consumer")?;
-    let ctrl = tspi_core::ops::OpsControl::GroupReplayStart {
-        channel_id: slug.clone(),
-        display_name: display_name.clone(),
-        identifier: identifier.to_owned(),
-        stream: stream_name.to_owned(),
-    };
-    client
-        .publish(
-            tspi_core::ops::CTRL_SUBJECT,
-            tspi_core::ops::to_cbor(&ctrl).into(),
-        )
-        .await?;
-    client.flush().await?;
+        .context("creating the replay consumer");
+    if let Err(e) = created {
+        // The players already switched: send them back to the livestream.
+        announce(tspi_core::ops::OpsControl::GroupReplayStop {
+            channel_id: slug.clone(),
+        })
+        .await
+        .ok();
+        return Err(e);
+    }
     Ok(tspi_core::ops::ChannelInfo {
         channel_id: slug,
         subject,

@@ -96,6 +96,9 @@ enum ReplayCommand {
         /// Start time when IDENTIFIER is a label.
         #[arg(long)]
         start: Option<String>,
+        /// Time given to livestream players to join before the replay starts.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        join_delay: Duration,
     },
     /// Stop one group replay channel, or all of them.
     Stop {
@@ -181,6 +184,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                     display_name,
                     stream,
                     start,
+                    join_delay,
                 }) => {
                     let from = tspi_console::replay_start(&identifier, start.as_deref())?;
                     let channel = tspi_console::start_group_replay(
@@ -190,6 +194,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                         from,
                         display_name.as_deref(),
                         &stream,
+                        join_delay,
                     )
                     .await?;
                     println!("{}", serde_json::to_string(&channel)?);

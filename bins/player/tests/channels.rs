@@ -64,6 +64,7 @@ async fn group_replay_moves_livestream_players_and_back() {
         tspi_console::replay_start(&start, None).unwrap(),
         Some("Sortie 7 rerun"),
         "TSPI",
+        Duration::from_millis(500),
     )
     .await
     .unwrap();
