@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
-use bytes::Bytes;
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -400,7 +399,7 @@ impl Player {
             // Not as Nats-Msg-Id: the playout stream would drop a second replay of it.
             headers.insert("Tspi-Original-Msg-Id", id.as_str());
         }
-        let payload = Bytes::from(m.raw.clone());
+        let payload = m.raw.clone();
         // The publish only queues into the client's channel: a plain executor is enough
         // and much cheaper per message than entering the runtime.
         futures::executor::block_on(

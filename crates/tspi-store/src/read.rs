@@ -18,7 +18,8 @@ pub struct ArchivedMessage {
     pub msg_id: Option<String>,
     pub day: Option<i16>,
     pub time_s: Option<f64>,
-    pub raw: Vec<u8>,
+    /// The original payload (shared, not copied, when it is published again).
+    pub raw: bytes::Bytes,
 }
 
 impl ArchivedMessage {
@@ -37,7 +38,7 @@ impl ArchivedMessage {
             msg_id: row.try_get("msg_id")?,
             day: row.try_get("day")?,
             time_s: row.try_get("time_s")?,
-            raw: row.try_get("raw")?,
+            raw: bytes::Bytes::from(row.try_get::<_, Vec<u8>>("raw")?),
         })
     }
 }

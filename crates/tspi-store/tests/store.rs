@@ -184,7 +184,7 @@ async fn writes_are_idempotent_and_replay_queries_see_history() {
     assert!(got
         .windows(2)
         .all(|w| w[0].stream_seq + 1 == w[1].stream_seq));
-    assert_eq!(got[0].raw, b"raw-101");
+    assert_eq!(&got[0].raw[..], b"raw-101");
     assert!(window_span(
         &client,
         "TSPI",
