@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use control::{Reply, Request};
-use session::{Control, PlaySummary, ReplayContext, Session, SessionSpec};
+use session::{Control, PlayState, PlaySummary, ReplayContext, Session, SessionSpec};
 
 /// Where a playout window comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +96,9 @@ pub async fn play(
     }
     Ok(summary)
 }
+
+/// Rooms one `replayer serve` plays at once (each is a playout thread).
+pub const MAX_ROOMS: usize = 64;
 
 /// `replayer serve`: answer `player.<room>.ctrl` requests until `shutdown`.
 pub async fn serve(
@@ -179,6 +182,19 @@ async fn handle(
                 if let Some(old) = rooms.remove(room) {
                     old.control(Control::Stop);
                     tokio::task::spawn_blocking(move || old.join()).await.ok();
+                }
+                // Each room is a thread: bound them. Ended sessions make room first.
+                if rooms.len() >= MAX_ROOMS {
+                    rooms.retain(|_, s| {
+                        s.status().is_some_and(|st| {
+                            matches!(st.state, PlayState::Playing | PlayState::Paused)
+                        })
+                    });
+                }
+                if rooms.len() >= MAX_ROOMS {
+                    return Err(format!(
+                        "{MAX_ROOMS} rooms are playing already; stop one first"
+                    ));
                 }
                 let session = Session::start(
                     ctx.clone(),

@@ -43,7 +43,12 @@ impl ArchivedMessage {
     }
 }
 
-fn archived(rows: &[Row]) -> Result<Vec<ArchivedMessage>, StoreError> {
+async fn query_archived(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<ArchivedMessage>, StoreError> {
+    let rows = client.query(sql, params).await?;
     rows.iter()
         .map(|r| ArchivedMessage::from_row(r).map_err(StoreError::from))
         .collect()
@@ -97,18 +102,17 @@ pub async fn window_page(
     last_seq: i64,
     limit: i64,
 ) -> Result<Vec<ArchivedMessage>, StoreError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM messages m
+    query_archived(
+        client,
+        &format!(
+            "SELECT {COLUMNS} FROM messages m
                  WHERE m.stream = $1 AND m.stream_seq > $2 AND m.stream_seq <= $3
                    AND m.stream_ts >= $4 AND m.stream_ts < $5 AND m.kind <> 'invalid'
                  ORDER BY m.stream_seq LIMIT $6"
-            ),
-            &[&stream, &after_seq, &last_seq, &start, &end, &limit],
-        )
-        .await?;
-    archived(&rows)
+        ),
+        &[&stream, &after_seq, &last_seq, &start, &end, &limit],
+    )
+    .await
 }
 
 /// The last command of each name before `at`: the display state in force at that moment,
@@ -118,10 +122,10 @@ pub async fn command_state_at(
     stream: &str,
     at: OffsetDateTime,
 ) -> Result<Vec<ArchivedMessage>, StoreError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT * FROM (
+    query_archived(
+        client,
+        &format!(
+            "SELECT * FROM (
                      SELECT DISTINCT ON (c.name) {COLUMNS}
                      FROM commands c
                      JOIN messages m ON m.stream = c.stream AND m.stream_seq = c.stream_seq
@@ -129,11 +133,10 @@ pub async fn command_state_at(
                      WHERE c.stream = $1 AND c.stream_ts < $2
                      ORDER BY c.name, c.stream_seq DESC) s
                  ORDER BY s.stream_seq"
-            ),
-            &[&stream, &at],
-        )
-        .await?;
-    archived(&rows)
+        ),
+        &[&stream, &at],
+    )
+    .await
 }
 
 /// Each tag's latest state as of `at` (only states the bus had by then), when that state
@@ -143,10 +146,10 @@ pub async fn tags_before(
     stream: &str,
     at: OffsetDateTime,
 ) -> Result<Vec<ArchivedMessage>, StoreError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT * FROM (
+    query_archived(
+        client,
+        &format!(
+            "SELECT * FROM (
                      SELECT DISTINCT ON (m.record->>'id') {COLUMNS}, m.record->>'status' AS status,
                             (m.record->>'ts')::timestamptz AS tagged
                      FROM messages m
@@ -154,11 +157,10 @@ pub async fn tags_before(
                      ORDER BY m.record->>'id', m.stream_seq DESC) s
                  WHERE s.status = 'active' AND s.tagged < $2
                  ORDER BY s.tagged, s.stream_seq"
-            ),
-            &[&stream, &at],
-        )
-        .await?;
-    archived(&rows)
+        ),
+        &[&stream, &at],
+    )
+    .await
 }
 
 /// Every command and tag message from `from` up to `to` (stream time) after stream
@@ -170,18 +172,17 @@ pub async fn control_messages_between(
     to: OffsetDateTime,
     after_seq: i64,
 ) -> Result<Vec<ArchivedMessage>, StoreError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM messages m
+    query_archived(
+        client,
+        &format!(
+            "SELECT {COLUMNS} FROM messages m
                  WHERE m.stream = $1 AND m.kind IN ('command', 'tag')
                    AND m.stream_ts >= $2 AND m.stream_ts < $3 AND m.stream_seq > $4
                  ORDER BY m.stream_seq"
-            ),
-            &[&stream, &from, &to, &after_seq],
-        )
-        .await?;
-    archived(&rows)
+        ),
+        &[&stream, &from, &to, &after_seq],
+    )
+    .await
 }
 
 /// A tag's tagged moment and status from `tags` (latest state).
