@@ -124,6 +124,8 @@ struct Incoming {
     payload: bytes::Bytes,
     /// Replayer playout phase (`state`, `skipped`, `window`); `None` live.
     phase: Option<String>,
+    /// Replayed: when the original message reached the bus (`Tspi-Original-Time`).
+    original_ms: Option<i64>,
 }
 
 async fn live_messages(
@@ -181,6 +183,7 @@ async fn live_messages(
                 subject: m.subject.to_string(),
                 payload: m.payload.clone(),
                 phase: None,
+                original_ms: None,
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "live consumer error; it recreates itself");
@@ -208,6 +211,11 @@ async fn playout_messages(
             .as_ref()
             .and_then(|h| h.get("Tspi-Replay-Phase"))
             .map(|v| v.as_str().to_owned()),
+        original_ms: m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Tspi-Original-Time"))
+            .and_then(|v| tspi_core::rfc3339::parse_epoch_ms(v.as_str())),
         payload: m.payload,
     }))
 }
@@ -449,6 +457,7 @@ pub async fn run<W: Write + Send>(
                             subject: m.subject.to_string(),
                             payload: m.payload,
                             phase: None,
+                            original_ms: None,
                         }));
                         client_state = ClientState::FollowingGroupReplay;
                         channel_id = id;
@@ -518,10 +527,16 @@ pub async fn run<W: Write + Send>(
                     // create + broadcast of one state arrive twice: show it once.
                     if seen_tags.insert((tag.id.clone(), tag.updated_ts.clone())) {
                         let at = tspi_core::rfc3339::parse_epoch_ms(&tag.ts);
-                        // Replayed tags show when the playhead reaches the tagged moment
-                        // (tags from before the start point show at once).
+                        // Replayed tags show when the playback reaches the tagged moment
+                        // (tags from before the start point show at once). The tag's own
+                        // arrival counts as reaching its bus time: a tag dropped after the
+                        // last frame of a window must not wait for a frame that never comes.
+                        let reached = match (playhead_ms, m.original_ms) {
+                            (Some(p), Some(o)) => Some(p.max(o)),
+                            (p, o) => p.or(o),
+                        };
                         let hold = m.phase.as_deref().is_some_and(|p| p != "state")
-                            && at.is_some_and(|t| playhead_ms.is_none_or(|p| t > p));
+                            && at.is_some_and(|t| reached.is_none_or(|r| t > r));
                         if hold {
                             pending_tags.push((at.unwrap_or_default(), m.subject.clone(), tag));
                         } else {

@@ -173,9 +173,10 @@ async fn replayed_tags_land_on_the_playhead_and_seeks_replay_what_they_skip() {
             _ => None,
         })
         .collect();
+    // In the order they happened: a skipped tag is past once its own message arrives.
     assert_eq!(
         seen,
-        ["display.marker_color", "display.units", "tag tag at 4"],
+        ["display.marker_color", "tag tag at 4", "display.units"],
         "skipped commands and tags before the first frame: {events:?}"
     );
     assert_eq!(first["units"], "metric");
