@@ -53,6 +53,24 @@ pub fn nats_server_binary() -> PathBuf {
     panic!("nats-server not found: {INSTALL_HINT}");
 }
 
+/// A program of this workspace, built by `cargo test --workspace` next to the test
+/// executables (`target/<profile>/<name>`), for end-to-end tests that run every binary.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    assert!(
+        path.is_file(),
+        "{} is not built: run the workspace's tests (`tests/run.sh`), or `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
 /// A loopback port nobody in this process has been given yet and that was free a moment
 /// ago. Ports are fixed (not `-1`) so a killed node restarts on the same address.
 pub fn free_port() -> u16 {
@@ -85,6 +103,8 @@ pub struct NatsServer {
     monitor_port: u16,
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// Environment of the server process (config variables such as passwords).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -124,6 +144,7 @@ impl NatsServer {
             monitor_port,
             dir,
             config,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -146,6 +167,7 @@ impl NatsServer {
     fn spawn(&mut self) {
         let log = self.dir.path().join("server.log");
         let child = Command::new(nats_server_binary())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&self.config)
             .arg("-l")
@@ -252,26 +274,87 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Start `n` nodes, fully routed, and wait until JetStream has a meta leader.
     pub async fn start(n: usize) -> NatsCluster {
+        let cluster = Self::start_with_config(n, "");
+        cluster.wait_jetstream(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// Like [`NatsCluster::start`], with `extra` appended to every node's configuration
+    /// (operator mode, accounts). Waits only until the nodes listen: when `extra` locks
+    /// the cluster down the caller waits for JetStream with its own credentials.
+    pub fn start_with_config(n: usize, extra: &str) -> NatsCluster {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let cluster_name = format!("tspi-test-{}", free_port());
-        let mut nodes: Vec<NatsServer> = (0..n)
+        let nodes: Vec<NatsServer> = (0..n)
             .map(|i| {
                 NatsServer::configure(
                     &format!("n{}", i + 1),
                     Some((&cluster_name, cluster_ports[i], &cluster_ports)),
-                    "",
+                    extra,
                 )
             })
             .collect();
+        Self::launch(nodes)
+    }
+
+    /// Start `n` nodes from an operator's node configuration (`deploy/nats/node.conf`),
+    /// as written, except what must differ on one machine: each node's name, its client,
+    /// monitoring and route ports (loopback), its store directory and the route list.
+    /// Files the template `include`s are copied next to each node's config (nats-server
+    /// resolves includes relative to the including file); `extra` is appended (a TLS
+    /// block, say) and `env` is given to every server process (config variables such as
+    /// passwords). Does not wait for JetStream: a locked-down cluster needs credentials to
+    /// ask, so the caller waits with its own.
+    pub fn start_from_template(
+        n: usize,
+        template: &Path,
+        extra: &str,
+        env: &[(String, String)],
+    ) -> NatsCluster {
+        let text = fs::read_to_string(template)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", template.display()));
+        let template_dir = template.parent().unwrap_or(Path::new("."));
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let nodes: Vec<NatsServer> = (0..n)
+            .map(|i| {
+                let mut node = NatsServer::configure(&format!("n{}", i + 1), None, "");
+                let conf = node_config_from_template(
+                    &text,
+                    &NodeAddresses {
+                        name: &node.name,
+                        port: node.port,
+                        monitor_port: node.monitor_port,
+                        cluster_port: cluster_ports[i],
+                        routes: &cluster_ports,
+                        store: &node.dir.path().join("jetstream"),
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", template.display()));
+                for include in included_files(&text) {
+                    let target = node.dir.path().join(&include);
+                    if let Some(parent) = target.parent() {
+                        let _ = fs::create_dir_all(parent);
+                    }
+                    fs::copy(template_dir.join(&include), &target)
+                        .unwrap_or_else(|e| panic!("cannot copy included {include}: {e}"));
+                }
+                fs::write(&node.config, format!("{conf}\n{extra}"))
+                    .unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
+                node.env = env.to_vec();
+                node
+            })
+            .collect();
+        Self::launch(nodes)
+    }
+
+    fn launch(mut nodes: Vec<NatsServer>) -> NatsCluster {
         for node in &mut nodes {
             node.spawn();
         }
         for node in &mut nodes {
             node.wait_listening();
         }
-        let cluster = NatsCluster { nodes };
-        cluster.wait_jetstream(Duration::from_secs(60)).await;
-        cluster
+        NatsCluster { nodes }
     }
 
     /// Every node's client URL, for `--nats-server` flags.
@@ -317,6 +400,100 @@ impl NatsCluster {
     }
 }
 
+/// Where one node of a template-made cluster listens.
+struct NodeAddresses<'a> {
+    name: &'a str,
+    port: u16,
+    monitor_port: u16,
+    cluster_port: u16,
+    routes: &'a [u16],
+    store: &'a Path,
+}
+
+/// Rewrite an operator's node configuration for one loopback node. Every setting that
+/// is rewritten must occur exactly once, so a template that changes shape fails loudly
+/// instead of silently testing something else.
+fn node_config_from_template(template: &str, at: &NodeAddresses<'_>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    let mut in_cluster = false;
+    let mut skipping_routes = false;
+    let mut seen: Vec<&str> = Vec::new();
+    for line in template.lines() {
+        let t = line.trim();
+        if skipping_routes {
+            if t.starts_with(']') || t.ends_with(']') {
+                skipping_routes = false;
+            }
+            continue;
+        }
+        let replaced = if t.starts_with('#') {
+            None
+        } else if t.starts_with("server_name:") && depth == 0 {
+            seen.push("server_name");
+            Some(format!("server_name: {}", at.name))
+        } else if t.starts_with("listen:") && depth == 0 {
+            seen.push("listen");
+            Some(format!("listen: 127.0.0.1:{}", at.port))
+        } else if t.starts_with("http:") && depth == 0 {
+            seen.push("http");
+            Some(format!("http: 127.0.0.1:{}", at.monitor_port))
+        } else if t.starts_with("store_dir:") {
+            seen.push("store_dir");
+            Some(format!("  store_dir: {:?}", at.store.display().to_string()))
+        } else if t.starts_with("listen:") && in_cluster {
+            seen.push("cluster listen");
+            Some(format!("  listen: 127.0.0.1:{}", at.cluster_port))
+        } else if t.starts_with("routes:") && in_cluster {
+            seen.push("routes");
+            skipping_routes = !t.ends_with(']');
+            let routes: Vec<String> = at
+                .routes
+                .iter()
+                .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
+            Some(format!("  routes: [{}]", routes.join(", ")))
+        } else {
+            None
+        };
+        if !t.starts_with('#') {
+            if t.starts_with("cluster") && t.ends_with('{') && depth == 0 {
+                in_cluster = true;
+            }
+            depth += t.matches('{').count();
+            depth = depth.saturating_sub(t.matches('}').count());
+            if depth == 0 {
+                in_cluster = false;
+            }
+        }
+        out.push_str(replaced.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    for key in [
+        "server_name",
+        "listen",
+        "http",
+        "store_dir",
+        "cluster listen",
+        "routes",
+    ] {
+        let n = seen.iter().filter(|k| **k == key).count();
+        if n != 1 {
+            return Err(format!("expected one `{key}` setting, found {n}"));
+        }
+    }
+    Ok(out)
+}
+
+/// The relative paths a configuration `include`s.
+fn included_files(config: &str) -> Vec<String> {
+    config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("include "))
+        .map(|p| p.trim().trim_matches(['"', '\'']).to_owned())
+        .collect()
+}
+
 /// Wait until a single server's JetStream answers.
 pub async fn wait_jetstream(url: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -333,6 +510,40 @@ pub async fn wait_jetstream(url: &str, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("JetStream at {url} not ready within {timeout:?}");
+}
+
+/// A stream's configuration and state.
+pub async fn stream_info(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> async_nats::jetstream::stream::Info {
+    js.get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream}: {e}"))
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream} info: {e}"))
+        .clone()
+}
+
+/// A durable consumer's state (pending, ack-pending), for "nothing left behind" checks.
+pub async fn consumer_info(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> async_nats::jetstream::consumer::Info {
+    let mut consumer = js
+        .get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream}: {e}"))
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(durable)
+        .await
+        .unwrap_or_else(|e| panic!("consumer {durable}: {e}"));
+    consumer
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("consumer {durable} info: {e}"))
+        .clone()
 }
 
 /// Send SIGTERM to a child process we started (graceful stop of a program under test).
@@ -408,5 +619,60 @@ pub fn run_cli(bin: &str, args: &[&str], timeout: Duration) -> CliOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn addresses(store: &Path) -> NodeAddresses<'_> {
+        NodeAddresses {
+            name: "n2",
+            port: 4100,
+            monitor_port: 4200,
+            cluster_port: 4301,
+            routes: &[4300, 4301, 4302],
+            store,
+        }
+    }
+
+    #[test]
+    fn the_deploy_node_config_becomes_a_loopback_node_and_keeps_the_rest() {
+        let template = fs::read_to_string(workspace_root().join("deploy/nats/node.conf")).unwrap();
+        let store = Path::new("/tmp/x/jetstream");
+        let conf = node_config_from_template(&template, &addresses(store)).unwrap();
+        assert!(conf.contains("server_name: n2\n"), "{conf}");
+        assert!(conf.contains("listen: 127.0.0.1:4100\n"));
+        assert!(conf.contains("http: 127.0.0.1:4200\n"));
+        assert!(conf.contains("  listen: 127.0.0.1:4301\n"));
+        assert!(conf.contains(
+            "routes: [nats-route://127.0.0.1:4300, nats-route://127.0.0.1:4301, nats-route://127.0.0.1:4302]"
+        ));
+        assert!(conf.contains("store_dir: \"/tmp/x/jetstream\""));
+        assert!(!conf.contains("0.0.0.0"), "{conf}");
+        assert!(!conf.contains("nats1:6222"), "old routes dropped: {conf}");
+        // What the operator configured stays as written.
+        assert!(conf.contains("sync_interval: always"));
+        assert!(conf.contains("include ./accounts.conf"));
+        assert_eq!(
+            included_files(&template),
+            vec!["./accounts.conf".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_template_of_another_shape_is_refused() {
+        let store = Path::new("/s");
+        let no_cluster = "server_name: a\nlisten: 0.0.0.0:4222\nhttp: 0.0.0.0:8222\n\
+                          jetstream {\n  store_dir: /d\n}\n";
+        let err = node_config_from_template(no_cluster, &addresses(store)).unwrap_err();
+        assert!(err.contains("cluster listen"), "{err}");
+        let two_listens = "server_name: a\nlisten: 0.0.0.0:4222\nlisten: 0.0.0.0:4223\n\
+                           http: 0.0.0.0:8222\njetstream {\n  store_dir: /d\n}\n\
+                           cluster {\n  listen: 0.0.0.0:6222\n  routes: [\n    nats-route://a:1\n  ]\n}\n";
+        let err = node_config_from_template(two_listens, &addresses(store)).unwrap_err();
+        assert!(err.contains("`listen`"), "{err}");
     }
 }

@@ -1,19 +1,20 @@
-//! Issue 5, acceptance 2 (`--creds` part): a server in operator (JWT) mode, an account
-//! with JetStream, and per-program user JWTs in `.creds` files made by the test. The
-//! producer's and receiver's users work through `--creds`; the producer's user cannot
-//! read telemetry; a user signed by a foreign account is refused.
+//! Issue 5, acceptance 2 (`--creds` part): a three-node cluster in operator (JWT) mode,
+//! one account with JetStream, and a `.creds` file per program made by the test, each user
+//! granted exactly the subjects `deploy/nats/accounts.conf` grants it. Every program's
+//! binary runs end to end with `--creds`; the producer's user cannot read telemetry; a
+//! user signed by a foreign account is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod common;
 
-use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
 use nkeys::KeyPair;
 use serde_json::{json, Value};
-use tspi_bus::{connect, ensure_stream, NatsArgs, StreamArgs, StreamSpec};
-use tspi_core::StreamPrefix;
-use tspi_test_support::NatsServer;
+use tspi_bus::{connect, NatsArgs};
+use tspi_test_support::NatsCluster;
 
 fn b64(bytes: &[u8]) -> String {
     // base64url without padding (RFC 4648 §5), as NATS JWTs use.
@@ -49,21 +50,14 @@ fn jwt(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> String {
     format!("{signing}.{}", b64(&sig))
 }
 
-fn creds(
-    dir: &Path,
-    name: &str,
-    account: &KeyPair,
-    publish: &[&str],
-    subscribe: &[&str],
-) -> PathBuf {
+/// A `.creds` file for a user of `account` with the given permissions claims.
+fn creds(dir: &Path, name: &str, account: &KeyPair, permissions: Value) -> PathBuf {
     let user = KeyPair::new_user();
-    let token = jwt(
-        account,
-        &user.public_key(),
-        name,
-        json!({"pub": {"allow": publish}, "sub": {"allow": subscribe},
-               "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}),
-    );
+    let mut claims = json!({"subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2});
+    if let (Some(c), Some(p)) = (claims.as_object_mut(), permissions.as_object()) {
+        c.extend(p.clone());
+    }
+    let token = jwt(account, &user.public_key(), name, claims);
     let text = format!(
         "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
          -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
@@ -74,8 +68,24 @@ fn creds(
     path
 }
 
-fn creds_args(url: &str, path: &Path, inbox: &str) -> NatsArgs {
-    let mut a = NatsArgs::for_urls(&[url]);
+/// The JWT form of a deploy user's permissions (`allow_responses: true` is one reply
+/// per request, no expiry).
+fn claims_of(user: &common::DeployUser) -> Value {
+    let mut p = json!({});
+    if let Some(publish) = &user.publish {
+        p["pub"] = json!({"allow": publish});
+    }
+    if let Some(subscribe) = &user.subscribe {
+        p["sub"] = json!({"allow": subscribe});
+    }
+    if user.allow_responses {
+        p["resp"] = json!({"max": 1, "ttl": 0});
+    }
+    p
+}
+
+fn creds_args(urls: &[String], path: &Path, inbox: &str) -> NatsArgs {
+    let mut a = NatsArgs::for_urls(urls);
     a.creds = Some(path.to_owned());
     a.inbox_prefix = inbox.into();
     a.connect_timeout = Duration::from_secs(3);
@@ -83,7 +93,7 @@ fn creds_args(url: &str, path: &Path, inbox: &str) -> NatsArgs {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn programs_connect_with_creds_files_and_permissions_hold() {
+async fn every_program_connects_with_creds_files_and_permissions_hold() {
     let dir = tempfile::tempdir().unwrap();
     let operator = KeyPair::new_operator();
     let account = KeyPair::new_account();
@@ -109,118 +119,42 @@ async fn programs_connect_with_creds_files_and_permissions_hold() {
         "TSPI",
         json!({"limits": unlimited, "type": "account", "version": 2}),
     );
-    let nats = NatsServer::start_with_config(&format!(
-        "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
-         resolver_preload: {{\n  {acc}: {account_jwt}\n  {sys}: {system_jwt}\n}}\n",
-        acc = account.public_key(),
-        sys = system.public_key(),
-    ));
-    let url = nats.url();
+    let cluster = NatsCluster::start_with_config(
+        3,
+        &format!(
+            "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {acc}: {account_jwt}\n  {sys}: {system_jwt}\n}}\n",
+            acc = account.public_key(),
+            sys = system.public_key(),
+        ),
+    );
+    let urls = cluster.urls();
+    let files: std::collections::HashMap<String, PathBuf> = common::deploy_users()
+        .iter()
+        .map(|u| {
+            (
+                u.name.clone(),
+                creds(dir.path(), &u.name, &account, claims_of(u)),
+            )
+        })
+        .collect();
+    let auth = |user: &str| creds_args(&urls, &files[user], &format!("_INBOX_{user}"));
 
-    let producer = creds(
-        dir.path(),
-        "producer",
-        &account,
-        &[
-            "tspi.geocentric.>",
-            "tspi.spherical.>",
-            "$JS.API.INFO",
-            "$JS.API.STREAM.INFO.TSPI",
-            "$JS.API.STREAM.CREATE.TSPI",
-            "$JS.API.STREAM.UPDATE.TSPI",
-        ],
-        &["_INBOX_producer.>"],
-    );
-    let receiver = creds(
-        dir.path(),
-        "receiver",
-        &account,
-        &[
-            "$JS.API.INFO",
-            "$JS.API.STREAM.INFO.TSPI",
-            "$JS.API.CONSUMER.CREATE.TSPI",
-            "$JS.API.CONSUMER.CREATE.TSPI.>",
-            "$JS.API.CONSUMER.INFO.TSPI.>",
-            "$JS.API.CONSUMER.MSG.NEXT.TSPI.>",
-            "$JS.ACK.TSPI.>",
-        ],
-        &["_INBOX_receiver.>"],
-    );
-    let stranger = creds(
-        dir.path(),
-        "stranger",
-        &KeyPair::new_account(),
-        &[">"],
-        &[">"],
-    );
-
+    let stranger = creds(dir.path(), "stranger", &KeyPair::new_account(), json!({}));
     assert!(
-        connect(&creds_args(&url, &stranger, "_INBOX"), "x")
+        connect(&creds_args(&urls, &stranger, "_INBOX"), "x")
             .await
             .is_err(),
         "a foreign account's user"
     );
-    let p = connect(&creds_args(&url, &producer, "_INBOX_producer"), "producer")
-        .await
-        .unwrap();
-    let pjs = async_nats::jetstream::new(p.clone());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
-        match ensure_stream(&p, &pjs, &spec).await {
-            Ok(_) => break,
-            Err(e) => {
-                assert!(std::time::Instant::now() < deadline, "{e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+
+    let admin = connect(&auth("admin"), "admin").await.unwrap();
+    let admin_js = async_nats::jetstream::new(admin);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while admin_js.query_account().await.is_err() {
+        assert!(Instant::now() < deadline, "JetStream not ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for i in 0..5u32 {
-        let m = async_nats::jetstream::message::PublishMessage::build()
-            .payload(format!("{i}").into())
-            .message_id(format!("m{i}"));
-        pjs.send_publish("tspi.geocentric.9", m)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-    let mut snoop = p.subscribe("tspi.geocentric.>").await.unwrap();
-    p.flush().await.unwrap();
-    let r = connect(&creds_args(&url, &receiver, "_INBOX_receiver"), "receiver")
-        .await
-        .unwrap();
-    let rjs = async_nats::jetstream::new(r.clone());
-    let stream = rjs.get_stream("TSPI").await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut batch = consumer.fetch().max_messages(5).messages().await.unwrap();
-    let mut got = 0;
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), batch.next()).await {
-        m.unwrap().ack().await.unwrap();
-        got += 1;
-        if got == 5 {
-            break;
-        }
-    }
-    assert_eq!(got, 5, "the receiver's user reads through its consumer");
-    let m = async_nats::jetstream::message::PublishMessage::build()
-        .payload("x".into())
-        .message_id("m99");
-    pjs.send_publish("tspi.geocentric.9", m)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), snoop.next())
-            .await
-            .is_err(),
-        "the producer's user cannot read telemetry"
-    );
+    let programs = common::Programs::new(&auth);
+    common::every_program_end_to_end(&programs, &admin_js).await;
 }

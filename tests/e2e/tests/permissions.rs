@@ -1,10 +1,14 @@
-//! Issue 5, acceptance 2 (user/password part): a server running the deploy/ accounts
-//! file; each program's own code path works with its own user and inbox prefix, and each
-//! user is held to its permissions — the producer cannot read telemetry or delete a
-//! stream, the receiver and the console cannot publish telemetry, wrong credentials are
-//! refused.
+//! Issue 5, acceptance 2 (user/password and TLS): a three-node cluster made from the
+//! deploy node config (`deploy/nats/node.conf`, its accounts include, `sync_interval:
+//! always`) with mutual TLS from test-made certificates. Each program works with its own
+//! user and inbox prefix — as a library and as its binary — and each user is held to its
+//! permissions: the producer cannot read telemetry or delete a stream, the receiver and
+//! the console cannot publish telemetry; wrong credentials, no client certificate and no
+//! TLS are refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -16,32 +20,72 @@ use tspi_bus::{connect, ensure_stream, NatsArgs, StreamArgs, StreamSpec};
 use tspi_core::units::UnitSystem;
 use tspi_core::{Datagram, DisplaySetting, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
 use tspi_receiver::{Deliver, ReceiverMetrics, ReceiverOptions};
-use tspi_test_support::{workspace_root, NatsServer};
+use tspi_test_support::{workspace_root, NatsCluster};
 
-const USERS: [&str; 8] = [
-    "producer",
-    "generator",
-    "receiver",
-    "archiver",
-    "player",
-    "console",
-    "replayer",
-    "admin",
-];
-
-fn args(url: &str, user: &str, password: &str) -> NatsArgs {
-    let mut a = NatsArgs::for_urls(&[url]);
-    a.user = Some(user.into());
-    a.password = Some(password.into());
-    a.inbox_prefix = format!("_INBOX_{user}");
-    a.connect_timeout = Duration::from_secs(3);
-    a
+/// The deploy cluster: three nodes from deploy/nats/node.conf, passwords `pw-<user>`
+/// (through the environment, as deploy/ passes them), mutual TLS.
+struct Deploy {
+    _cluster: NatsCluster,
+    urls: Vec<String>,
+    pki: common::Pki,
+    _certs: tempfile::TempDir,
 }
 
-async fn as_user(url: &str, user: &str) -> async_nats::Client {
-    connect(&args(url, user, &format!("pw-{user}")), user)
-        .await
-        .unwrap_or_else(|e| panic!("{user}: {e}"))
+impl Deploy {
+    async fn start() -> (Deploy, async_nats::Client, jetstream::Context) {
+        let certs = tempfile::tempdir().unwrap();
+        let pki = common::pki(certs.path());
+        let env: Vec<(String, String)> = common::deploy_users()
+            .iter()
+            .map(|u| {
+                (
+                    format!("{}_PASSWORD", u.name.to_uppercase()),
+                    format!("pw-{}", u.name),
+                )
+            })
+            .collect();
+        let cluster = NatsCluster::start_from_template(
+            3,
+            &workspace_root().join("deploy/nats/node.conf"),
+            &pki.server_block(),
+            &env,
+        );
+        let deploy = Deploy {
+            urls: cluster.urls(),
+            _cluster: cluster,
+            pki,
+            _certs: certs,
+        };
+        let admin = deploy.as_user("admin").await;
+        let admin_js = jetstream::new(admin.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while admin_js.query_account().await.is_err() {
+            assert!(Instant::now() < deadline, "JetStream not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (deploy, admin, admin_js)
+    }
+
+    /// Connection settings of `user` with `password`, over mutual TLS.
+    fn args(&self, user: &str, password: &str) -> NatsArgs {
+        let mut a = NatsArgs::for_urls(&self.urls);
+        a.user = Some(user.into());
+        a.password = Some(password.into());
+        a.inbox_prefix = format!("_INBOX_{user}");
+        a.connect_timeout = Duration::from_secs(3);
+        self.pki.apply(&mut a);
+        a
+    }
+
+    fn user_args(&self, user: &str) -> NatsArgs {
+        self.args(user, &format!("pw-{user}"))
+    }
+
+    async fn as_user(&self, user: &str) -> async_nats::Client {
+        connect(&self.user_args(user), user)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e}"))
+    }
 }
 
 fn record(i: u32) -> (String, String, bytes::Bytes) {
@@ -87,61 +131,49 @@ async fn telemetry_refused(client: &async_nats::Client, i: u32) -> bool {
     )
 }
 
-/// A server with the deploy accounts file (passwords `pw-<user>`), JetStream ready;
-/// returns it with an admin client.
-async fn deploy_server() -> (NatsServer, String, async_nats::Client, jetstream::Context) {
-    let accounts = workspace_root().join("deploy/nats/accounts.conf");
-    let mut extra = String::new();
-    for u in USERS {
-        extra.push_str(&format!("{}_PASSWORD: \"pw-{u}\"\n", u.to_uppercase()));
-    }
-    // nats-server resolves `include` relative to the including file: inline the file.
-    extra.push_str(&std::fs::read_to_string(&accounts).unwrap());
-    let nats = NatsServer::start_with_config(&extra);
-    let url = nats.url();
-    let admin = as_user(&url, "admin").await;
-    let admin_js = jetstream::new(admin.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while admin_js.query_account().await.is_err() {
-        assert!(Instant::now() < deadline, "JetStream not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (nats, url, admin, admin_js)
-}
-
 async fn count(js: &jetstream::Context) -> u64 {
-    js.get_stream("TSPI")
+    tspi_test_support::stream_info(js, "TSPI")
         .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
         .state
         .messages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_permissions_hold() {
-    let (_nats, url, admin, admin_js) = deploy_server().await;
+    let (d, admin, admin_js) = Deploy::start().await;
 
     // Wrong credentials are refused.
-    let err = connect(&args(&url, "producer", "wrong"), "t")
+    let err = connect(&d.args("producer", "wrong"), "t")
         .await
         .unwrap_err();
     assert!(
         err.to_string().to_lowercase().contains("authorization"),
         "{err}"
     );
-    let err = connect(&NatsArgs::for_urls(&[url.as_str()]), "t")
-        .await
-        .unwrap_err();
+    let mut anonymous = NatsArgs::for_urls(&d.urls);
+    d.pki.apply(&mut anonymous);
+    let err = connect(&anonymous, "t").await.unwrap_err();
     assert!(
         err.to_string().to_lowercase().contains("authorization"),
         "{err}"
     );
+    // Mutual TLS: no client certificate, or no TLS at all, is refused even with the
+    // right password.
+    let mut no_cert = d.user_args("producer");
+    no_cert.tls_cert = None;
+    no_cert.tls_key = None;
+    assert!(
+        connect(&no_cert, "t").await.is_err(),
+        "no client certificate"
+    );
+    let mut plain = d.user_args("producer");
+    plain.tls_ca = None;
+    plain.tls_cert = None;
+    plain.tls_key = None;
+    assert!(connect(&plain, "t").await.is_err(), "no TLS");
 
     // Producer: creates TSPI and publishes telemetry (the publisher's own ack inbox).
-    let producer = as_user(&url, "producer").await;
+    let producer = d.as_user("producer").await;
     let producer_js = jetstream::new(producer.clone());
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&producer, &producer_js, &spec).await.unwrap();
@@ -187,7 +219,7 @@ async fn deploy_permissions_hold() {
     assert!(cmd.is_err(), "producer sent a command");
 
     // Receiver: reads through its consumer; cannot publish telemetry.
-    let receiver = as_user(&url, "receiver").await;
+    let receiver = d.as_user("receiver").await;
     let receiver_js = jetstream::new(receiver.clone());
     let mut out = Vec::new();
     let summary = tspi_receiver::run(
@@ -222,7 +254,7 @@ async fn deploy_permissions_hold() {
     );
 
     // Console: commands and tags; not telemetry.
-    let console = as_user(&url, "console").await;
+    let console = d.as_user("console").await;
     let console_js = jetstream::new(console.clone());
     tspi_console::send_command(
         &console_js,
@@ -248,7 +280,7 @@ async fn deploy_permissions_hold() {
     );
 
     // Player: follows live and sends heartbeats with its own rights.
-    let player = as_user(&url, "player").await;
+    let player = d.as_user("player").await;
     let stop = CancellationToken::new();
     let options = tspi_player::PlayerOptions {
         source: tspi_player::Source::Live,
@@ -313,10 +345,10 @@ async fn deploy_permissions_hold() {
 /// room (its own PLAYOUT stream, replies to requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generator_archiver_and_replayer_work_with_their_users() {
-    let (_nats, url, _admin, admin_js) = deploy_server().await;
+    let (d, _admin, admin_js) = Deploy::start().await;
 
     // Generator: creates TSPI and publishes a small fleet for 1 s with its own user.
-    let generator = as_user(&url, "generator").await;
+    let generator = d.as_user("generator").await;
     let gjs = jetstream::new(generator.clone());
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&generator, &gjs, &spec).await.unwrap();
@@ -357,7 +389,7 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
     tspi_store::migrate(&mut pool.get().await.unwrap(), &Default::default())
         .await
         .unwrap();
-    let archiver = as_user(&url, "archiver").await;
+    let archiver = d.as_user("archiver").await;
     let stop = CancellationToken::new();
     let metrics = tspi_archiver::ArchiverMetrics::new(&mut Registry::default());
     let task = tokio::spawn(tspi_archiver::run(
@@ -374,21 +406,16 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
     }
     stop.cancel();
     task.await.unwrap().unwrap();
-    let mut consumer = admin_js
-        .get_stream("TSPI")
-        .await
-        .unwrap()
-        .get_consumer::<jetstream::consumer::pull::Config>("archiver")
-        .await
-        .unwrap();
     assert_eq!(
-        consumer.info().await.unwrap().num_ack_pending,
+        tspi_test_support::consumer_info(&admin_js, "TSPI", "archiver")
+            .await
+            .num_ack_pending,
         0,
         "its acks were accepted"
     );
 
     // Replayer: creates PLAYOUT, answers a room's requests, plays into the room.
-    let replayer = as_user(&url, "replayer").await;
+    let replayer = d.as_user("replayer").await;
     let rjs = jetstream::new(replayer.clone());
     ensure_stream(
         &replayer,
@@ -405,7 +432,7 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
     let stop = CancellationToken::new();
     let server = tokio::spawn(tspi_replayer::serve(ctx, "TSPI".into(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let player = as_user(&url, "player").await;
+    let player = d.as_user("player").await;
     let mut playout = player.subscribe("player.perm.playout.>").await.unwrap();
     player.flush().await.unwrap();
     let now = tspi_runtime::now_epoch_ms();
@@ -436,4 +463,13 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
     );
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// Every program's binary, each as its own deploy user over mutual TLS, end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_program_binary_runs_as_its_user_over_tls() {
+    let (d, _admin, admin_js) = Deploy::start().await;
+    let auth = |user: &str| d.user_args(user);
+    let programs = common::Programs::new(&auth);
+    common::every_program_end_to_end(&programs, &admin_js).await;
 }
