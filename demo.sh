@@ -57,6 +57,21 @@ case "$style" in normal|airshow) ;; *) echo "demo.sh: --style must be normal or 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
+http_get() { # host port path -> body
+  if command -v curl >/dev/null; then
+    curl -fsS -m 2 "http://$1:$2$3"
+    return
+  fi
+  (
+    exec 4<>"/dev/tcp/$1/$2" || exit 1
+    printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&4
+    sed '1,/^\r$/d' <&4
+  )
+}
+# Counters from the producer's and the archiver's Prometheus endpoints.
+metric() { { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}'; }
+
 if [ "$compose" = 1 ]; then
   if docker-compose version >/dev/null 2>&1; then dc=(docker-compose)
   elif docker compose version >/dev/null 2>&1; then dc=(docker compose)
@@ -71,13 +86,26 @@ if [ "$compose" = 1 ]; then
       case "$line" in *PASSWORD=*) echo "${line%%=*}=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" ;; *) echo "$line" ;; esac
     done < deploy/.env.example > deploy/.env
   fi
+  # The compose file publishes the producer's metrics on 9464 and the archiver's on 9465.
+  metrics_port=9464
+  export GEN_COUNT="$count" GEN_RATE="$rate" GEN_STYLE="$style"
   dc+=(-f deploy/docker-compose.yml --profile demo)
-  trap '"${dc[@]}" down' EXIT
+  [ -n "$log_dir" ] || log_dir="$(mktemp -d "${TMPDIR:-/tmp}/tspi-demo.XXXXXX")"
+  mkdir -p "$log_dir"
+  # `down` stops and removes this project's containers (its volumes stay).
+  trap 'echo; "${dc[@]}" logs --no-color > "$log_dir/compose.log" 2>&1 || true; "${dc[@]}" down; echo "demo: logs in $log_dir/compose.log" >&2' EXIT
+  trap 'exit 130' INT TERM
   "${dc[@]}" up -d --build
   start=$(date +%s)
   while [ -z "$duration" ] || [ $(( $(date +%s) - start )) -lt "$duration" ]; do
     sleep 3
-    "${dc[@]}" ps
+    rows=$(archived)
+    received=$(metric datagrams_received_total)
+    published=$(metric published_total)
+    printf 'demo %4ss | producer received %s published %s invalid %s dropped %s | archived rows %s (lag %s) | containers up %s\n' \
+      "$(( $(date +%s) - start ))" "$received" "$published" "$(metric datagrams_invalid_total)" \
+      "$(metric datagrams_dropped_total)" "$rows" "$(( published - rows ))" \
+      "$("${dc[@]}" ps -q 2>/dev/null | wc -l)"
   done
   exit 0
 fi
@@ -186,17 +214,6 @@ EOF
 done
 nats_url="$(IFS=,; echo "${urls[*]}")"
 
-http_get() { # host port path -> body
-  if command -v curl >/dev/null; then
-    curl -fsS -m 2 "http://$1:$2$3"
-    return
-  fi
-  (
-    exec 4<>"/dev/tcp/$1/$2" || exit 1
-    printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&4
-    sed '1,/^\r$/d' <&4
-  )
-}
 echo "demo: waiting for the JetStream cluster to elect its leaders" >&2
 for i in 0 1 2; do
   for _ in $(seq 1 300); do
@@ -258,14 +275,12 @@ as_user archiver; "${ENV[@]}" "$bin/archiver" --database-url "$database_url" --m
 pids+=("$!")
 as_user player; "${ENV[@]}" "$bin/player" --no-create-stream --rate 1 --operator demo --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log" &
 pids+=("$!")
-gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 3s)
+gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 1s)
 if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
 "$bin/generator" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log" &
 gen_pid=$!
 pids+=("$gen_pid")
 
-metric() { { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
-archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}'; }
 echo "demo: NATS users and permissions from deploy/nats/accounts.conf (passwords: $log_dir/passwords.env)" >&2
 echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2
 echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
@@ -278,13 +293,14 @@ while :; do
       exit 1
     fi
   done
+  # Downstream counts first: published only grows, so a lag is never negative.
+  lines=$(wc -l < "$log_dir/receiver.jsonl")
+  rows=$(archived)
   sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p' || true)
   received=$(metric datagrams_received_total)
   published=$(metric published_total)
   invalid=$(metric datagrams_invalid_total)
   dropped=$(metric datagrams_dropped_total)
-  lines=$(wc -l < "$log_dir/receiver.jsonl")
-  rows=$(archived)
   frames=$(grep -c '"event":"frame"' "$log_dir/player.jsonl" || true)
   printf 'demo %4ss | sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s) | archived rows %s (lag %s) | player frames %s\n' \
     "$(( $(date +%s) - start ))" "${sent:-0}" "$received" "$published" "$invalid" "$dropped" "$lines" \
