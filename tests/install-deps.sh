@@ -41,34 +41,31 @@ pg_bindir() {
   return 1
 }
 
-if ! pg_bindir >/dev/null; then
-  echo "install-deps: installing PostgreSQL server from the OS packages (apt-get install postgresql)" >&2
-  if command -v apt-get >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq >&2
-    $sudo_cmd apt-get install -y -qq postgresql >&2
-  else
-    echo "install-deps: no apt-get here; install PostgreSQL 15+ server binaries by hand" >&2
+# apt_install WHAT-IF-NO-APT PACKAGE… : from the OS packages, or say what to do by hand.
+apt_install() {
+  local by_hand="$1"; shift
+  if ! command -v apt-get >/dev/null; then
+    echo "install-deps: no apt-get here; $by_hand" >&2
     exit 1
   fi
+  local sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq >&2
+  $sudo_cmd apt-get install -y -qq "$@" >&2
+}
+
+if ! pg_bindir >/dev/null; then
+  echo "install-deps: installing PostgreSQL server from the OS packages (apt-get install postgresql)" >&2
+  apt_install "install PostgreSQL 15+ server binaries by hand" postgresql
 fi
 
 # Debian's docker-compose checks deploy/docker-compose.yml (`docker-compose config`); no
 # Docker engine is needed or installed for that (--no-install-recommends skips docker.io).
 if [ "$with_compose" = 1 ] && ! command -v docker-compose >/dev/null; then
   echo "install-deps: installing docker-compose from the OS packages (to check deploy/docker-compose.yml)" >&2
-  if command -v apt-get >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq >&2
-    $sudo_cmd apt-get install -y -qq --no-install-recommends docker-compose >&2
-  else
-    echo "install-deps: no apt-get here; install docker-compose by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" >&2
-    exit 1
-  fi
+  apt_install "install docker-compose by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" \
+    --no-install-recommends docker-compose
 fi
 
 echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2
