@@ -176,11 +176,7 @@ impl Ingest<'_> {
         }
         let msg = self.encoder.encode(&datagram);
         match self.tx.try_send(msg) {
-            Ok(()) => {
-                let depth = self.tx.max_capacity() - self.tx.capacity();
-                metrics.queue_depth.set(depth as i64);
-                true
-            }
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics.queue_dropped.inc();
                 self.log.log(|suppressed| {

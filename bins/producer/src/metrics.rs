@@ -3,7 +3,6 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tspi_bus::PublishMetrics;
 use tspi_core::DatagramError;
@@ -23,7 +22,6 @@ pub struct ProducerMetrics {
     pub queue_dropped: Counter,
     /// The kernel's count of datagrams dropped on this socket's receive queue.
     pub kernel_dropped: Counter,
-    pub queue_depth: Gauge,
     pub publish: PublishMetrics,
 }
 
@@ -39,7 +37,6 @@ impl ProducerMetrics {
             filtered: Counter::default(),
             queue_dropped: Counter::default(),
             kernel_dropped: Counter::default(),
-            queue_depth: Gauge::default(),
             publish: PublishMetrics::default(),
         };
         registry.register(
@@ -80,11 +77,6 @@ impl ProducerMetrics {
             kernel_dropped,
             ..m
         };
-        registry.register(
-            "publish_queue_depth",
-            "Decoded datagrams waiting for a publish slot",
-            m.queue_depth.clone(),
-        );
         m.publish.register(registry);
         m
     }

@@ -17,6 +17,7 @@ use async_nats::{HeaderMap, StatusCode, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -67,6 +68,8 @@ pub struct PublishMetrics {
     pub failed: Counter,
     /// Receive → JetStream ack, seconds.
     pub ack_latency: Histogram,
+    /// Messages waiting in the input queue for a publish slot (after each take).
+    pub queued: Gauge,
 }
 
 impl Default for PublishMetrics {
@@ -77,6 +80,7 @@ impl Default for PublishMetrics {
             retries: Counter::default(),
             failed: Counter::default(),
             ack_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            queued: Gauge::default(),
         }
     }
 }
@@ -102,6 +106,11 @@ impl PublishMetrics {
             "publish_failed",
             "Messages given up on: permanently rejected or unacknowledged at the drain deadline",
             self.failed.clone(),
+        );
+        registry.register(
+            "publish_queue_depth",
+            "Messages waiting for a publish slot",
+            self.queued.clone(),
         );
         registry.register(
             "ack_latency_seconds",
@@ -362,7 +371,10 @@ pub async fn run_publisher(
             _ = timer => w.expire(Instant::now()),
             next = rx.recv(), if input_open && window_free && w.retries.is_empty() => {
                 match next {
-                    Some(msg) => w.send(Pending { msg, attempts: 0 }).await,
+                    Some(msg) => {
+                        w.metrics.queued.set(rx.len() as i64);
+                        w.send(Pending { msg, attempts: 0 }).await
+                    }
                     None => input_open = false,
                 }
             }
