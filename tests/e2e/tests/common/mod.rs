@@ -406,6 +406,11 @@ impl<'a> Programs<'a> {
         }
     }
 
+    /// `bin <args…>` as its own user (the program's name), in the background.
+    pub fn start(&self, name: &str, bin: &str, args: &[&str]) -> Running {
+        self.spawn(name, self.command(bin, bin, &[], args))
+    }
+
     /// `console <args…>` as the console's user, to completion.
     pub async fn console(&self, name: &str, args: &[&str]) -> Running {
         let cmd = self.command("console", "console", &[], args);
@@ -430,6 +435,33 @@ fn free_udp_port() -> u16 {
 
 fn http_ok(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// `GET /metrics` from a program's `--metrics-addr`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// Metric families a program serves that docs/operations.md does not name.
+fn undocumented_metrics(exposition: &str) -> Vec<String> {
+    let docs = fs::read_to_string(workspace_root().join("docs/operations.md")).unwrap();
+    let families: Vec<&str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!families.is_empty(), "no metrics served: {exposition}");
+    families
+        .into_iter()
+        .filter(|f| !docs.contains(&format!("`{f}")))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn count_events(lines: &[Value], event: &str) -> usize {
@@ -460,23 +492,19 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
 
     let udp_port = free_udp_port();
     let producer_metrics = free_port();
-    let mut producer = programs.spawn(
+    let mut producer = programs.start(
         "producer",
-        programs.command(
-            "producer",
-            "producer",
-            &[],
-            &[
-                "--udp-host",
-                "127.0.0.1",
-                "--udp-port",
-                &udp_port.to_string(),
-                "--metrics-addr",
-                &format!("127.0.0.1:{producer_metrics}"),
-                "--stats-interval",
-                "0",
-            ],
-        ),
+        "producer",
+        &[
+            "--udp-host",
+            "127.0.0.1",
+            "--udp-port",
+            &udp_port.to_string(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{producer_metrics}"),
+            "--stats-interval",
+            "0",
+        ],
     );
     let deadline = Instant::now() + long;
     while !(http_ok(producer_metrics) && admin.get_stream("TSPI").await.is_ok()) {
@@ -500,31 +528,42 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
     programs
         .console("console-clients", &["clients", "--json"])
         .await;
-    let mut archiver = programs.spawn(
+    let archiver_metrics = free_port();
+    let mut archiver = programs.start(
         "archiver",
-        programs.command(
-            "archiver",
-            "archiver",
-            &[],
-            &["--database-url", &archiver_url],
-        ),
+        "archiver",
+        &[
+            "--database-url",
+            &archiver_url,
+            "--metrics-addr",
+            &format!("127.0.0.1:{archiver_metrics}"),
+        ],
     );
-    let mut live = programs.spawn(
+    // A receiver following live until stopped (its metrics are scraped at the end).
+    let receiver_metrics = free_port();
+    let mut follower = programs.start(
+        "receiver-follow",
+        "receiver",
+        &[
+            "--deliver",
+            "all",
+            "--no-json-stream",
+            "--metrics-addr",
+            &format!("127.0.0.1:{receiver_metrics}"),
+        ],
+    );
+    let mut live = programs.start(
         "player-live",
-        programs.command(
-            "player",
-            "player",
-            &[],
-            &[
-                "--no-create-stream",
-                "--client-id",
-                "deploy-player",
-                "--exit-on-idle",
-                "6s",
-                "--duration",
-                "90s",
-            ],
-        ),
+        "player",
+        &[
+            "--no-create-stream",
+            "--client-id",
+            "deploy-player",
+            "--exit-on-idle",
+            "6s",
+            "--duration",
+            "90s",
+        ],
     );
     live.first_line(long).await;
 
@@ -591,21 +630,17 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
         .await;
 
     // The receiver reads every telemetry message once.
-    let mut receiver = programs.spawn(
+    let mut receiver = programs.start(
         "receiver",
-        programs.command(
-            "receiver",
-            "receiver",
-            &[],
-            &[
-                "--deliver",
-                "all",
-                "--count",
-                &telemetry.to_string(),
-                "--duration",
-                "60s",
-            ],
-        ),
+        "receiver",
+        &[
+            "--deliver",
+            "all",
+            "--count",
+            &telemetry.to_string(),
+            "--duration",
+            "60s",
+        ],
     );
     assert!(receiver.wait(long).await.success(), "{}", receiver.stderr());
     assert_eq!(receiver.json_lines().len() as u64, telemetry);
@@ -658,24 +693,20 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
 
     // The replayer, reading the archive as tspi_reader, plays it into a room that a
     // historical player follows.
-    let mut historical = programs.spawn(
+    let mut historical = programs.start(
         "player-historical",
-        programs.command(
-            "player",
-            "player",
-            &[],
-            &[
-                "--no-create-stream",
-                "--source",
-                "historical",
-                "--room",
-                "deploy",
-                "--exit-on-idle",
-                "4s",
-                "--duration",
-                "90s",
-            ],
-        ),
+        "player",
+        &[
+            "--no-create-stream",
+            "--source",
+            "historical",
+            "--room",
+            "deploy",
+            "--exit-on-idle",
+            "4s",
+            "--duration",
+            "90s",
+        ],
     );
     historical.first_line(long).await;
     let start = tspi_core::rfc3339::format_utc_millis(started - 5_000);
@@ -753,7 +784,31 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
     .unwrap_err();
     assert!(denied.contains("permission denied"), "{denied}");
 
+    // What they count matches what happened, and operations.md explains every metric.
+    let produced = scrape(producer_metrics);
+    let archived = scrape(archiver_metrics);
+    let followed = scrape(receiver_metrics);
+    assert!(
+        produced.contains(&format!("tspi_producer_published_total {udp_valid}")),
+        "{produced}"
+    );
+    assert!(
+        archived.contains(&format!(
+            "tspi_archiver_rows_written_total {stream_messages}"
+        )),
+        "{archived}"
+    );
+    assert!(
+        followed.contains(&format!("tspi_receiver_messages_written_total {telemetry}")),
+        "{followed}"
+    );
+    for exposition in [&produced, &archived, &followed] {
+        let missing = undocumented_metrics(exposition);
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+    }
+
     // The daemons stop cleanly on SIGTERM, nothing left unacknowledged.
+    assert!(follower.stop(long).await.success(), "{}", follower.stderr());
     assert!(producer.stop(long).await.success(), "{}", producer.stderr());
     assert!(archiver.stop(long).await.success(), "{}", archiver.stderr());
     let info = tspi_test_support::consumer_info(admin, "TSPI", "archiver").await;
