@@ -27,6 +27,9 @@ Usage: ./demo.sh [options]
                     (needs a Docker engine and docker-compose)
   -h, --help        this text
 
+Environment: TSPI_DEMO_BIN_DIR=DIR runs the programs already built in DIR (e.g.
+target/debug) instead of building release binaries.
+
 Example: ./demo.sh --duration 60 --count 50 --rate 50 --style airshow
 EOF
 }
@@ -133,10 +136,18 @@ fi
 
 tests/install-deps.sh --no-compose
 nats_server="$root/.tools/nats/bin/nats-server"
-echo "demo: building release binaries (first time takes a few minutes)" >&2
-cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \
-  -p tspi-archiver -p tspi-player -p tspi-console
-bin="$root/target/release"
+if [ -n "${TSPI_DEMO_BIN_DIR:-}" ]; then
+  bin="$(cd "$TSPI_DEMO_BIN_DIR" && pwd)"
+  for p in producer receiver generator archiver player console; do
+    [ -x "$bin/$p" ] || { echo "demo.sh: TSPI_DEMO_BIN_DIR=$bin has no $p" >&2; exit 1; }
+  done
+  echo "demo: using the binaries in $bin" >&2
+else
+  echo "demo: building release binaries (first time takes a few minutes)" >&2
+  cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \
+    -p tspi-archiver -p tspi-player -p tspi-console
+  bin="$root/target/release"
+fi
 
 [ -n "$log_dir" ] || log_dir="$(mktemp -d "${TMPDIR:-/tmp}/tspi-demo.XXXXXX")"
 mkdir -p "$log_dir"

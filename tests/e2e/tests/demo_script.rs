@@ -1,0 +1,264 @@
+//! `./demo.sh` (issue 5, acceptance 1), run by the test suite so it stays true after every
+//! change: bad flags and taken ports are refused with the flag to change, a second demo
+//! on the same ports is refused, and a short run (with the debug binaries the suite
+//! already built) shows data flowing end to end and leaves no process and no bound port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tspi_test_support::{workspace_bin, workspace_root};
+
+/// Ports for one demo: base (P..P+2, P+100..P+102, P+200..P+202), UDP, metrics (M, M+1),
+/// PostgreSQL (G, G+1) — all free a moment ago.
+struct DemoPorts {
+    base: u16,
+    udp: u16,
+    metrics: u16,
+    pg: u16,
+}
+
+fn tcp_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+impl DemoPorts {
+    fn tcp(&self) -> Vec<u16> {
+        let b = self.base;
+        vec![
+            b,
+            b + 1,
+            b + 2,
+            b + 100,
+            b + 101,
+            b + 102,
+            b + 200,
+            b + 201,
+            b + 202,
+            self.metrics,
+            self.metrics + 1,
+            self.pg,
+            self.pg + 1,
+        ]
+    }
+
+    /// `salt` keeps the tests of this file (one process, run in parallel) apart.
+    fn pick(salt: u16) -> DemoPorts {
+        // Away from the demo's defaults and the kernel's ephemeral range (32768+).
+        let seed = (std::process::id() as u16).wrapping_add(salt.wrapping_mul(13));
+        for attempt in 0..200u16 {
+            let base = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(37)) % 40) * 250;
+            let p = DemoPorts {
+                base,
+                udp: base + 10,
+                metrics: base + 20,
+                pg: base + 30,
+            };
+            if p.tcp().into_iter().all(tcp_free) && UdpSocket::bind(("127.0.0.1", p.udp)).is_ok() {
+                return p;
+            }
+        }
+        panic!("no free port block for the demo");
+    }
+
+    fn args(&self) -> Vec<String> {
+        [
+            ("--base-port", self.base),
+            ("--udp-port", self.udp),
+            ("--metrics-port", self.metrics),
+            ("--pg-port", self.pg),
+        ]
+        .iter()
+        .flat_map(|(f, p)| [f.to_string(), p.to_string()])
+        .collect()
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    workspace_bin("producer").parent().unwrap().to_path_buf()
+}
+
+/// `demo.sh <args>` in its own session (so what it leaves behind can be found), with
+/// its lock files in `tmp`.
+fn demo(args: &[String], tmp: &Path) -> (Output, i32) {
+    let child = Command::new("setsid")
+        .arg(workspace_root().join("demo.sh"))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .env("TSPI_DEMO_BIN_DIR", bin_dir())
+        .env_remove("NATS_URL")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let session = child.id() as i32;
+    (child.wait_with_output().unwrap(), session)
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Processes still in session `sid` (everything the demo started stays in it).
+fn session_members(sid: i32) -> Vec<String> {
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp session …; comm may hold spaces: split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid) {
+            left.push(stat.split(')').next().unwrap_or_default().to_owned());
+        }
+    }
+    left
+}
+
+#[test]
+fn bad_flags_and_taken_ports_are_refused_with_the_flag_to_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (o, _) = demo(&["--bogus".into()], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("unknown option --bogus"),
+        "{:?}",
+        text(&o)
+    );
+    let (o, _) = demo(&["--count".into(), "many".into()], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("not a whole number"), "{:?}", text(&o));
+    let (o, _) = demo(&["--help".into()], tmp.path());
+    assert!(o.status.success() && text(&o).0.contains("--duration S"));
+
+    // Something else (a NATS, a PostgreSQL) holds a port the demo wants.
+    let ports = DemoPorts::pick(1);
+    let squatter = TcpListener::bind(("127.0.0.1", ports.base + 101)).unwrap();
+    let (o, _) = demo(&ports.args(), tmp.path());
+    drop(squatter);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o).1;
+    assert!(
+        err.contains(&format!("port {} ", ports.base + 101)) && err.contains("--base-port"),
+        "{err}"
+    );
+    let squatter = TcpListener::bind(("127.0.0.1", ports.pg)).unwrap();
+    let (o, _) = demo(&ports.args(), tmp.path());
+    drop(squatter);
+    assert!(text(&o).1.contains("--pg-port"), "{:?}", text(&o));
+
+    // A demo already running on these ports (its lock names a live process: this one).
+    std::fs::write(
+        tmp.path().join(format!("tspi-demo-{}.pid", ports.base)),
+        std::process::id().to_string(),
+    )
+    .unwrap();
+    let (o, _) = demo(&ports.args(), tmp.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("already running"), "{:?}", text(&o));
+}
+
+#[test]
+fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    // PostgreSQL runs as nobody under root: it must reach its data dir inside.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let logs = tmp.path().join("logs");
+    let ports = DemoPorts::pick(2);
+    let mut args = ports.args();
+    args.extend(
+        [
+            "--duration",
+            "8",
+            "--count",
+            "5",
+            "--rate",
+            "10",
+            "--log-dir",
+        ]
+        .map(String::from),
+    );
+    args.push(logs.display().to_string());
+    let (o, session) = demo(&args, tmp.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
+
+    // Status lines: archived rows and receiver lines grow; the lag stays bounded.
+    let status: Vec<&str> = out.lines().filter(|l| l.starts_with("demo ")).collect();
+    assert!(status.len() >= 2, "{out}");
+    let field = |line: &str, name: &str| -> i64 {
+        let after = line
+            .split(name)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name}: {line}"));
+        after
+            .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {line}"))
+    };
+    let rows: Vec<i64> = status.iter().map(|l| field(l, "archived rows ")).collect();
+    let lines: Vec<i64> = status.iter().map(|l| field(l, "receiver lines ")).collect();
+    assert!(rows.windows(2).all(|w| w[0] <= w[1]), "{rows:?}");
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+    assert!(
+        *rows.last().unwrap() > 0 && *lines.last().unwrap() > 0,
+        "{out}"
+    );
+    for l in &status {
+        for part in l.split("(lag ").skip(1) {
+            let lag = field(&format!("(lag {part}"), "(lag ");
+            assert!((0..=200).contains(&lag), "lag out of bounds: {l}");
+        }
+    }
+    // 5 aircraft × 10 Hz × 8 s, every one received, archived on both servers.
+    assert!(out.contains("demo: receiver printed 400 lines"), "{out}");
+    assert!(
+        out.contains("archive holds 400 rows on the primary, 400 on the replica"),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("logs and data in {}", logs.display())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("receiver.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        400
+    );
+
+    // Nothing it started is left, and every port is free again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = session_members(session);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = session_members(session);
+    }
+    assert!(left.is_empty(), "demo left processes: {left:?}");
+    let bound: Vec<u16> = ports.tcp().into_iter().filter(|p| !tcp_free(*p)).collect();
+    assert!(bound.is_empty(), "ports still bound: {bound:?}");
+    assert!(UdpSocket::bind(("127.0.0.1", ports.udp)).is_ok());
+    assert!(
+        !tmp.path()
+            .join(format!("tspi-demo-{}.pid", ports.base))
+            .exists(),
+        "lock removed"
+    );
+}
