@@ -98,6 +98,8 @@ pub enum ReceiverError {
     },
     #[error("consumer: {0}")]
     Consumer(String),
+    #[error("consumer: no answer from JetStream in time; if the log above shows a permissions violation, this user may not create consumers on {stream} (deploy/nats/accounts.conf)")]
+    ConsumerTimedOut { stream: String },
 }
 
 #[derive(Debug, Clone)]
@@ -386,15 +388,23 @@ async fn bind_consumer(
         description: Some("tspi receiver".into()),
         ..Default::default()
     };
+    let consumer_error = |e: async_nats::jetstream::stream::ConsumerError| match e.kind() {
+        async_nats::jetstream::stream::ConsumerErrorKind::TimedOut => {
+            ReceiverError::ConsumerTimedOut {
+                stream: options.stream.clone(),
+            }
+        }
+        _ => ReceiverError::Consumer(e.to_string()),
+    };
     let consumer = match &options.durable {
         Some(name) => stream
             .get_or_create_consumer(name, config)
             .await
-            .map_err(|e| ReceiverError::Consumer(e.to_string()))?,
+            .map_err(consumer_error)?,
         None => stream
             .create_consumer(config)
             .await
-            .map_err(|e| ReceiverError::Consumer(e.to_string()))?,
+            .map_err(consumer_error)?,
     };
     if let Some(name) = &options.durable {
         let info = consumer.cached_info();

@@ -127,6 +127,11 @@ pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, 
                     Event::SlowConsumer(sid) => {
                         tracing::warn!(client = %label, sid, "slow consumer: NATS client dropped messages")
                     }
+                    // A permissions violation arrives here, not as the failing call's
+                    // error (that one only times out): say it loudly.
+                    Event::ServerError(e) => {
+                        tracing::error!(client = %label, error = %e, "NATS server refused an operation")
+                    }
                     other => tracing::info!(client = %label, event = %other, "NATS event"),
                 }
             }

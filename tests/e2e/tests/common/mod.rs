@@ -765,7 +765,8 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
         "the producer's user read telemetry through the receiver: {status}"
     );
     assert!(
-        wrong_user.stderr().contains("Permissions Violation"),
+        wrong_user.stderr().contains("Permissions Violation")
+            && wrong_user.stderr().contains("may not create consumers"),
         "the operator is told why: {}",
         wrong_user.stderr()
     );
