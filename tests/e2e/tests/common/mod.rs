@@ -702,8 +702,9 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
             "historical",
             "--room",
             "deploy",
+            // Room for the replayer's start-up on a loaded machine.
             "--exit-on-idle",
-            "4s",
+            "8s",
             "--duration",
             "90s",
         ],
@@ -748,6 +749,15 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
     let replayed = historical.json_lines();
     assert_eq!(count_events(&replayed, "frame") as u64, telemetry);
     assert_eq!(count_events(&replayed, "tag"), 1);
+
+    eprintln!(
+        "every program: {telemetry} frames ({udp_valid} UDP, {js_valid} direct), {stream_messages} \
+         stream messages archived, live player {} frames, replayed {} messages, historical \
+         player {} frames",
+        count_events(&shown, "frame"),
+        summary["published"],
+        count_events(&replayed, "frame"),
+    );
 
     // Least privilege, from the command line and the database.
     let mut wrong_user = programs.spawn(
