@@ -105,6 +105,17 @@ fn record(i: u32) -> (String, String, bytes::Bytes) {
     )
 }
 
+/// Publish telemetry records `range` and wait for each ack.
+async fn publish_records(js: &jetstream::Context, range: std::ops::Range<u32>) {
+    for i in range {
+        let (subject, id, payload) = record(i);
+        let m = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(id);
+        js.send_publish(subject, m).await.unwrap().await.unwrap();
+    }
+}
+
 /// A context that gives up quickly: a denied request never gets an answer.
 fn impatient(client: &async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
@@ -177,18 +188,7 @@ async fn deploy_permissions_hold() {
     let producer_js = jetstream::new(producer.clone());
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&producer, &producer_js, &spec).await.unwrap();
-    for i in 0..10 {
-        let (subject, id, payload) = record(i);
-        let m = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(id);
-        producer_js
-            .send_publish(subject, m)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    publish_records(&producer_js, 0..10).await;
     assert_eq!(count(&admin_js).await, 10);
     // … but cannot read telemetry …
     let mut snoop = producer.subscribe("tspi.geocentric.>").await.unwrap();
@@ -306,18 +306,7 @@ async fn deploy_permissions_hold() {
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    for i in 200..203 {
-        let (subject, id, payload) = record(i);
-        let m = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(id);
-        producer_js
-            .send_publish(subject, m)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    publish_records(&producer_js, 200..203).await;
     let counts = player_task.await.unwrap().unwrap();
     assert_eq!(counts.frames_in, 3, "{counts:?}");
     let roster = tspi_console::roster(
