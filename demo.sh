@@ -175,7 +175,8 @@ cleanup() {
     [ "$alive" = 0 ] && break
     sleep 0.1
   done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  # Only what is still running: a PID already reaped may belong to someone else by now.
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -f "$lock"
   echo "demo: logs and data in $log_dir" >&2
@@ -297,21 +298,30 @@ echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http:/
 echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
 start=$(date +%s)
 while :; do
-  sleep 3
+  sleep 2
   for p in "${pids[@]}"; do
     if [ "$p" != "$gen_pid" ] && ! kill -0 "$p" 2>/dev/null; then
       echo "demo: process $p exited unexpectedly; see the logs in $log_dir" >&2
       exit 1
     fi
   done
-  # Downstream counts first: published only grows, so a lag is never negative.
+  # Downstream counts first (each only grows), so no lag is negative and no count
+  # runs ahead of the one upstream of it.
   lines=$(wc -l < "$log_dir/receiver.jsonl")
   rows=$(archived)
-  sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p' || true)
-  received=$(metric datagrams_received_total)
   published=$(metric published_total)
+  received=$(metric datagrams_received_total)
   invalid=$(metric datagrams_invalid_total)
   dropped=$(metric datagrams_dropped_total)
+  # The generator reports once a second: take its first report written after the
+  # producer's counters were read, so a line never shows more received than sent.
+  reports=$(wc -l < "$log_dir/generator.jsonl")
+  for _ in $(seq 1 15); do
+    [ "$(wc -l < "$log_dir/generator.jsonl")" -gt "$reports" ] && break
+    kill -0 "$gen_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p' || true)
   frames=$(grep -c '"event":"frame"' "$log_dir/player.jsonl" || true)
   printf 'demo %4ss | sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s) | archived rows %s (lag %s) | player frames %s\n' \
     "$(( $(date +%s) - start ))" "${sent:-0}" "$received" "$published" "$invalid" "$dropped" "$lines" \

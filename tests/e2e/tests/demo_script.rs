@@ -221,6 +221,14 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
         "{out}"
     );
     for l in &status {
+        // Each line is a consistent cut: nothing is counted downstream before upstream.
+        let sent = field(l, "| sent ");
+        let received = field(l, "producer received ");
+        let published = field(l, " published ");
+        assert!(
+            sent >= received && received >= published,
+            "counts out of order: {l}"
+        );
         for part in l.split("(lag ").skip(1) {
             let lag = field(&format!("(lag {part}"), "(lag ");
             assert!((0..=200).contains(&lag), "lag out of bounds: {l}");
