@@ -78,6 +78,31 @@ pub struct ArchiverMetrics {
 }
 
 impl ArchiverMetrics {
+    /// One log line with what this run did: written at shutdown, so an operator reading
+    /// the log sees the totals and the archive lag without a metrics scraper.
+    pub fn log_summary(&self, what: &str) {
+        let (lag_p50_ms, lag_p99_ms) = self
+            .lag_detail
+            .lock()
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                let ms = |q| h.value_at_quantile(q) as f64 / 1000.0;
+                (ms(0.5), ms(0.99))
+            })
+            .unwrap_or_default();
+        tracing::info!(
+            rows_written = self.rows_written.get(),
+            rows_skipped = self.rows_skipped.get(),
+            rejects = self.rejects.get(),
+            redeliveries = self.redeliveries.get(),
+            db_errors = self.db_errors.get(),
+            lag_p50_ms,
+            lag_p99_ms,
+            "{what}"
+        );
+    }
+
     pub fn new(registry: &mut Registry) -> Self {
         let m = ArchiverMetrics {
             rows_written: Counter::default(),

@@ -132,8 +132,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 writers: cli.writers as usize,
                 shutdown_retry: Duration::from_secs(10),
             };
-            run(options, js, pool, metrics, shutdown).await?;
+            run(options, js, pool, metrics.clone(), shutdown).await?;
             client.flush().await.ok();
+            metrics.log_summary("archiver stopped");
             Ok(())
         })
 }

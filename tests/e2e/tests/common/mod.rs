@@ -822,6 +822,13 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
     assert!(follower.stop(long).await.success(), "{}", follower.stderr());
     assert!(producer.stop(long).await.success(), "{}", producer.stderr());
     assert!(archiver.stop(long).await.success(), "{}", archiver.stderr());
+    assert!(
+        archiver
+            .stderr()
+            .contains(&format!("archiver stopped rows_written={stream_messages}")),
+        "the archiver reports what it did: {}",
+        archiver.stderr()
+    );
     let info = tspi_test_support::consumer_info(admin, "TSPI", "archiver").await;
     assert_eq!(
         (info.num_pending, info.num_ack_pending),
