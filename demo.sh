@@ -143,6 +143,10 @@ if [ -n "${TSPI_DEMO_BIN_DIR:-}" ]; then
   done
   echo "demo: using the binaries in $bin" >&2
 else
+  command -v cargo >/dev/null || {
+    echo "demo.sh: cargo is needed to build the programs (install Rust: https://rustup.rs), or point TSPI_DEMO_BIN_DIR at built binaries" >&2
+    exit 1
+  }
   echo "demo: building release binaries (first time takes a few minutes)" >&2
   cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \
     -p tspi-archiver -p tspi-player -p tspi-console
@@ -154,27 +158,38 @@ mkdir -p "$log_dir"
 log_dir="$(cd "$log_dir" && pwd)"
 echo $$ > "$lock"
 
-pids=()
-pg_pids=()
+pids=() nats_pids=() pg_pids=() program_pids=()
+# `spawn CMD…` runs CMD in the background in a process group of its own (set -m), so a
+# Ctrl+C at the terminal reaches only this script, which then stops everything in order
+# (a terminal's SIGINT to the whole group would take NATS down while the producer still
+# drains into it). CMD is exec'd: $last_pid is the program's own PID.
+spawn() { set -m; "$@" & last_pid=$!; set +m; pids+=("$last_pid"); }
+program() { spawn "$@"; program_pids+=("$last_pid"); }
+# stop SIGNAL PID… : signal each, then wait up to 10 s for all of them to exit.
+stop() {
+  local sig="$1" p alive
+  shift
+  for p in "$@"; do kill -"$sig" "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    alive=0
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
+  done
+}
 stopping=0
 cleanup() {
   [ "$stopping" = 1 ] && return
   stopping=1
   echo
   echo "demo: stopping ${#pids[@]} processes" >&2
-  local i
-  # Reverse start order; PostgreSQL gets SIGINT (fast shutdown), the rest SIGTERM (drain).
-  for (( i=${#pids[@]}-1; i>=0; i-- )); do
-    local sig=TERM
-    case " ${pg_pids[*]:-} " in *" ${pids[$i]} "*) sig=INT ;; esac
-    kill -"$sig" "${pids[$i]}" 2>/dev/null || true
-  done
-  for _ in $(seq 1 100); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
+  local i p
+  # The programs one by one, last started first (generator, then the readers, then the
+  # producer), each draining on SIGTERM while NATS and PostgreSQL are still up; then
+  # PostgreSQL (SIGINT: fast shutdown) and NATS.
+  for (( i=${#program_pids[@]}-1; i>=0; i-- )); do stop TERM "${program_pids[$i]}"; done
+  stop INT "${pg_pids[@]}"
+  stop TERM "${nats_pids[@]}"
   # Only what is still running: a PID already reaped may belong to someone else by now.
   for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -191,10 +206,12 @@ users=(producer generator receiver archiver player console replayer admin)
 declare -A password
 for u in "${users[@]}"; do password[$u]="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"; done
 ( umask 077; for u in "${users[@]}"; do echo "${u^^}_PASSWORD=${password[$u]}"; done > "$log_dir/passwords.env" )
-# `"${ENV[@]}" program …` runs a program with user $1's NATS user and inbox prefix; `env`
-# execs the program, so a background job's PID is the program's (a function's is not).
+# `as_user U; program "${ENV[@]}" BIN …` runs BIN with U's NATS user and inbox prefix; `env`
+# execs BIN, so the PID kept is BIN's own.
 as_user() { ENV=(env "NATS_USER=$1" "NATS_PASSWORD=${password[$1]}" "NATS_INBOX_PREFIX=_INBOX_$1"); }
 
+nats_env=()
+for u in "${users[@]}"; do nats_env+=("${u^^}_PASSWORD=${password[$u]}"); done
 urls=()
 routes="nats-route://127.0.0.1:$((base_port + 100)), nats-route://127.0.0.1:$((base_port + 101)), nats-route://127.0.0.1:$((base_port + 102))"
 for i in 0 1 2; do
@@ -217,11 +234,8 @@ cluster {
 include ./accounts.conf
 EOF
   # Passwords reach accounts.conf as environment variables, as in deploy/.
-  (
-    for u in "${users[@]}"; do export "${u^^}_PASSWORD=${password[$u]}"; done
-    exec "$nats_server" -c "$log_dir/$name.conf" -l "$log_dir/$name.log"
-  ) &
-  pids+=("$!")
+  spawn env "${nats_env[@]}" "$nats_server" -c "$log_dir/$name.conf" -l "$log_dir/$name.log"
+  nats_pids+=("$last_pid")
   urls+=("nats://127.0.0.1:$((base_port + i))")
 done
 nats_url="$(IFS=,; echo "${urls[*]}")"
@@ -254,13 +268,13 @@ pg_wait() {
   echo "demo: PostgreSQL on :$1 did not start; see $log_dir/pg" >&2
   exit 1
 }
-"${as_pg[@]}" "$pgbin/postgres" -D "$log_dir/pg/primary" -p "$pg_port" 2>"$log_dir/pg/primary.log" &
-pids+=("$!"); pg_pids+=("$!")
+spawn "${as_pg[@]}" "$pgbin/postgres" -D "$log_dir/pg/primary" -p "$pg_port" 2>"$log_dir/pg/primary.log"
+pg_pids+=("$last_pid")
 pg_wait "$pg_port"
 "${as_pg[@]}" "$pgbin/pg_basebackup" -D "$log_dir/pg/replica" -h 127.0.0.1 -p "$pg_port" -U tspi -R -X stream \
   --checkpoint=fast >"$log_dir/pg/basebackup.log" 2>&1
-"${as_pg[@]}" "$pgbin/postgres" -D "$log_dir/pg/replica" -p $((pg_port + 1)) 2>"$log_dir/pg/replica.log" &
-pids+=("$!"); pg_pids+=("$!")
+spawn "${as_pg[@]}" "$pgbin/postgres" -D "$log_dir/pg/replica" -p $((pg_port + 1)) 2>"$log_dir/pg/replica.log"
+pg_pids+=("$last_pid")
 pg_wait $((pg_port + 1))
 psql_at() { local port="$1"; shift; "$pgbin/psql" -X -q -t -A -h 127.0.0.1 -p "$port" -U tspi "$@"; }
 psql_at "$pg_port" -d postgres -c "CREATE DATABASE tspi" >/dev/null
@@ -269,10 +283,9 @@ psql_at "$pg_port" -d postgres -c "SELECT pg_reload_conf()" >/dev/null
 database_url="host=127.0.0.1,127.0.0.1 port=$pg_port,$((pg_port + 1)) user=tspi dbname=tspi target_session_attrs=read-write"
 
 export NATS_URL="$nats_url"
-as_user producer; "${ENV[@]}" "$bin/producer" --udp-host 127.0.0.1 --udp-port "$udp_port" --metrics-addr "127.0.0.1:$metrics_port" \
-  2> "$log_dir/producer.log" &
-producer_pid=$!
-pids+=("$producer_pid")
+as_user producer; program "${ENV[@]}" "$bin/producer" --udp-host 127.0.0.1 --udp-port "$udp_port" \
+  --metrics-addr "127.0.0.1:$metrics_port" 2> "$log_dir/producer.log"
+producer_pid=$last_pid
 for _ in $(seq 1 100); do
   http_get 127.0.0.1 "$metrics_port" /metrics >/dev/null 2>&1 && break
   kill -0 "$producer_pid" 2>/dev/null || { echo "demo: the producer exited: $(tail -n 1 "$log_dir/producer.log")" >&2; exit 1; }
@@ -280,18 +293,16 @@ for _ in $(seq 1 100); do
 done
 
 as_user console; "${ENV[@]}" "$bin/console" clients --json >/dev/null 2>"$log_dir/console.log" # creates TSPI_OPS
-as_user receiver; "${ENV[@]}" "$bin/receiver" --durable demo --deliver all > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log" &
-pids+=("$!")
-as_user archiver; "${ENV[@]}" "$bin/archiver" --database-url "$database_url" --metrics-addr "127.0.0.1:$((metrics_port + 1))" \
-  2> "$log_dir/archiver.log" &
-pids+=("$!")
-as_user player; "${ENV[@]}" "$bin/player" --no-create-stream --rate 1 --operator demo --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log" &
-pids+=("$!")
+as_user receiver; program "${ENV[@]}" "$bin/receiver" --durable demo --deliver all \
+  > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log"
+as_user archiver; program "${ENV[@]}" "$bin/archiver" --database-url "$database_url" \
+  --metrics-addr "127.0.0.1:$((metrics_port + 1))" 2> "$log_dir/archiver.log"
+as_user player; program "${ENV[@]}" "$bin/player" --no-create-stream --rate 1 --operator demo \
+  --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log"
 gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 1s)
 if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
-"$bin/generator" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log" &
-gen_pid=$!
-pids+=("$gen_pid")
+program "$bin/generator" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log"
+gen_pid=$last_pid
 
 echo "demo: NATS users and permissions from deploy/nats/accounts.conf (passwords: $log_dir/passwords.env)" >&2
 echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2

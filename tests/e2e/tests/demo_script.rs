@@ -1,7 +1,9 @@
 //! `./demo.sh` (issue 5, acceptance 1), run by the test suite so it stays true after every
 //! change: bad flags and taken ports are refused with the flag to change, a second demo
 //! on the same ports is refused, and a short run (with the debug binaries the suite
-//! already built) shows data flowing end to end and leaves no process and no bound port.
+//! already built) shows data flowing end to end and leaves no process and no bound port;
+//! Ctrl+C (SIGINT to the whole process group) stops everything in order, each program
+//! draining once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -125,6 +127,33 @@ fn session_members(sid: i32) -> Vec<String> {
     left
 }
 
+/// A scratch dir for one demo run and the `--log-dir` inside it. PostgreSQL runs as
+/// nobody under root: it must reach its data dir inside.
+fn run_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let logs = tmp.path().join("logs");
+    (tmp, logs)
+}
+
+/// Nothing the demo started is left in its session, and every port is free again.
+fn assert_nothing_left(session: i32, ports: &DemoPorts) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = session_members(session);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = session_members(session);
+    }
+    assert!(left.is_empty(), "demo left processes: {left:?}");
+    let bound: Vec<u16> = ports.tcp().into_iter().filter(|p| !tcp_free(*p)).collect();
+    assert!(bound.is_empty(), "ports still bound: {bound:?}");
+    assert!(UdpSocket::bind(("127.0.0.1", ports.udp)).is_ok());
+}
+
 #[test]
 fn bad_flags_and_taken_ports_are_refused_with_the_flag_to_change() {
     let tmp = tempfile::tempdir().unwrap();
@@ -170,14 +199,7 @@ fn bad_flags_and_taken_ports_are_refused_with_the_flag_to_change() {
 
 #[test]
 fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
-    let tmp = tempfile::tempdir().unwrap();
-    // PostgreSQL runs as nobody under root: it must reach its data dir inside.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let logs = tmp.path().join("logs");
+    let (tmp, logs) = run_dir();
     let ports = DemoPorts::pick(2);
     let mut args = ports.args();
     args.extend(
@@ -252,21 +274,119 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
         400
     );
 
-    // Nothing it started is left, and every port is free again.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut left = session_members(session);
-    while !left.is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        left = session_members(session);
-    }
-    assert!(left.is_empty(), "demo left processes: {left:?}");
-    let bound: Vec<u16> = ports.tcp().into_iter().filter(|p| !tcp_free(*p)).collect();
-    assert!(bound.is_empty(), "ports still bound: {bound:?}");
-    assert!(UdpSocket::bind(("127.0.0.1", ports.udp)).is_ok());
+    assert_nothing_left(session, &ports);
     assert!(
         !tmp.path()
             .join(format!("tspi-demo-{}.pid", ports.base))
             .exists(),
         "lock removed"
     );
+}
+
+/// Ctrl+C at the terminal: SIGINT to the demo's whole process group, as a terminal sends
+/// it. Only the script may act on it: every program drains once (no "second signal"),
+/// the producer publishes all it received while NATS is still up, the servers stop last,
+/// and nothing is left running or bound.
+#[test]
+fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
+    let (tmp, logs) = run_dir();
+    let ports = DemoPorts::pick(3);
+    let mut args = ports.args();
+    args.extend(["--count", "5", "--rate", "10", "--log-dir"].map(String::from));
+    args.push(logs.display().to_string());
+    let out_path = tmp.path().join("demo.out");
+    let err_path = tmp.path().join("demo.err");
+    // A background test runner may have SIGINT ignored, and bash cannot trap a signal
+    // ignored on entry: give the demo the default disposition a terminal would.
+    let mut child = Command::new("setsid")
+        .args(["env", "--default-signal=INT"])
+        .arg(workspace_root().join("demo.sh"))
+        .args(&args)
+        .env("TMPDIR", tmp.path())
+        .env("TSPI_DEMO_BIN_DIR", bin_dir())
+        .env_remove("NATS_URL")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let session = child.id() as i32;
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while read(&out_path)
+        .lines()
+        .filter(|l| l.starts_with("demo "))
+        .count()
+        < 2
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "demo ended early:\n{}\n{}",
+            read(&out_path),
+            read(&err_path)
+        );
+        assert!(std::time::Instant::now() < deadline, "no status lines");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", "--", &format!("-{session}")])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "demo did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let err = read(&err_path);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("demo: stopping 10 processes")
+            && err.contains(&format!("logs and data in {}", logs.display())),
+        "{err}"
+    );
+
+    let log = |name: &str| read(&logs.join(name));
+    for name in ["producer.log", "receiver.log", "archiver.log", "player.log"] {
+        let text = log(name);
+        assert_eq!(
+            text.matches("shutdown requested").count(),
+            1,
+            "{name} drains once:\n{text}"
+        );
+        assert!(!text.contains("second signal"), "{name}:\n{text}");
+    }
+    let producer = log("producer.log");
+    let counted = |key: &str| -> u64 {
+        let stopped = producer
+            .lines()
+            .find(|l| l.contains("producer stopped"))
+            .unwrap_or_else(|| panic!("no summary:\n{producer}"));
+        stopped
+            .split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key}: {stopped}"))
+    };
+    assert!(counted("received") > 0);
+    assert_eq!(
+        (counted("published"), counted("failed")),
+        (counted("received"), 0),
+        "the producer published everything before NATS stopped"
+    );
+    assert!(log("receiver.log").contains("receiver stopped"));
+    assert!(log("archiver.log").contains("archiver stopped"));
+    assert!(log("pg/primary.log").contains("database system is shut down"));
+    assert!(log("pg/replica.log").contains("database system is shut down"));
+    for n in ["n1.log", "n2.log", "n3.log"] {
+        assert!(log(n).contains("Server Exiting"), "{n}");
+    }
+
+    assert_nothing_left(session, &ports);
 }
