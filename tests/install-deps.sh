@@ -4,7 +4,8 @@
 #   - PostgreSQL server binaries from the OS packages (apt), when not present
 #   - docker-compose from the OS packages, to check deploy/docker-compose.yml, and
 #     BuildKit's Dockerfile parser (pinned, PyPI's `dockerfile`) into .tools/dockerfile,
-#     to check deploy/Dockerfile (neither with --no-compose: the demo does not need them)
+#     to check deploy/Dockerfile, and systemd's systemd-analyze for deploy/systemd
+#     (none with --no-compose: the demo does not need them)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
 with_compose=1
@@ -74,6 +75,12 @@ if [ "$with_compose" = 1 ] && ! command -v docker-compose >/dev/null; then
   echo "install-deps: installing docker-compose from the OS packages (to check deploy/docker-compose.yml)" >&2
   apt_install "install docker-compose by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" \
     --no-install-recommends docker-compose
+fi
+
+# systemd-analyze verifies deploy/systemd (no running systemd needed).
+if [ "$with_compose" = 1 ] && ! command -v systemd-analyze >/dev/null; then
+  echo "install-deps: installing systemd from the OS packages (systemd-analyze checks deploy/systemd)" >&2
+  apt_install "install systemd by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" --no-install-recommends systemd
 fi
 
 # BuildKit's own parser (Go, behind a Python wheel) checks deploy/Dockerfile without an engine.

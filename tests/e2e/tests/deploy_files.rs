@@ -1,7 +1,8 @@
 //! deploy/ stays true to the code: the node config parses with the server we ship
 //! (`nats-server -t`), the Dockerfile parses with BuildKit's parser and builds every
 //! program the workspace has and the README describes, and the compose file is accepted
-//! by Debian's `docker-compose config` (tests/install-deps.sh installs both checkers).
+//! by Debian's `docker-compose config`, and systemd accepts the units
+//! (`systemd-analyze verify`; tests/install-deps.sh installs the checkers).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -310,6 +311,58 @@ fn compose_file_is_accepted_by_docker_compose() {
         !missing.status.success(),
         "compose accepted missing passwords"
     );
+}
+
+/// The systemd units are ones systemd accepts (`systemd-analyze verify`: every key known,
+/// every value parsed, the ExecStart binary there — pointed at the workspace's own
+/// binaries instead of /usr/local/bin) and each runs a program the workspace builds.
+#[test]
+fn systemd_units_verify() {
+    if std::env::var_os("TSPI_SKIP_COMPOSE_CHECK").is_some() {
+        eprintln!("TSPI_SKIP_COMPOSE_CHECK set: deploy/systemd not verified");
+        return;
+    }
+    let bin_dir = tspi_test_support::workspace_bin("producer")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(workspace_root().join("deploy/systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "service") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let exec = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ExecStart=/usr/local/bin/"))
+                .unwrap_or_else(|| panic!("{}: no ExecStart in /usr/local/bin", path.display()));
+            let program = exec.split_whitespace().next().unwrap();
+            assert!(
+                program_names().iter().any(|p| p == program),
+                "{}: {program} is not a program of the workspace",
+                path.display()
+            );
+            let local = dir.path().join(path.file_name().unwrap());
+            let text = text.replace("/usr/local/bin/", &format!("{}/", bin_dir.display()));
+            std::fs::write(&local, text).unwrap();
+            units.push(local);
+        }
+    }
+    assert!(units.len() >= 5, "a unit per daemon: {units:?}");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "systemd-analyze not found ({e}): run tests/install-deps.sh (Debian's systemd \
+                 package), or set TSPI_SKIP_COMPOSE_CHECK=1"
+            )
+        });
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // verify exits 0 on unknown keys and unparsable values, but names them.
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 
 /// The `--help` text of a program and of each of its subcommands, recursively.
