@@ -59,6 +59,16 @@ fn node_config_parses_with_the_shipped_server() {
     assert!(out.status.success() && text.contains("is valid"), "{text}");
 }
 
+/// Whether the deploy-file checkers are switched off (`TSPI_SKIP_COMPOSE_CHECK`, for a
+/// machine without them); says so, naming what goes unchecked.
+fn skipped(what: &str) -> bool {
+    let skip = std::env::var_os("TSPI_SKIP_COMPOSE_CHECK").is_some();
+    if skip {
+        eprintln!("TSPI_SKIP_COMPOSE_CHECK set: {what}");
+    }
+    skip
+}
+
 /// One instruction of a Dockerfile, as BuildKit's own parser reads it.
 #[derive(serde::Deserialize)]
 struct Instruction {
@@ -138,8 +148,7 @@ fn dockerfile_builds_every_program_and_readme_covers_them() {
             "README does not describe {p}"
         );
     }
-    if std::env::var_os("TSPI_SKIP_COMPOSE_CHECK").is_some() {
-        eprintln!("TSPI_SKIP_COMPOSE_CHECK set: deploy/Dockerfile not parsed");
+    if skipped("deploy/Dockerfile not parsed") {
         return;
     }
 
@@ -270,8 +279,7 @@ fn dockerfile_builds_every_program_and_readme_covers_them() {
 
 #[test]
 fn compose_file_is_accepted_by_docker_compose() {
-    if std::env::var_os("TSPI_SKIP_COMPOSE_CHECK").is_some() {
-        eprintln!("TSPI_SKIP_COMPOSE_CHECK set: deploy/docker-compose.yml not checked");
+    if skipped("deploy/docker-compose.yml not checked") {
         return;
     }
     let out = Command::new("docker-compose")
@@ -318,8 +326,7 @@ fn compose_file_is_accepted_by_docker_compose() {
 /// binaries instead of /usr/local/bin) and each runs a program the workspace builds.
 #[test]
 fn systemd_units_verify() {
-    if std::env::var_os("TSPI_SKIP_COMPOSE_CHECK").is_some() {
-        eprintln!("TSPI_SKIP_COMPOSE_CHECK set: deploy/systemd not verified");
+    if skipped("deploy/systemd not verified") {
         return;
     }
     let bin_dir = tspi_test_support::workspace_bin("producer")
