@@ -83,16 +83,25 @@ fn bin_dir() -> PathBuf {
 }
 
 /// `demo.sh <args>` in its own session (so what it leaves behind can be found), with
-/// its lock files in `tmp`.
-fn demo(args: &[String], tmp: &Path) -> (Output, i32) {
-    let child = Command::new("setsid")
+/// its lock files in `tmp` and the suite's binaries. A background test runner may have
+/// SIGINT ignored, and bash cannot trap a signal ignored on entry: the demo gets the
+/// default disposition a terminal would give it.
+fn demo_command(args: &[String], tmp: &Path) -> Command {
+    let mut cmd = Command::new("setsid");
+    cmd.args(["env", "--default-signal=INT"])
         .arg(workspace_root().join("demo.sh"))
         .args(args)
         .env("TMPDIR", tmp)
         .env("TSPI_DEMO_BIN_DIR", bin_dir())
         .env_remove("NATS_URL")
         .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Run the demo to its end; its output and its session id.
+fn demo(args: &[String], tmp: &Path) -> (Output, i32) {
+    let child = demo_command(args, tmp)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -296,17 +305,7 @@ fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
     args.push(logs.display().to_string());
     let out_path = tmp.path().join("demo.out");
     let err_path = tmp.path().join("demo.err");
-    // A background test runner may have SIGINT ignored, and bash cannot trap a signal
-    // ignored on entry: give the demo the default disposition a terminal would.
-    let mut child = Command::new("setsid")
-        .args(["env", "--default-signal=INT"])
-        .arg(workspace_root().join("demo.sh"))
-        .args(&args)
-        .env("TMPDIR", tmp.path())
-        .env("TSPI_DEMO_BIN_DIR", bin_dir())
-        .env_remove("NATS_URL")
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
+    let mut child = demo_command(&args, tmp.path())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()

@@ -245,7 +245,11 @@ fn dockerfile_builds_every_program_and_readme_covers_them() {
     assert_eq!(copied, programs, "the binaries copied to the image");
 
     // The toolchain image is at least the workspace's rust-version.
-    let image = &dockerfile[0].value[0];
+    let image = &dockerfile
+        .iter()
+        .find(|i| i.cmd == "FROM")
+        .expect("a FROM")
+        .value[0];
     let toolchain = image
         .strip_prefix("rust:")
         .and_then(|t| t.split('-').next())
