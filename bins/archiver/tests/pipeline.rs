@@ -128,16 +128,7 @@ async fn operators(js: jetstream::Context, stop: CancellationToken) -> u64 {
             m = m.message_id(id);
         }
         // Retried like every publisher here: a killed node can time one out.
-        loop {
-            match js.send_publish(subject.clone(), m.clone()).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => break,
-                    Err(e) => eprintln!("operator publish retry: {e}"),
-                },
-                Err(e) => eprintln!("operator publish retry: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        tspi_test_support::publish_acked(&js, subject, m, Duration::from_secs(60)).await;
         sent += 1;
     }
     sent

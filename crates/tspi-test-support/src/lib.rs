@@ -512,6 +512,33 @@ pub async fn wait_jetstream(url: &str, timeout: Duration) {
     panic!("JetStream at {url} not ready within {timeout:?}");
 }
 
+/// Publish `message` to JetStream and wait for its ack, retrying with the same message
+/// (so the same `Nats-Msg-Id`) while the cluster is not able: right after a stream is
+/// created, the servers other than its leader may not know of it yet and answer "no
+/// responders"; a killed node can time a publish out. Panics after `timeout`.
+pub async fn publish_acked(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    message: async_nats::jetstream::message::PublishMessage,
+    timeout: Duration,
+) -> async_nats::jetstream::publish::PublishAck {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let error = match js.send_publish(subject.clone(), message.clone()).await {
+            Ok(ack) => match ack.await {
+                Ok(ack) => return ack,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "publish to {subject} not acknowledged within {timeout:?}: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A stream's configuration and state.
 pub async fn stream_info(
     js: &async_nats::jetstream::Context,

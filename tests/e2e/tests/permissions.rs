@@ -105,14 +105,15 @@ fn record(i: u32) -> (String, String, bytes::Bytes) {
     )
 }
 
-/// Publish telemetry records `range` and wait for each ack.
+/// Publish telemetry records `range` and wait for each ack (retried while the new
+/// stream's interest spreads through the cluster).
 async fn publish_records(js: &jetstream::Context, range: std::ops::Range<u32>) {
     for i in range {
         let (subject, id, payload) = record(i);
         let m = jetstream::message::PublishMessage::build()
             .payload(payload)
             .message_id(id);
-        js.send_publish(subject, m).await.unwrap().await.unwrap();
+        tspi_test_support::publish_acked(js, subject, m, Duration::from_secs(30)).await;
     }
 }
 
