@@ -62,17 +62,22 @@ fn bad_flags_are_refused() {
 fn summary_matches_what_was_received() {
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
     listener
-        .set_read_timeout(Some(Duration::from_millis(500)))
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let target = listener.local_addr().unwrap().to_string();
+    // The reader stops on the first quiet spell after the generator has exited, not on
+    // one before its first datagram (a slow process start on a busy machine).
+    let generator_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = generator_done.clone();
     let receiver = std::thread::spawn(move || {
         let (mut valid, mut other) = (0u64, 0u64);
         let mut buf = [0u8; 2048];
-        while let Ok(n) = listener.recv(&mut buf) {
-            if tspi_core::decode(&buf[..n]).is_ok() {
-                valid += 1
-            } else {
-                other += 1
+        loop {
+            match listener.recv(&mut buf) {
+                Ok(n) if tspi_core::decode(&buf[..n]).is_ok() => valid += 1,
+                Ok(_) => other += 1,
+                Err(_) if done.load(std::sync::atomic::Ordering::SeqCst) => break,
+                Err(_) => {}
             }
         }
         (valid, other)
@@ -97,6 +102,7 @@ fn summary_matches_what_was_received() {
         ],
         T,
     );
+    generator_done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one summary line: {}", out.stdout);
