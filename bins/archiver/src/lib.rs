@@ -176,11 +176,6 @@ fn rfc3339(text: &str) -> Option<OffsetDateTime> {
     tspi_core::rfc3339::parse_epoch_ms(text).and_then(epoch_ms_to_time)
 }
 
-/// Generic CBOR → JSON for the `record` column of commands and tags.
-fn cbor_to_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
-    ciborium::from_reader::<serde_json::Value, _>(bytes).map_err(|e| format!("not CBOR: {e}"))
-}
-
 /// Classify and decode one message into its row; `None` without JetStream metadata.
 pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
     let info = msg.info().ok()?;
@@ -232,7 +227,7 @@ pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
 /// Store the generic JSON form of a command or tag; false (with the error set) when the
 /// payload is not CBOR at all.
 fn set_json(row: &mut MessageRow, payload: &[u8]) -> bool {
-    match cbor_to_json(payload) {
+    match tspi_core::json::cbor_to_json(payload) {
         Ok(value) => {
             row.record = serde_json::to_vec(&value).ok().map(JsonText);
             true
@@ -503,12 +498,14 @@ async fn write_loop(
                     );
                     metrics.rows_written.inc_by(out.inserted);
                     metrics.rows_skipped.inc_by(out.skipped);
+                    // Rows the database refused for their content went in raw.
+                    metrics.rejects.inc_by(out.refused);
                     backoff = Duration::from_millis(200);
                     break;
                 }
                 Err(e) => {
                     metrics.db_errors.inc();
-                    tracing::warn!(error = %e, rows = batch.rows.len(), "batch write failed; retrying");
+                    tracing::warn!(error = %e.database_message(), rows = batch.rows.len(), "batch write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     if shutdown.is_cancelled() {

@@ -10,6 +10,7 @@ pub mod command;
 pub mod datagram;
 pub mod display;
 pub mod geo;
+pub mod json;
 pub mod ops;
 pub mod record;
 pub mod rfc3339;

@@ -50,7 +50,12 @@ pub struct Tag {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
     pub updated_ts: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Free form; whatever CBOR the sender wrote converts (see [`crate::json`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::deserialize_free_form"
+    )]
     pub extra: Option<serde_json::Value>,
 }
 
