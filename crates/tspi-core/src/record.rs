@@ -21,7 +21,14 @@ pub enum RecordError {
     PayloadMismatch { kind: MessageKind },
     #[error("field {field} is not a finite number")]
     NotFinite { field: &'static str },
+    /// Outside what a valid datagram can carry (SPEC §2) or a receive time no clock
+    /// gives (before 1970 or after 9999).
+    #[error("field {field} is out of range: {value}")]
+    OutOfRange { field: &'static str, value: String },
 }
+
+/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
+pub const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
 
 /// Geocentric (ECEF) payload in SI units.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -418,6 +425,16 @@ impl TelemetryRecord {
         if !self.time_s.is_finite() {
             return Err(RecordError::NotFinite { field: "time_s" });
         }
+        let out_of_range = |field, value: String| Err(RecordError::OutOfRange { field, value });
+        if !(1..=366).contains(&self.day) {
+            return out_of_range("day", self.day.to_string());
+        }
+        if !(0.0..86_400.0).contains(&self.time_s) {
+            return out_of_range("time_s", self.time_s.to_string());
+        }
+        if !(0..=MAX_EPOCH_MS).contains(&self.recv_epoch_ms) {
+            return out_of_range("recv_epoch_ms", self.recv_epoch_ms.to_string());
+        }
         for (field, v) in self.payload.values() {
             if !v.is_finite() {
                 return Err(RecordError::NotFinite { field });
@@ -569,6 +586,39 @@ mod tests {
         ciborium::into_writer(&record(), &mut bytes).unwrap();
         assert!(bytes.windows(3).any(|w| w == [0xf9, 0, 0]));
         assert_eq!(TelemetryRecord::from_cbor(&bytes).unwrap(), record());
+    }
+
+    #[test]
+    fn values_no_datagram_or_clock_gives_are_out_of_range() {
+        type Spoil = fn(&mut TelemetryRecord);
+        let cases: [(&str, Spoil); 6] = [
+            ("day", |r| r.day = 0),
+            ("day", |r| r.day = 367),
+            ("time_s", |r| r.time_s = -0.0001),
+            ("time_s", |r| r.time_s = 86_400.0),
+            ("recv_epoch_ms", |r| r.recv_epoch_ms = -1),
+            ("recv_epoch_ms", |r| r.recv_epoch_ms = MAX_EPOCH_MS + 1),
+        ];
+        for (field, spoil) in cases {
+            let mut r = record();
+            spoil(&mut r);
+            let bytes = r.to_cbor();
+            for result in [
+                TelemetryRecord::from_cbor(&bytes),
+                TelemetryRecord::from_cbor_general(&bytes),
+            ] {
+                assert!(
+                    matches!(&result, Err(RecordError::OutOfRange { field: f, .. }) if *f == field),
+                    "{field}: {result:?}"
+                );
+            }
+        }
+        // The edges themselves are valid.
+        let mut r = record();
+        (r.day, r.time_s, r.recv_epoch_ms) = (366, 86_399.999_9, MAX_EPOCH_MS);
+        assert_eq!(TelemetryRecord::from_cbor(&r.to_cbor()).unwrap(), r);
+        (r.day, r.time_s, r.recv_epoch_ms) = (1, 0.0, 0);
+        assert_eq!(TelemetryRecord::from_cbor(&r.to_cbor()).unwrap(), r);
     }
 
     #[test]
