@@ -48,6 +48,32 @@ pub enum StoreError {
     CompressionNeedsTimescale,
 }
 
+impl StoreError {
+    /// PostgreSQL refused the data itself (SQLSTATE class 22, data exception: a value out
+    /// of range, an invalid character; class 54, a limit exceeded), not the connection or
+    /// the server: writing the same rows again would fail again.
+    pub fn is_content_error(&self) -> bool {
+        match self {
+            StoreError::Db(e) => e
+                .code()
+                .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("54")),
+            _ => false,
+        }
+    }
+
+    /// The server's own words (SQLSTATE and message) when it refused something, which
+    /// `tokio_postgres::Error`'s display ("db error") leaves out.
+    pub fn database_message(&self) -> String {
+        match self {
+            StoreError::Db(e) => match e.as_db_error() {
+                Some(db) => format!("{} {}", db.code().code(), db.message()),
+                None => e.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A connection pool for `url` (libpq URL or key=value; several hosts with
 /// `target_session_attrs=read-write` follow the primary). Every checkout runs a test
 /// query, so a connection that died with its server is replaced, not handed out.

@@ -8,6 +8,7 @@
 //! Commands and tags go in the same transaction, so a committed batch is complete.
 
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -51,7 +52,7 @@ impl ToSql for JsonText {
         if *ty == Type::JSONB {
             out.extend_from_slice(&[1]); // jsonb binary format version
         }
-        out.extend_from_slice(&self.0);
+        out.extend_from_slice(&scrub_json_text(&self.0));
         Ok(IsNull::No)
     }
 
@@ -60,6 +61,79 @@ impl ToSql for JsonText {
     }
 
     to_sql_checked!();
+}
+
+/// PostgreSQL text cannot hold U+0000 (nor jsonb its `\u0000` escape): one such character
+/// in a sender's string would fail the whole batch, again on every redelivery, and stall
+/// the archive. Stored decoded forms get U+FFFD in its place; the `raw` column keeps the
+/// original bytes.
+const NUL_STANDIN: &str = "\u{FFFD}";
+
+fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', NUL_STANDIN))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn pg_opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(pg_text)
+}
+
+/// JSON text with every `\u0000` escape (the only way JSON carries U+0000) replaced.
+fn scrub_json_text(json: &[u8]) -> Cow<'_, [u8]> {
+    const NUL: &[u8] = b"\\u0000";
+    // The hot path (telemetry records) has no escapes at all: one fast byte scan.
+    if !json.contains(&b'\\') || !json.windows(NUL.len()).any(|w| w == NUL) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = Vec::with_capacity(json.len());
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json[i..].starts_with(NUL) {
+                out.extend_from_slice(b"\\ufffd");
+                i += NUL.len();
+            } else {
+                // An escape pair (`\\\\` included) copied whole, so the scan stays in step.
+                out.extend_from_slice(&json[i..json.len().min(i + 2)]);
+                i += 2;
+            }
+        } else {
+            out.push(json[i]);
+            i += 1;
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn pg_json(v: &serde_json::Value) -> Cow<'_, serde_json::Value> {
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(has_nul),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn scrub(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(pg_text(s).into_owned()),
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(scrub).collect()),
+            serde_json::Value::Object(o) => serde_json::Value::Object(
+                o.iter()
+                    .map(|(k, v)| (pg_text(k).into_owned(), scrub(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    if has_nul(v) {
+        Cow::Owned(scrub(v))
+    } else {
+        Cow::Borrowed(v)
+    }
 }
 
 /// A display command's row in `commands`.
@@ -154,19 +228,19 @@ pub async fn copy_messages(
         writer
             .as_mut()
             .write(&[
-                &r.stream,
+                &pg_text(&r.stream),
                 &r.stream_seq,
                 &r.stream_ts,
-                &r.subject,
+                &pg_text(&r.subject),
                 &kind,
-                &r.msg_id,
+                &pg_opt_text(&r.msg_id),
                 &r.recv_ts,
                 &r.sensor_id,
                 &r.day,
                 &r.time_s,
                 &r.record,
                 &raw,
-                &r.error,
+                &pg_opt_text(&r.error),
             ])
             .await?;
     }
@@ -182,11 +256,100 @@ pub struct WriteOutcome {
     pub skipped: u64,
     /// Whether the batch overlapped stored rows and went through the staging table.
     pub deduplicated: bool,
+    /// Rows PostgreSQL refused for their content, stored as `invalid` with their raw
+    /// bytes and the database's reason instead (see [`write_batch`]).
+    pub refused: u64,
+}
+
+impl WriteOutcome {
+    fn add(&mut self, other: WriteOutcome) {
+        self.inserted += other.inserted;
+        self.skipped += other.skipped;
+        self.deduplicated |= other.deduplicated;
+        self.refused += other.refused;
+    }
 }
 
 /// Write a batch in one transaction: messages, then commands and tag states.
 /// Idempotent: writing the same rows again stores nothing twice.
+///
+/// A batch PostgreSQL refuses for its content ([`StoreError::is_content_error`]: a
+/// sender's time far out of range, say) would be refused again on every redelivery and
+/// stall the archive behind it. It is split in halves until the refused rows are alone;
+/// each of those is stored as `invalid` with its original bytes and the reason, and the
+/// rest as usual. Only errors of the connection or the server are returned.
 pub async fn write_batch(
+    client: &mut Client,
+    rows: &[MessageRow],
+) -> Result<WriteOutcome, StoreError> {
+    match write_batch_once(client, rows).await {
+        Err(e) if e.is_content_error() => {
+            tracing::warn!(rows = rows.len(), error = %e.database_message(), "the database refused a batch for its content; isolating the refused rows");
+        }
+        other => return other,
+    }
+    let mut total = WriteOutcome::default();
+    // (rows, known to be refused as a whole)
+    let mut parts: Vec<(&[MessageRow], bool)> = vec![(rows, true)];
+    while let Some((part, refused)) = parts.pop() {
+        if !refused {
+            match write_batch_once(client, part).await {
+                Ok(out) => {
+                    total.add(out);
+                    continue;
+                }
+                Err(e) if e.is_content_error() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let [row] = part {
+            let reason = match write_batch_once(client, std::slice::from_ref(row)).await {
+                Err(e) if e.is_content_error() => e,
+                Ok(out) => {
+                    total.add(out);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            tracing::warn!(stream_seq = row.stream_seq, subject = %row.subject, error = %reason.database_message(), "row refused by the database; stored raw as invalid");
+            let mut out = write_batch_once(client, &[refused_row(row, &reason)]).await?;
+            out.refused = 1;
+            total.add(out);
+        } else {
+            let (first, second) = part.split_at(part.len() / 2);
+            // Popped first half first: rows go in in stream order.
+            parts.push((second, false));
+            parts.push((first, false));
+        }
+    }
+    Ok(total)
+}
+
+/// What is kept of a row the database refused: where it was in the stream, its bytes,
+/// and why.
+fn refused_row(row: &MessageRow, reason: &StoreError) -> MessageRow {
+    MessageRow {
+        stream: row.stream.clone(),
+        stream_seq: row.stream_seq,
+        stream_ts: row.stream_ts,
+        subject: row.subject.clone(),
+        kind: MessageKind::Invalid,
+        msg_id: row.msg_id.clone(),
+        recv_ts: None,
+        sensor_id: None,
+        day: None,
+        time_s: None,
+        record: None,
+        raw: row.raw.clone(),
+        error: Some(format!(
+            "refused by the database ({}); stored raw",
+            reason.database_message()
+        )),
+        detail: RowDetail::None,
+    }
+}
+
+async fn write_batch_once(
     client: &mut Client,
     rows: &[MessageRow],
 ) -> Result<WriteOutcome, StoreError> {
@@ -202,6 +365,7 @@ pub async fn write_batch(
                 inserted: n,
                 skipped: rows.len() as u64 - n,
                 deduplicated: false,
+                refused: 0,
             });
         }
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
@@ -231,6 +395,7 @@ pub async fn write_batch(
         inserted: n,
         skipped: rows.len() as u64 - n,
         deduplicated: true,
+        refused: 0,
     })
 }
 
@@ -258,13 +423,13 @@ async fn write_details(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), 
             "INSERT INTO commands (cmd_id, stream_ts, ts, name, sender, payload, stream, stream_seq)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             &[
-                &c.cmd_id,
+                &pg_text(&c.cmd_id),
                 &r.stream_ts,
                 &c.ts,
-                &c.name,
-                &c.sender,
-                &c.payload,
-                &r.stream,
+                &pg_text(&c.name),
+                &pg_text(&c.sender),
+                &*pg_json(&c.payload),
+                &pg_text(&r.stream),
                 &r.stream_seq,
             ],
         )
@@ -289,16 +454,16 @@ async fn write_details(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), 
                  stream_seq = EXCLUDED.stream_seq, stream_ts = EXCLUDED.stream_ts
              WHERE tags.stream_seq < EXCLUDED.stream_seq",
             &[
-                &t.id,
+                &pg_text(&t.id),
                 &t.ts,
-                &t.label,
-                &t.status,
-                &t.creator,
-                &t.notes,
+                &pg_text(&t.label),
+                &pg_text(&t.status),
+                &pg_opt_text(&t.creator),
+                &pg_opt_text(&t.notes),
                 &t.updated_ts,
-                &t.extra,
-                &r.subject,
-                &r.stream,
+                &t.extra.as_ref().map(pg_json).as_deref(),
+                &pg_text(&r.subject),
+                &pg_text(&r.stream),
                 &r.stream_seq,
                 &r.stream_ts,
             ],
@@ -323,4 +488,38 @@ pub async fn delete_older_than(
         n += client.execute(sql, &[&interval]).await?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn scrubbed(json: &serde_json::Value) -> serde_json::Value {
+        let text = serde_json::to_vec(json).unwrap();
+        serde_json::from_slice(&scrub_json_text(&text)).unwrap()
+    }
+
+    #[test]
+    fn only_real_nul_escapes_are_replaced() {
+        use serde_json::json;
+        assert_eq!(
+            scrubbed(&json!({"a\0": "x\0y"})),
+            json!({"a\u{FFFD}": "x\u{FFFD}y"})
+        );
+        // A backslash followed by the text `u0000` is not U+0000.
+        assert_eq!(
+            scrubbed(&json!({"p": "C:\\u0000"})),
+            json!({"p": "C:\\u0000"})
+        );
+        assert_eq!(
+            scrubbed(&json!(["\\\0", "\\\\"])),
+            json!(["\\\u{FFFD}", "\\\\"])
+        );
+        let plain = br#"{"sensor_id":7,"recv_iso":"2026-11-29T09:00:00.000Z"}"#;
+        assert!(matches!(scrub_json_text(plain), Cow::Borrowed(_)));
+        assert_eq!(pg_text("no nul"), Cow::Borrowed("no nul"));
+        assert_eq!(pg_text("\0\0"), "\u{FFFD}\u{FFFD}");
+        assert!(matches!(pg_json(&json!({"k": [1, "v"]})), Cow::Borrowed(_)));
+    }
 }

@@ -195,3 +195,131 @@ async fn writes_are_idempotent_and_replay_queries_see_history() {
     .unwrap()
     .is_none());
 }
+
+/// A fresh database on its own server, migrated; the server lives as long as the first.
+async fn migrated_store(name: &str) -> (PgServer, deadpool_postgres::Object) {
+    let pg = PgServer::start_primary();
+    let db = pg.create_database(name);
+    let pool = tspi_store::pool(&pg.url(&db), 1).unwrap();
+    let mut client = pool.get().await.unwrap();
+    migrate(&mut client, &SchemaOptions::default())
+        .await
+        .unwrap();
+    (pg, client)
+}
+
+/// U+0000 in any decoded string (a foreign sender's bytes) must not fail the batch:
+/// PostgreSQL text and jsonb refuse it, and a refused batch would be redelivered forever.
+#[tokio::test]
+async fn nul_characters_are_stored_not_refused() {
+    let (_pg, mut client) = migrated_store("store_nul").await;
+
+    let mut cmd = command(1, "imperial");
+    cmd.msg_id = Some("cmd\0id".into());
+    cmd.record = Some(JsonText(
+        serde_json::to_vec(&serde_json::json!({"sender": "ops\0desk", "path": "C:\\u0000"}))
+            .unwrap(),
+    ));
+    if let RowDetail::Command(c) = &mut cmd.detail {
+        c.sender = "ops\0desk".into();
+        c.payload = serde_json::json!({"units": "imperial", "note\0": ["a\0b"]});
+    }
+    let mut tagged = tag(2, "tag\0nul", "active", 10);
+    if let RowDetail::Tag(t) = &mut tagged.detail {
+        t.label = "break\0left".into();
+        t.creator = Some("\0".into());
+        t.extra = Some(serde_json::json!({"k": "v\0"}));
+    }
+    let mut bad = row(3, MessageKind::Invalid, RowDetail::None);
+    bad.error = Some("unknown units \"fur\0longs\"".into());
+    bad.raw = Bytes::from_static(b"raw\0bytes");
+    let out = write_batch(&mut client, &[cmd, tagged, bad]).await.unwrap();
+    assert_eq!(out.inserted, 3);
+
+    let text = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(text("SELECT sender FROM commands").await, "ops\u{FFFD}desk");
+    assert_eq!(
+        text("SELECT payload->'note\u{FFFD}'->>0 FROM commands").await,
+        "a\u{FFFD}b"
+    );
+    assert_eq!(
+        text("SELECT msg_id FROM messages WHERE stream_seq = 1").await,
+        "cmd\u{FFFD}id"
+    );
+    // An escaped backslash followed by `u0000` is text, not U+0000: left alone.
+    assert_eq!(
+        text("SELECT record->>'sender' || '|' || (record->>'path') FROM messages WHERE stream_seq = 1")
+            .await,
+        "ops\u{FFFD}desk|C:\\u0000"
+    );
+    assert_eq!(
+        text("SELECT id || label || creator || (extra->>'k') FROM tags").await,
+        "tag\u{FFFD}nulbreak\u{FFFD}left\u{FFFD}v\u{FFFD}"
+    );
+    assert_eq!(
+        text("SELECT error FROM messages WHERE stream_seq = 3").await,
+        "unknown units \"fur\u{FFFD}longs\""
+    );
+    let raw: Vec<u8> = client
+        .query_one("SELECT raw FROM messages WHERE stream_seq = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        raw, b"raw\0bytes",
+        "the original bytes are kept as they came"
+    );
+}
+
+/// A row PostgreSQL refuses for its content (a receive time before 4713 BC, which
+/// `OffsetDateTime` holds and `timestamptz` does not) is stored raw as `invalid` with the
+/// reason; the rest of its batch is stored as usual, and writing it again changes nothing.
+#[tokio::test]
+async fn a_row_the_database_refuses_does_not_stall_its_batch() {
+    let (_pg, mut client) = migrated_store("store_refused").await;
+
+    let mut rows: Vec<MessageRow> = (1..=100)
+        .map(|s| row(s, MessageKind::Telemetry, RowDetail::None))
+        .collect();
+    let ancient = OffsetDateTime::from_unix_timestamp(-377_705_116_800).unwrap(); // -9999-01-01
+    rows[36].recv_ts = Some(ancient);
+    rows[80].recv_ts = Some(ancient);
+    rows[90] = command(91, "imperial");
+    let out = write_batch(&mut client, &rows).await.unwrap();
+    assert_eq!((out.inserted, out.refused), (100, 2), "{out:?}");
+
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM messages").await, 100);
+    assert_eq!(count("SELECT count(*) FROM commands").await, 1);
+    assert_eq!(
+        count("SELECT count(*) FROM messages WHERE kind = 'invalid' AND record IS NULL AND error LIKE 'refused by the database (22008 timestamp out of range)%'").await,
+        2
+    );
+    let raw: Vec<u8> = client
+        .query_one("SELECT raw FROM messages WHERE stream_seq = 37", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw, b"raw-37");
+
+    let again = write_batch(&mut client, &rows).await.unwrap();
+    assert_eq!((again.inserted, again.skipped), (0, 100), "{again:?}");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 100);
+}
