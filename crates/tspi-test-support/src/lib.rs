@@ -71,6 +71,27 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// `python3` set up to import the interop test's foreign client libraries (nats-py and
+/// cbor2, installed into `.tools/interop` by `tests/install-deps.sh`, or a directory named
+/// by `$TSPI_INTEROP_PYTHONPATH`). Panics with the install command when they are missing.
+pub fn foreign_python() -> Command {
+    let libs = std::env::var_os("TSPI_INTEROP_PYTHONPATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/interop"));
+    for package in ["nats", "cbor2"] {
+        assert!(
+            libs.join(package).is_dir(),
+            "{package} not found in {}: run `tests/install-deps.sh` (installs nats-py and \
+             cbor2 from PyPI into .tools/interop)",
+            libs.display()
+        );
+    }
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONPATH", libs)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
 /// A loopback port nobody in this process has been given yet and that was free a moment
 /// ago. Ports are fixed (not `-1`) so a killed node restarts on the same address.
 pub fn free_port() -> u16 {

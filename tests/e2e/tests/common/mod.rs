@@ -417,6 +417,31 @@ impl<'a> Programs<'a> {
         self.run_ok(name, cmd, Duration::from_secs(60)).await
     }
 
+    /// `archiver migrate` on the database at `url`, to completion.
+    pub async fn archiver_migrate(&self, url: &str) {
+        let mut migrate = Command::new(workspace_bin("archiver"));
+        migrate
+            .args(["migrate", "--database-url", url])
+            .env_remove("DATABASE_URL");
+        self.run_ok("archiver-migrate", migrate, Duration::from_secs(60))
+            .await;
+    }
+
+    /// The producer on loopback `udp_port`, no periodic stats lines; `extra` flags after.
+    pub fn producer(&self, udp_port: u16, extra: &[&str]) -> Running {
+        let port = udp_port.to_string();
+        let mut args = vec![
+            "--udp-host",
+            "127.0.0.1",
+            "--udp-port",
+            &port,
+            "--stats-interval",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        self.start("producer", "producer", &args)
+    }
+
     /// Run to completion; panics unless it exits 0 within `timeout`.
     pub async fn run_ok(&self, name: &str, cmd: Command, timeout: Duration) -> Running {
         let mut p = self.spawn(name, cmd);
@@ -426,7 +451,7 @@ impl<'a> Programs<'a> {
     }
 }
 
-fn free_udp_port() -> u16 {
+pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -468,6 +493,38 @@ fn count_events(lines: &[Value], event: &str) -> usize {
     lines.iter().filter(|l| l["event"] == event).count()
 }
 
+/// Wait until the archive's `messages` holds `want` rows, counted as `role` (or the
+/// superuser); fails with the archiver's log after `timeout`.
+pub async fn wait_archived(
+    pg: &PgServer,
+    role: Option<&str>,
+    db: &str,
+    want: u64,
+    archiver: &Running,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let sql = "SELECT count(*) FROM messages";
+        let rows: u64 = match role {
+            Some(role) => psql_as(pg, role, db, sql).unwrap(),
+            None => pg.psql(db, sql),
+        }
+        .trim()
+        .parse()
+        .unwrap();
+        if rows == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "archived {rows} of {want}: {}",
+            archiver.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The whole system, every program a separate process with its own deploy user:
 /// producer (UDP in) and generator (UDP out, then straight to JetStream with its own
 /// user), receiver, archiver (PostgreSQL `archiver` role), live player, console (units
@@ -484,27 +541,12 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
     let started = tspi_runtime::now_epoch_ms();
     let long = Duration::from_secs(60);
 
-    let mut migrate = Command::new(workspace_bin("archiver"));
-    migrate
-        .args(["migrate", "--database-url", &archiver_url])
-        .env_remove("DATABASE_URL");
-    programs.run_ok("archiver-migrate", migrate, long).await;
-
+    programs.archiver_migrate(&archiver_url).await;
     let udp_port = free_udp_port();
     let producer_metrics = free_port();
-    let mut producer = programs.start(
-        "producer",
-        "producer",
-        &[
-            "--udp-host",
-            "127.0.0.1",
-            "--udp-port",
-            &udp_port.to_string(),
-            "--metrics-addr",
-            &format!("127.0.0.1:{producer_metrics}"),
-            "--stats-interval",
-            "0",
-        ],
+    let mut producer = programs.producer(
+        udp_port,
+        &["--metrics-addr", &format!("127.0.0.1:{producer_metrics}")],
     );
     let deadline = Instant::now() + long;
     while !(http_ok(producer_metrics) && admin.get_stream("TSPI").await.is_ok()) {
@@ -654,22 +696,7 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
         stream_messages >= telemetry + 2,
         "telemetry + command + tag: {stream_messages}"
     );
-    let deadline = Instant::now() + long;
-    loop {
-        let rows: u64 = psql_as(&pg, "archiver", &db, "SELECT count(*) FROM messages")
-            .unwrap()
-            .parse()
-            .unwrap();
-        if rows == stream_messages {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "archived {rows} of {stream_messages}: {}",
-            archiver.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_archived(&pg, Some("archiver"), &db, stream_messages, &archiver, long).await;
 
     // The live player showed every frame, the units command and the tag.
     assert!(live.wait(long).await.success(), "{}", live.stderr());
