@@ -62,10 +62,11 @@ pub fn decode(bytes: &[u8]) -> (Encoding, Result<Request, String>) {
             serde_json::from_slice(bytes).map_err(|e| format!("bad request: {e}")),
         )
     } else {
-        (
-            Encoding::Cbor,
-            ciborium::from_reader(bytes).map_err(|e| format!("bad request: {e}")),
-        )
+        // Through the JSON form: a datetime written as tag 0 reads as its text.
+        let request = tspi_core::json::cbor_to_json(bytes)
+            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+            .map_err(|e| format!("bad request: {e}"));
+        (Encoding::Cbor, request)
     }
 }
 
@@ -167,5 +168,49 @@ mod tests {
         assert!(check_speed(f64::NAN).is_err());
         assert!(check_speed(10.0).is_ok());
         assert!(parse_clock(Some("wall")).is_err());
+    }
+
+    #[test]
+    fn foreign_cbor_requests_decode() {
+        // What cbor2 or a JavaScript encoder writes: integral numbers as integers, a
+        // datetime as tag 0 around its text.
+        use ciborium::Value as V;
+        let cbor = |fields: Vec<(&str, V)>| {
+            let map = fields
+                .into_iter()
+                .map(|(k, v)| (V::Text(k.into()), v))
+                .collect();
+            let mut out = Vec::new();
+            ciborium::into_writer(&V::Map(map), &mut out).unwrap();
+            out
+        };
+        let speed = cbor(vec![
+            ("op", V::Text("speed".into())),
+            ("speed", V::Integer(2.into())),
+        ]);
+        assert_eq!(decode(&speed).1.unwrap(), Request::Speed { speed: 2.0 });
+        let play = cbor(vec![
+            ("op", V::Text("play".into())),
+            ("tag", V::Text("t1".into())),
+            ("window", V::Integer(30.into())),
+        ]);
+        assert!(matches!(
+            decode(&play).1.unwrap(),
+            Request::Play { window: Some(w), .. } if w == 30.0
+        ));
+        let seek = cbor(vec![
+            ("op", V::Text("seek".into())),
+            (
+                "to",
+                V::Tag(0, Box::new(V::Text("2025-09-28T11:00:00+00:00".into()))),
+            ),
+        ]);
+        assert_eq!(
+            decode(&seek).1.unwrap(),
+            Request::Seek {
+                to: Some("2025-09-28T11:00:00+00:00".into()),
+                tag: None
+            }
+        );
     }
 }

@@ -32,7 +32,11 @@ pub struct Heartbeat {
     pub operator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::record::option_number"
+    )]
     pub ping_ms: Option<f64>,
 }
 
@@ -110,12 +114,14 @@ pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Decode untrusted CBOR (or JSON, when it starts with `{`).
+/// Decode untrusted CBOR (or JSON, when it starts with `{`). CBOR goes through its JSON
+/// form ([`crate::json`]), so what other encoders write — a datetime as tag 0, 12.0 as the
+/// integer 12 — reads like the kit's own.
 pub fn from_bytes<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
     } else {
-        ciborium::from_reader(bytes).map_err(|e| e.to_string())
+        serde_json::from_value(crate::json::cbor_to_json(bytes)?).map_err(|e| e.to_string())
     }
 }
 
@@ -155,5 +161,40 @@ mod tests {
         let v: serde_json::Value = ciborium::from_reader(&to_cbor(&ctrl)[..]).unwrap();
         assert_eq!(v["type"], "GroupReplayStop");
         assert!(from_bytes::<Heartbeat>(b"\xff\x00").is_err());
+    }
+
+    #[test]
+    fn foreign_heartbeats_with_integer_ping_and_tagged_time_are_read() {
+        // What cbor2 (ts: datetime → tag 0) or a JavaScript encoder (12.0 → 12) writes.
+        use ciborium::Value as V;
+        let text = |s: &str| V::Text(s.into());
+        let heartbeat = |ping: V| {
+            let mut fields = vec![
+                (text("client_id"), text("js-1")),
+                (text("state"), text("FOLLOWING_LIVESTREAM")),
+                (text("channel_id"), text("livestream")),
+                (text("subject"), text("tspi.channel.livestream")),
+                (text("override"), V::Bool(false)),
+                (
+                    text("ts"),
+                    V::Tag(0, Box::new(text("2026-11-29T09:00:00+00:00"))),
+                ),
+            ];
+            fields.push((text("ping_ms"), ping));
+            let mut out = Vec::new();
+            ciborium::into_writer(&V::Map(fields), &mut out).unwrap();
+            from_bytes::<Heartbeat>(&out)
+        };
+        let hb = heartbeat(V::Integer(12.into())).unwrap();
+        assert_eq!(
+            (hb.ping_ms, hb.ts.as_str()),
+            (Some(12.0), "2026-11-29T09:00:00+00:00")
+        );
+        assert_eq!(heartbeat(V::Float(0.5)).unwrap().ping_ms, Some(0.5));
+        assert_eq!(heartbeat(V::Null).unwrap().ping_ms, None);
+        assert!(heartbeat(text("fast")).is_err());
+        let json = br#"{"client_id":"a","state":"LIVE_OVERRIDE","channel_id":"livestream",
+            "subject":"tspi.channel.livestream","override":true,"ts":"2026-11-29T09:00:00Z","ping_ms":7}"#;
+        assert_eq!(from_bytes::<Heartbeat>(json).unwrap().ping_ms, Some(7.0));
     }
 }

@@ -445,8 +445,9 @@ impl TelemetryRecord {
 }
 
 /// Accept any CBOR/JSON number for an `f64` field: other encoders write integral values
-/// as integers and small ones as half floats.
-fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+/// as integers (a JavaScript encoder always does: 12.0 is 12 there) and small ones as
+/// half floats. ciborium alone refuses an integer where it expects a float.
+pub(crate) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     struct Num;
     impl serde::de::Visitor<'_> for Num {
         type Value = f64;
@@ -470,6 +471,13 @@ fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         }
     }
     d.deserialize_any(Num)
+}
+
+/// [`number`] for an optional field (with `#[serde(default)]`).
+pub(crate) fn option_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Number(#[serde(deserialize_with = "number")] f64);
+    Ok(Option::<Number>::deserialize(d)?.map(|n| n.0))
 }
 
 #[cfg(test)]
