@@ -176,8 +176,10 @@ impl DisplayCommand {
 
     /// Decode and validate untrusted bytes.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, CommandError> {
-        let wire: CommandWire =
-            ciborium::from_reader(bytes).map_err(|e| CommandError::NotCbor(e.to_string()))?;
+        // Through the JSON form: a time written as a CBOR date/time tag reads as its text.
+        let wire: CommandWire = crate::json::cbor_to_json(bytes)
+            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+            .map_err(CommandError::NotCbor)?;
         let p = wire.payload;
         let setting = match wire.name.as_str() {
             "display.units" => {
@@ -304,5 +306,29 @@ mod tests {
             DisplayCommand::from_cbor(b"\xff\x00garbage"),
             Err(CommandError::NotCbor(_))
         ));
+    }
+
+    #[test]
+    fn a_time_as_a_cbor_date_tag_is_read() {
+        use ciborium::Value as V;
+        let text = |s: &str| V::Text(s.into());
+        let map = V::Map(vec![
+            (text("cmd_id"), text("c-js")),
+            (text("name"), text("display.units")),
+            (
+                text("ts"),
+                V::Tag(1, Box::new(V::Integer(1_759_057_200.into()))),
+            ),
+            (text("sender"), text("js")),
+            (
+                text("payload"),
+                V::Map(vec![(text("units"), text("imperial"))]),
+            ),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&map, &mut bytes).unwrap();
+        let cmd = DisplayCommand::from_cbor(&bytes).unwrap();
+        assert_eq!(cmd.ts, "2025-09-28T11:00:00.000Z");
+        assert_eq!(cmd.setting, DisplaySetting::Units(UnitSystem::Imperial));
     }
 }

@@ -17,7 +17,8 @@ pub fn cbor_to_json(bytes: &[u8]) -> Result<Json, String> {
 }
 
 /// RFC 8949 §6.1: a tag converts as its content (tags 21–23 say how to encode a byte
-/// string inside them); byte strings become base64url without padding; NaN and the
+/// string inside them), except tag 1, an epoch time, which becomes RFC 3339 text (UTC,
+/// milliseconds; left a number outside 1970..=9999); byte strings become base64url without padding; NaN and the
 /// infinities become null, as does `undefined` (unassigned simple values are refused by the
 /// decoder); an integer that
 /// does not fit 64 bits becomes its decimal text; a map key that is not text becomes the
@@ -40,6 +41,9 @@ pub fn to_json(value: Cbor) -> Json {
         Cbor::Null => Json::Null,
         Cbor::Bytes(b) => Json::String(base64url(&b)),
         Cbor::Tag(tag, inner) => match (tag, *inner) {
+            // Epoch-based date/time (what JavaScript encoders write for a Date): the kit's
+            // times are RFC 3339 text, so it becomes that, to the millisecond.
+            (1, inner) => epoch_text(&inner).unwrap_or_else(|| to_json(inner)),
             (22, Cbor::Bytes(b)) => Json::String(base64(&b)),
             (23, Cbor::Bytes(b)) => Json::String(hex(&b)),
             (_, inner) => to_json(inner),
@@ -59,6 +63,17 @@ pub fn to_json(value: Cbor) -> Json {
         // `undefined` and the other simple values have no JSON counterpart.
         _ => Json::Null,
     }
+}
+
+fn epoch_text(seconds: &Cbor) -> Option<Json> {
+    let seconds = match seconds {
+        Cbor::Integer(i) => i128::from(*i) as f64,
+        Cbor::Float(f) => *f,
+        _ => return None,
+    };
+    let ms = (seconds * 1000.0).round();
+    (ms.is_finite() && (0.0..=crate::record::MAX_EPOCH_MS as f64).contains(&ms))
+        .then(|| Json::String(crate::rfc3339::format_utc_millis(ms as i64)))
 }
 
 /// `deserialize_with` for a free-form JSON field read from CBOR (or from JSON): goes
@@ -142,7 +157,15 @@ mod tests {
             ),
             (
                 Cbor::Text("epoch".into()),
-                Cbor::Tag(1, Box::new(Cbor::Float(1.5))),
+                Cbor::Tag(1, Box::new(Cbor::Float(1_795_945_182.958))),
+            ),
+            (
+                Cbor::Text("epoch_int".into()),
+                Cbor::Tag(1, Box::new(Cbor::Integer(0.into()))),
+            ),
+            (
+                Cbor::Text("before_1970".into()),
+                Cbor::Tag(1, Box::new(Cbor::Integer((-1).into()))),
             ),
             (Cbor::Text("blob".into()), Cbor::Bytes(vec![1, 2, 0xff])),
             (
@@ -167,7 +190,9 @@ mod tests {
             cbor_to_json(&cbor(&v)).unwrap(),
             json!({
                 "ts": "2026-11-29T09:00:00+00:00",
-                "epoch": 1.5,
+                "epoch": "2026-11-29T09:39:42.958Z",
+                "epoch_int": "1970-01-01T00:00:00.000Z",
+                "before_1970": -1,
                 "blob": "AQL_",
                 "b16": "cafe",
                 "b64": "+/8=",

@@ -159,13 +159,17 @@ impl From<&Payload> for RecordPayload {
 pub struct TelemetryRecord {
     #[serde(rename = "type")]
     pub kind: MessageKind,
+    #[serde(deserialize_with = "integral")]
     pub sensor_id: u16,
+    #[serde(deserialize_with = "integral")]
     pub day: u16,
     #[serde(deserialize_with = "number")]
     pub time_s: f64,
+    #[serde(deserialize_with = "integral")]
     pub status: u8,
     pub status_flags: StatusFlags,
     /// UTC milliseconds when the producer received the datagram.
+    #[serde(deserialize_with = "integral")]
     pub recv_epoch_ms: i64,
     /// The same moment as RFC 3339 UTC.
     pub recv_iso: String,
@@ -473,6 +477,40 @@ pub(crate) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     d.deserialize_any(Num)
 }
 
+/// Accept an integer, or a float with an integral value, for an integer field: a
+/// JavaScript encoder writes any number beyond 32 bits (`Date.now()`) as a double.
+pub(crate) fn integral<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    use serde::de::{Error, Unexpected};
+    struct Int<T>(std::marker::PhantomData<T>);
+    impl<T: TryFrom<i64> + TryFrom<u64>> serde::de::Visitor<'_> for Int<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer in range")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // Exactly integral and inside i64 (2^63 itself is not): converts without loss.
+            if v.fract() == 0.0
+                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v)
+            {
+                self.visit_i64(v as i64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Int(std::marker::PhantomData))
+}
+
 /// [`number`] for an optional field (with `#[serde(default)]`).
 pub(crate) fn option_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     #[derive(Deserialize)]
@@ -594,6 +632,38 @@ mod tests {
         ciborium::into_writer(&record(), &mut bytes).unwrap();
         assert!(bytes.windows(3).any(|w| w == [0xf9, 0, 0]));
         assert_eq!(TelemetryRecord::from_cbor(&bytes).unwrap(), record());
+    }
+
+    #[test]
+    fn integral_floats_are_accepted_for_integers() {
+        // cbor-x (JavaScript) writes Date.now() as a double: every number beyond 32 bits is.
+        let with = |field: &str, value: ciborium::Value| {
+            let mut v: ciborium::Value = ciborium::Value::serialized(&record()).unwrap();
+            for (k, val) in v.as_map_mut().unwrap().iter_mut() {
+                if k.as_text() == Some(field) {
+                    *val = value.clone();
+                }
+            }
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&v, &mut bytes).unwrap();
+            TelemetryRecord::from_cbor(&bytes)
+        };
+        let float = ciborium::Value::Float;
+        let r = with("recv_epoch_ms", float(1_795_945_182_958.0)).unwrap();
+        assert_eq!(r.recv_epoch_ms, 1_795_945_182_958);
+        assert_eq!(with("sensor_id", float(888.0)).unwrap().sensor_id, 888);
+        assert_eq!(with("status", float(255.0)).unwrap().status, 255);
+        for (field, bad) in [
+            ("recv_epoch_ms", 1.5),
+            ("recv_epoch_ms", 9.223_372_036_854_776e18),
+            ("recv_epoch_ms", f64::NAN),
+            ("sensor_id", 65_536.0),
+            ("status", -1.0),
+            ("day", f64::INFINITY),
+        ] {
+            assert!(with(field, float(bad)).is_err(), "{field} = {bad}");
+        }
+        assert!(with("sensor_id", ciborium::Value::Text("7".into())).is_err());
     }
 
     #[test]

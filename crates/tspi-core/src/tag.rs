@@ -96,8 +96,10 @@ impl Tag {
 
     /// Decode and validate untrusted bytes.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, TagError> {
-        let tag: Tag =
-            ciborium::from_reader(bytes).map_err(|e| TagError::NotCbor(e.to_string()))?;
+        // Through the JSON form: a time written as a CBOR date/time tag reads as its text.
+        let tag: Tag = crate::json::cbor_to_json(bytes)
+            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+            .map_err(TagError::NotCbor)?;
         tag.check()?;
         Ok(tag)
     }
@@ -153,5 +155,38 @@ mod tests {
             Tag::from_cbor(b"\x01\x02"),
             Err(TagError::NotCbor(_))
         ));
+    }
+
+    #[test]
+    fn times_as_cbor_date_tags_are_read() {
+        // A JavaScript Date is tag 1 (epoch seconds), a Python datetime tag 0 (text).
+        use ciborium::Value as V;
+        let text = |s: &str| V::Text(s.into());
+        let map = V::Map(vec![
+            (text("id"), text("t-js")),
+            (text("ts"), V::Tag(1, Box::new(V::Float(1_759_057_205.25)))),
+            (text("label"), text("break left")),
+            (text("status"), text("active")),
+            (
+                text("updated_ts"),
+                V::Tag(0, Box::new(text("2025-09-28T11:00:06+00:00"))),
+            ),
+            (
+                text("extra"),
+                V::Map(vec![(
+                    text("at"),
+                    V::Tag(1, Box::new(V::Integer(0.into()))),
+                )]),
+            ),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&map, &mut bytes).unwrap();
+        let t = Tag::from_cbor(&bytes).unwrap();
+        assert_eq!(t.ts, "2025-09-28T11:00:05.250Z");
+        assert_eq!(t.updated_ts, "2025-09-28T11:00:06+00:00");
+        assert_eq!(
+            t.extra,
+            Some(serde_json::json!({"at": "1970-01-01T00:00:00.000Z"}))
+        );
     }
 }

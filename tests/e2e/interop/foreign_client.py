@@ -152,7 +152,7 @@ async def main():
                   {"cmd_id": str(uuid.uuid4()), "name": "display.units", "ts": now,
                    "sender": "py-script", "payload": {"units": "imperial"}}),
         "marker_color": ("tspi.cmd.display.marker_color",
-                         {"cmd_id": str(uuid.uuid4()), "name": "display.marker_color", "ts": iso,
+                         {"cmd_id": str(uuid.uuid4()), "name": "display.marker_color", "ts": now,
                           "sender": "py-script", "payload": {"marker_color": "#ff8800"}}),
         "session": ("tspi.cmd.display.session_metadata",
                     {"cmd_id": str(uuid.uuid4()), "name": "display.session_metadata", "ts": iso_z,
@@ -160,7 +160,9 @@ async def main():
                      "payload": {"session_metadata": {"name": "Sortie 9", "id": "S9"}}}),
     }
     for key, (subject, body) in commands.items():
-        await publish(key, subject, cbor2.dumps(body), body["cmd_id"])
+        # The marker colour's time as a JavaScript encoder writes a Date: tag 1, epoch seconds.
+        body_bytes = cbor2.dumps(body, datetime_as_timestamp=(key == "marker_color"))
+        await publish(key, subject, body_bytes, body["cmd_id"])
     # U+0000 inside a string: valid CBOR and a valid command; PostgreSQL text cannot hold it.
     nul = {"cmd_id": str(uuid.uuid4()), "name": "display.units", "ts": iso_z,
            "sender": "ops\x00desk", "payload": {"units": "imperial"}}
@@ -193,12 +195,22 @@ async def main():
     second = dict(record, time_s=2.0)
     body = b"\xbf" + b"".join(cbor2.dumps(k) + cbor2.dumps(v) for k, v in second.items()) + b"\xff"
     await publish("record_indefinite", "tspi.geocentric.777", body, "777:200:2.0000")
+    # As a JavaScript encoder writes it: every number beyond 32 bits is a double.
+    js_style = dict(record, time_s=6.0, recv_epoch_ms=float(record["recv_epoch_ms"]))
+    await publish("record_js_style", "tspi.geocentric.777", cbor2.dumps(js_style), "777:200:6.0000")
     await publish("not_cbor", "tspi.geocentric.777", b"\xa1\x61", "777:200:3.0000")
     # Well-formed, but no datagram or clock gives these values.
     await publish("record_before_1970", "tspi.geocentric.777",
                   cbor2.dumps(dict(record, time_s=4.0, recv_epoch_ms=-377705116800000)), "777:200:4.0000")
     await publish("record_day_0", "tspi.geocentric.777", cbor2.dumps(dict(record, day=0, time_s=5.0)),
                   "777:0:5.0000")
+
+    # A heartbeat (SPEC §3) with an integral ping and its time as tag 1.
+    heartbeat = {"client_id": "py-heartbeat", "state": "FOLLOWING_LIVESTREAM",
+                 "channel_id": "livestream", "subject": "tspi.channel.livestream",
+                 "override": False, "ts": now, "operator": "py-ops", "ping_ms": 12}
+    ack = await js.publish("tspi.ops.status", cbor2.dumps(heartbeat, datetime_as_timestamp=True))
+    heartbeat_seq = ack.seq
 
     await nc.drain()
     print(json.dumps({
@@ -210,6 +222,7 @@ async def main():
         "commands": {k: b["cmd_id"] for k, (_, b) in commands.items()},
         "bad_command": bad_cmd["cmd_id"],
         "nul_command": nul["cmd_id"],
+        "heartbeat_seq": heartbeat_seq,
     }))
 
 

@@ -3,9 +3,11 @@
 //! implementations than ours) sends every reference datagram to the producer binary and
 //! decodes what comes out; then it publishes commands, a tag and telemetry the way cbor2
 //! writes them — datetime tags, float64, half floats, integers for floats, an
-//! indefinite-length map — plus a record that is not CBOR and a command with a unit that
-//! does not exist. The receiver, the live player and the archiver (binaries, real
-//! PostgreSQL) must take the foreign messages as their own and count the bad ones.
+//! indefinite-length map, a double where an integer is meant, U+0000 in a string, a
+//! heartbeat — plus a record that is not CBOR, records with values no datagram carries
+//! and a command with a unit that does not exist. The receiver, the live player, the
+//! console's roster and the archiver (binaries, real PostgreSQL) must take the foreign
+//! messages as their own and count the bad ones.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -76,7 +78,7 @@ async fn a_foreign_nats_and_cbor_client_interoperates() {
     let published = summary["published"].as_object().unwrap();
     assert_eq!(
         published.len(),
-        12,
+        13,
         "every foreign publish acked: {summary}"
     );
 
@@ -90,7 +92,7 @@ async fn a_foreign_nats_and_cbor_client_interoperates() {
     );
     assert_eq!(
         kinds.trim(),
-        format!("command=4,invalid=4,tag=2,telemetry={}", valid + 2),
+        format!("command=4,invalid=4,tag=2,telemetry={}", valid + 3),
         "invalid: the not-CBOR record, the two out of range, the furlongs command"
     );
     let invalid = pg.psql(
@@ -165,16 +167,16 @@ async fn a_foreign_nats_and_cbor_client_interoperates() {
         "SELECT string_agg(time_s::text || ':' || (record->'payload'->>'az_mps2'), ',' ORDER BY time_s) \
          FROM messages WHERE kind = 'telemetry' AND sensor_id = 777",
     );
-    assert_eq!(foreign_records.trim(), "1:-9.75,2:-9.75");
+    assert_eq!(foreign_records.trim(), "1:-9.75,2:-9.75,6:-9.75");
 
     // 3. The receiver prints both foreign records and skips the bad one, counted.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(receiver.stop(long).await.success(), "{}", receiver.stderr());
     let lines = receiver.json_lines();
-    assert_eq!(lines.len() as u64, valid + 2, "{}", receiver.stderr());
+    assert_eq!(lines.len() as u64, valid + 3, "{}", receiver.stderr());
     let foreign: Vec<&Value> = lines.iter().filter(|l| l["sensor_id"] == 777).collect();
-    assert_eq!(foreign.len(), 2);
-    for (line, time_s) in foreign.iter().zip([1.0, 2.0]) {
+    assert_eq!(foreign.len(), 3);
+    for (line, time_s) in foreign.iter().zip([1.0, 2.0, 6.0]) {
         assert_eq!(line["time_s"], time_s);
         assert_eq!(line["payload"]["x_m"], 1.0);
         assert_eq!(line["payload"]["y_m"], 2.5);
@@ -213,7 +215,7 @@ async fn a_foreign_nats_and_cbor_client_interoperates() {
         .into_iter()
         .filter(|f| f["sensor_id"] == 777)
         .collect();
-    assert_eq!(frames.len(), 2);
+    assert_eq!(frames.len(), 3);
     for f in frames {
         assert_eq!(f["units"], "imperial", "{f}");
         assert_eq!(f["marker_color"], "#ff8800");
@@ -226,9 +228,25 @@ async fn a_foreign_nats_and_cbor_client_interoperates() {
         "not-CBOR, two out of range, furlongs: {}",
         end[0]
     );
-    assert_eq!(end[0]["counts"]["frames_in"].as_u64(), Some(valid + 2));
+    assert_eq!(end[0]["counts"]["frames_in"].as_u64(), Some(valid + 3));
 
-    // 5. The producer counted the invalid datagrams by reason; nothing failed.
+    // 5. The console's roster shows the foreign heartbeat (integral ping, tag 1 time).
+    assert!(summary["heartbeat_seq"].as_u64().is_some(), "{summary}");
+    let roster = programs
+        .console("console-clients", &["clients", "--json"])
+        .await;
+    let roster: Value = serde_json::from_str(roster.stdout().trim()).unwrap();
+    let foreign = roster
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == "py-heartbeat")
+        .unwrap_or_else(|| panic!("foreign heartbeat not in the roster: {roster}"));
+    assert_eq!(foreign["ping_ms"], 12.0);
+    assert_eq!(foreign["operator"], "py-ops");
+    assert_eq!(foreign["state"], "FOLLOWING_LIVESTREAM");
+
+    // 6. The producer counted the invalid datagrams by reason; nothing failed.
     assert!(producer.stop(long).await.success());
     let stopped = producer.stderr();
     let invalid_vectors = cases.len() as u64 - valid;
