@@ -27,10 +27,15 @@ const COMMANDS: u32 = 12;
 const TAG_STATES: u32 = 8;
 const TAG_IDS: u32 = 4;
 
-async fn publish_all(js: &jetstream::Context) {
+/// Telemetry published only once the database is down, so the running archiver has
+/// work to fail on however fast it archived the rest.
+const LATE_TELEMETRY: u32 = 500;
+
+/// Telemetry `range` of `0..TELEMETRY`, with garbage interleaved at fixed positions.
+async fn publish_telemetry(js: &jetstream::Context, range: std::ops::Range<u32>) {
     let prefix = StreamPrefix::default();
     let mut acks = Vec::new();
-    for i in 0..TELEMETRY {
+    for i in range {
         let d = Datagram {
             sensor_id: (i % 20) as u16,
             day: 300,
@@ -70,6 +75,11 @@ async fn publish_all(js: &jetstream::Context) {
     for a in acks {
         a.await.unwrap();
     }
+}
+
+/// Everything but the late telemetry.
+async fn publish_all(js: &jetstream::Context) {
+    publish_telemetry(js, 0..TELEMETRY - LATE_TELEMETRY).await;
     for i in 0..COMMANDS {
         let units = if i % 2 == 0 {
             UnitSystem::Imperial
@@ -185,11 +195,16 @@ async fn exact_rows_through_archiver_and_database_crashes() {
     task.abort();
     let _ = task.await;
 
-    // Crash 2: PostgreSQL is killed and restarted under a running archiver.
+    // Crash 2: PostgreSQL is killed under a running archiver (with pooled connections)
+    // and restarted once the archiver has failed to write the late telemetry.
     let (shutdown, task) = start(&js, &url, &metrics);
     tokio::time::sleep(Duration::from_millis(300)).await;
     pg.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish_telemetry(&js, TELEMETRY - LATE_TELEMETRY..TELEMETRY).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.db_errors.get() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     pg.restart();
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -284,6 +299,7 @@ async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
     ensure_stream(&nc, &js, &spec).await.unwrap();
     pg.kill();
     publish_all(&js).await;
+    publish_telemetry(&js, TELEMETRY - LATE_TELEMETRY..TELEMETRY).await;
     let total = u64::from(TELEMETRY + GARBAGE + OTHER_GARBAGE + COMMANDS + TAG_STATES);
 
     let metrics = ArchiverMetrics::new(&mut Registry::default());

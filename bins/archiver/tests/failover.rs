@@ -18,6 +18,30 @@ use tspi_test_support::{NatsServer, PgServer, PG_USER};
 
 const N: u32 = 4_000;
 
+/// Published only after the primary is killed, so the archiver has writes to fail on
+/// however fast it archived the rest.
+const LATE: u32 = 500;
+
+async fn publish(nc: &async_nats::Client, js: &jetstream::Context, range: std::ops::Range<u32>) {
+    for i in range {
+        let d = Datagram {
+            sensor_id: 1,
+            day: 2,
+            time_ticks: i,
+            status: 0,
+            status_flags: 0,
+            payload: Payload::Geocentric(GeocentricRaw::default()),
+        };
+        js.publish(
+            "tspi.geocentric.1",
+            TelemetryRecord::from_datagram(&d, 0).to_cbor().into(),
+        )
+        .await
+        .unwrap();
+    }
+    nc.flush().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiver_follows_a_promoted_replica_without_losing_rows() {
     let nats = NatsServer::start().await;
@@ -53,23 +77,7 @@ async fn archiver_follows_a_promoted_replica_without_losing_rows() {
     let js = jetstream::new(nc.clone());
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&nc, &js, &spec).await.unwrap();
-    for i in 0..N {
-        let d = Datagram {
-            sensor_id: 1,
-            day: 2,
-            time_ticks: i,
-            status: 0,
-            status_flags: 0,
-            payload: Payload::Geocentric(GeocentricRaw::default()),
-        };
-        js.publish(
-            "tspi.geocentric.1",
-            TelemetryRecord::from_datagram(&d, 0).to_cbor().into(),
-        )
-        .await
-        .unwrap();
-    }
-    nc.flush().await.unwrap();
+    publish(&nc, &js, 0..N - LATE).await;
 
     let url = format!(
         "postgresql://{PG_USER}@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write&connect_timeout=2",
@@ -101,6 +109,11 @@ async fn archiver_follows_a_promoted_replica_without_losing_rows() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     primary.kill();
+    publish(&nc, &js, N - LATE..N).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.db_errors.get() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     replica.promote();
 
     let deadline = Instant::now() + Duration::from_secs(60);
