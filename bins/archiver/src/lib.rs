@@ -224,26 +224,26 @@ pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
     Some(row)
 }
 
-/// Store the generic JSON form of a command or tag; false (with the error set) when the
-/// payload is not CBOR at all.
-fn set_json(row: &mut MessageRow, payload: &[u8]) -> bool {
+/// Store the generic JSON form of a command or tag and return it; `None` (with the error
+/// set) when the payload is not CBOR at all.
+fn set_json(row: &mut MessageRow, payload: &[u8]) -> Option<serde_json::Value> {
     match tspi_core::json::cbor_to_json(payload) {
         Ok(value) => {
             row.record = serde_json::to_vec(&value).ok().map(JsonText);
-            true
+            Some(value)
         }
         Err(e) => {
             row.error = Some(e);
-            false
+            None
         }
     }
 }
 
 fn classify_command(row: &mut MessageRow, payload: &[u8]) {
-    if !set_json(row, payload) {
+    let Some(value) = set_json(row, payload) else {
         return;
-    }
-    match DisplayCommand::from_cbor(payload) {
+    };
+    match DisplayCommand::from_json(value) {
         Ok(cmd) => match rfc3339(&cmd.ts) {
             Some(ts) => {
                 row.kind = MessageKind::Command;
@@ -262,10 +262,10 @@ fn classify_command(row: &mut MessageRow, payload: &[u8]) {
 }
 
 fn classify_tag(row: &mut MessageRow, payload: &[u8]) {
-    if !set_json(row, payload) {
+    let Some(value) = set_json(row, payload) else {
         return;
-    }
-    match Tag::from_cbor(payload) {
+    };
+    match Tag::from_json(value) {
         Ok(tag) => match (rfc3339(&tag.ts), rfc3339(&tag.updated_ts)) {
             (Some(ts), Some(updated_ts)) => {
                 row.kind = MessageKind::Tag;

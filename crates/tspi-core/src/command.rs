@@ -177,9 +177,13 @@ impl DisplayCommand {
     /// Decode and validate untrusted bytes.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, CommandError> {
         // Through the JSON form: a time written as a CBOR date/time tag reads as its text.
-        let wire: CommandWire = crate::json::cbor_to_json(bytes)
-            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
-            .map_err(CommandError::NotCbor)?;
+        Self::from_json(crate::json::cbor_to_json(bytes).map_err(CommandError::NotCbor)?)
+    }
+
+    /// Decode and validate the JSON form of a command ([`crate::json::cbor_to_json`]).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, CommandError> {
+        let wire: CommandWire =
+            serde_json::from_value(value).map_err(|e| CommandError::NotCbor(e.to_string()))?;
         let p = wire.payload;
         let setting = match wire.name.as_str() {
             "display.units" => {

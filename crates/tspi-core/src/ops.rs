@@ -32,11 +32,7 @@ pub struct Heartbeat {
     pub operator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::record::option_number"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ping_ms: Option<f64>,
 }
 

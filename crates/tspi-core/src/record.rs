@@ -451,7 +451,7 @@ impl TelemetryRecord {
 /// Accept any CBOR/JSON number for an `f64` field: other encoders write integral values
 /// as integers (a JavaScript encoder always does: 12.0 is 12 there) and small ones as
 /// half floats. ciborium alone refuses an integer where it expects a float.
-pub(crate) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     struct Num;
     impl serde::de::Visitor<'_> for Num {
         type Value = f64;
@@ -479,7 +479,7 @@ pub(crate) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 /// Accept an integer, or a float with an integral value, for an integer field: a
 /// JavaScript encoder writes any number beyond 32 bits (`Date.now()`) as a double.
-pub(crate) fn integral<'de, D, T>(d: D) -> Result<T, D::Error>
+fn integral<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i64> + TryFrom<u64>,
@@ -509,13 +509,6 @@ where
         }
     }
     d.deserialize_any(Int(std::marker::PhantomData))
-}
-
-/// [`number`] for an optional field (with `#[serde(default)]`).
-pub(crate) fn option_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    #[derive(Deserialize)]
-    struct Number(#[serde(deserialize_with = "number")] f64);
-    Ok(Option::<Number>::deserialize(d)?.map(|n| n.0))
 }
 
 #[cfg(test)]

@@ -97,9 +97,13 @@ impl Tag {
     /// Decode and validate untrusted bytes.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, TagError> {
         // Through the JSON form: a time written as a CBOR date/time tag reads as its text.
-        let tag: Tag = crate::json::cbor_to_json(bytes)
-            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
-            .map_err(TagError::NotCbor)?;
+        Self::from_json(crate::json::cbor_to_json(bytes).map_err(TagError::NotCbor)?)
+    }
+
+    /// Decode and validate the JSON form of a tag ([`crate::json::cbor_to_json`]).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, TagError> {
+        let tag: Tag =
+            serde_json::from_value(value).map_err(|e| TagError::NotCbor(e.to_string()))?;
         tag.check()?;
         Ok(tag)
     }
