@@ -282,35 +282,27 @@ pub async fn write_batch(
     client: &mut Client,
     rows: &[MessageRow],
 ) -> Result<WriteOutcome, StoreError> {
-    match write_batch_once(client, rows).await {
-        Err(e) if e.is_content_error() => {
-            tracing::warn!(rows = rows.len(), error = %e.database_message(), "the database refused a batch for its content; isolating the refused rows");
-        }
+    let refused = match write_batch_once(client, rows).await {
+        Err(e) if e.is_content_error() => e,
         other => return other,
-    }
+    };
+    tracing::warn!(rows = rows.len(), error = %refused.database_message(), "the database refused a batch for its content; isolating the refused rows");
     let mut total = WriteOutcome::default();
-    // (rows, known to be refused as a whole)
-    let mut parts: Vec<(&[MessageRow], bool)> = vec![(rows, true)];
+    // Each part with the content error it was refused with, once tried.
+    let mut parts: Vec<(&[MessageRow], Option<StoreError>)> = vec![(rows, Some(refused))];
     while let Some((part, refused)) = parts.pop() {
-        if !refused {
-            match write_batch_once(client, part).await {
+        let reason = match refused {
+            Some(e) => e,
+            None => match write_batch_once(client, part).await {
                 Ok(out) => {
                     total.add(out);
                     continue;
                 }
-                Err(e) if e.is_content_error() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if let [row] = part {
-            let reason = match write_batch_once(client, std::slice::from_ref(row)).await {
                 Err(e) if e.is_content_error() => e,
-                Ok(out) => {
-                    total.add(out);
-                    continue;
-                }
                 Err(e) => return Err(e),
-            };
+            },
+        };
+        if let [row] = part {
             tracing::warn!(stream_seq = row.stream_seq, subject = %row.subject, error = %reason.database_message(), "row refused by the database; stored raw as invalid");
             let mut out = write_batch_once(client, &[refused_row(row, &reason)]).await?;
             out.refused = 1;
@@ -318,8 +310,8 @@ pub async fn write_batch(
         } else {
             let (first, second) = part.split_at(part.len() / 2);
             // Popped first half first: rows go in in stream order.
-            parts.push((second, false));
-            parts.push((first, false));
+            parts.push((second, None));
+            parts.push((first, None));
         }
     }
     Ok(total)
