@@ -78,6 +78,83 @@ pub fn ecef_to_geodetic(x: f64, y: f64, z: f64) -> Option<Geodetic> {
     (out.lat_deg.is_finite() && out.alt_m.is_finite()).then_some(out)
 }
 
+/// A local east/north/up tangent plane at a site: where a radar reports spherical tracks
+/// from, and what a range display draws around.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalFrame {
+    pub origin: Geodetic,
+    origin_ecef: [f64; 3],
+    /// Rows: the east, north and up unit vectors in ECEF.
+    axes: [[f64; 3]; 3],
+}
+
+impl LocalFrame {
+    /// `None` when the site is not a position (latitude beyond ±90°, non-finite values).
+    pub fn new(lat_deg: f64, lon_deg: f64, alt_m: f64) -> Option<LocalFrame> {
+        if !(lat_deg.is_finite() && lon_deg.is_finite() && alt_m.is_finite())
+            || lat_deg.abs() > 90.0
+            || lon_deg.abs() > 360.0
+        {
+            return None;
+        }
+        let (lat, lon) = (lat_deg.to_radians(), lon_deg.to_radians());
+        Some(LocalFrame {
+            origin: Geodetic {
+                lat_deg,
+                lon_deg,
+                alt_m,
+            },
+            origin_ecef: geodetic_to_ecef(lat_deg, lon_deg, alt_m),
+            axes: [
+                [-lon.sin(), lon.cos(), 0.0],
+                [-lat.sin() * lon.cos(), -lat.sin() * lon.sin(), lat.cos()],
+                [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()],
+            ],
+        })
+    }
+
+    /// East/north/up metres of an ECEF position relative to the site.
+    pub fn ecef_to_enu(&self, ecef: [f64; 3]) -> [f64; 3] {
+        let d = [
+            ecef[0] - self.origin_ecef[0],
+            ecef[1] - self.origin_ecef[1],
+            ecef[2] - self.origin_ecef[2],
+        ];
+        self.axes
+            .map(|axis| axis[0] * d[0] + axis[1] * d[1] + axis[2] * d[2])
+    }
+
+    /// The ECEF position at east/north/up metres from the site.
+    pub fn enu_to_ecef(&self, enu: [f64; 3]) -> [f64; 3] {
+        let [e, n, u] = self.axes;
+        let mut out = self.origin_ecef;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += e[i] * enu[0] + n[i] * enu[1] + u[i] * enu[2];
+        }
+        out
+    }
+
+    /// Where a sensor at this site sees a target at slant `range_m`, `azimuth_deg`
+    /// (clockwise from true north) and `elevation_deg` (above the local horizontal): the
+    /// straight line of sight, without refraction. `None` for non-finite input.
+    pub fn aer_to_geodetic(
+        &self,
+        azimuth_deg: f64,
+        elevation_deg: f64,
+        range_m: f64,
+    ) -> Option<Geodetic> {
+        let (az, el) = (azimuth_deg.to_radians(), elevation_deg.to_radians());
+        let horizontal = range_m * el.cos();
+        let enu = [
+            horizontal * az.sin(),
+            horizontal * az.cos(),
+            range_m * el.sin(),
+        ];
+        let [x, y, z] = self.enu_to_ecef(enu);
+        ecef_to_geodetic(x, y, z)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -139,5 +216,43 @@ mod tests {
         assert!(ecef_to_geodetic(f64::NAN, 0.0, 0.0).is_none());
         assert!(ecef_to_geodetic(0.0, 0.0, 0.0).is_none());
         assert!(ecef_to_geodetic(f64::INFINITY, 1.0, 1.0).is_none());
+    }
+
+    #[test]
+    fn local_frame_round_trips_and_looks_the_right_way() {
+        let site = LocalFrame::new(34.9, -117.9, 700.0).unwrap();
+        // Straight up from the site.
+        let up = site.aer_to_geodetic(0.0, 90.0, 1000.0).unwrap();
+        assert!((up.lat_deg - 34.9).abs() < 1e-9 && (up.lon_deg + 117.9).abs() < 1e-9);
+        assert!((up.alt_m - 1700.0).abs() < 1e-6, "{up:?}");
+        // 10 km due north on the horizon: further north, same longitude, and higher than
+        // the site above the ellipsoid (the Earth curves away below the line of sight).
+        let north = site.aer_to_geodetic(0.0, 0.0, 10_000.0).unwrap();
+        assert!(north.lat_deg > 34.98 && north.lat_deg < 35.0, "{north:?}");
+        assert!((north.lon_deg + 117.9).abs() < 1e-9);
+        assert!(north.alt_m > 700.0 && north.alt_m < 710.0, "{north:?}");
+        // Due east: same latitude within the curvature, greater longitude.
+        let east = site.aer_to_geodetic(90.0, 0.0, 10_000.0).unwrap();
+        assert!(
+            east.lon_deg > -117.9 && (east.lat_deg - 34.9).abs() < 1e-3,
+            "{east:?}"
+        );
+        // ENU and back through ECEF, to the micrometre, on a grid of directions.
+        for az in (0..360).step_by(15) {
+            for el in [-5.0, 0.0, 10.0, 45.0, 89.0] {
+                let p = site.aer_to_geodetic(f64::from(az), el, 42_000.0).unwrap();
+                let enu = site.ecef_to_enu(geodetic_to_ecef(p.lat_deg, p.lon_deg, p.alt_m));
+                let (e, n, u) = (enu[0], enu[1], enu[2]);
+                let range = (e * e + n * n + u * u).sqrt();
+                assert!((range - 42_000.0).abs() < 1e-6, "range {range}");
+                let az_back = e.atan2(n).to_degrees().rem_euclid(360.0);
+                assert!((az_back - f64::from(az)).abs() < 1e-9, "{az} -> {az_back}");
+                let el_back = u.atan2(e.hypot(n)).to_degrees();
+                assert!((el_back - el).abs() < 1e-9, "{el} -> {el_back}");
+            }
+        }
+        assert!(LocalFrame::new(91.0, 0.0, 0.0).is_none());
+        assert!(LocalFrame::new(f64::NAN, 0.0, 0.0).is_none());
+        assert!(site.aer_to_geodetic(f64::NAN, 0.0, 1.0).is_none());
     }
 }

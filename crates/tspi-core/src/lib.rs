@@ -12,6 +12,7 @@ pub mod display;
 pub mod geo;
 pub mod json;
 pub mod ops;
+pub mod playout;
 pub mod record;
 pub mod rfc3339;
 pub mod subject;
