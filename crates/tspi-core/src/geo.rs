@@ -245,8 +245,9 @@ mod tests {
                 let (e, n, u) = (enu[0], enu[1], enu[2]);
                 let range = (e * e + n * n + u * u).sqrt();
                 assert!((range - 42_000.0).abs() < 1e-6, "range {range}");
-                let az_back = e.atan2(n).to_degrees().rem_euclid(360.0);
-                assert!((az_back - f64::from(az)).abs() < 1e-9, "{az} -> {az_back}");
+                let az_back = e.atan2(n).to_degrees();
+                let off = (az_back - f64::from(az) + 540.0).rem_euclid(360.0) - 180.0;
+                assert!(off.abs() < 1e-9, "{az} -> {az_back}");
                 let el_back = u.atan2(e.hypot(n)).to_degrees();
                 assert!((el_back - el).abs() < 1e-9, "{el} -> {el_back}");
             }
