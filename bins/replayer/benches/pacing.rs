@@ -109,15 +109,15 @@ async fn run(
             else {
                 break;
             };
-            let seq: i64 = m
+            // Segment markers carry no original message.
+            let Some(seq) = m
                 .headers
                 .as_ref()
-                .unwrap()
-                .get("Tspi-Original-Seq")
-                .unwrap()
-                .as_str()
-                .parse()
-                .unwrap();
+                .and_then(|h| h.get("Tspi-Original-Seq"))
+                .and_then(|v| v.as_str().parse::<i64>().ok())
+            else {
+                continue;
+            };
             got.push((Instant::now(), seq));
         }
         got
@@ -131,6 +131,9 @@ async fn run(
             end: t0 + time::Duration::seconds(i64::from(SECONDS) + 1),
             speed,
             clock: Clock::Receive,
+            paused: false,
+            segment: None,
+            snapshot: None,
         },
         CancellationToken::new(),
     )

@@ -5,6 +5,12 @@
 //! `{"op":"play","start":T,"end":T}` or `{"op":"play","tag":ID,"window":S}` (plus optional
 //! `"speed"`, `"clock"`), `{"op":"pause"}`, `{"op":"resume"}`, `{"op":"seek","to":T}` or
 //! `{"op":"seek","tag":ID}`, `{"op":"speed","speed":X}`, `{"op":"stop"}`, `{"op":"status"}`.
+//! `play` and `seek` also take `"segment"` (the number the segment's messages and markers
+//! carry) and `"snapshot":{"trail":S,"lookback":S}` (the picture at the start: each track's
+//! last record and its trail); `play` takes `"paused":true`.
+//! Archive questions (answered without a session): `{"op":"coverage","start":T,"end":T,
+//! "buckets":N}` → `"coverage":{…,"counts":[…]}`; `{"op":"tags","start":T,"end":T}` →
+//! `"tags":[…]`.
 //! Reply: `{"ok":true,"status":{…}}` or `{"ok":false,"error":"…"}`.
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +34,12 @@ pub enum Request {
         speed: Option<f64>,
         #[serde(default)]
         clock: Option<String>,
+        #[serde(default)]
+        paused: Option<bool>,
+        #[serde(default)]
+        segment: Option<u64>,
+        #[serde(default)]
+        snapshot: Option<SnapshotRequest>,
     },
     Pause,
     Resume,
@@ -36,12 +48,65 @@ pub enum Request {
         to: Option<String>,
         #[serde(default)]
         tag: Option<String>,
+        #[serde(default)]
+        segment: Option<u64>,
+        #[serde(default)]
+        snapshot: Option<SnapshotRequest>,
     },
     Speed {
         speed: f64,
     },
     Stop,
     Status,
+    Coverage {
+        start: String,
+        end: String,
+        #[serde(default)]
+        buckets: Option<u32>,
+    },
+    Tags {
+        start: String,
+        end: String,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+}
+
+/// The picture a segment starts with: each track's last record within `lookback`
+/// seconds and its trail over `trail` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct SnapshotRequest {
+    pub trail: f64,
+    #[serde(default)]
+    pub lookback: Option<f64>,
+}
+
+/// Longest trail or lookback a snapshot covers.
+pub const SNAPSHOT_MAX_S: f64 = 3_600.0;
+/// Most trail points per track in a snapshot.
+pub const SNAPSHOT_POINTS: f64 = 120.0;
+/// Most coverage buckets and tags in one reply (a reply must fit a NATS message).
+pub const MAX_BUCKETS: u32 = 4_000;
+pub const MAX_TAGS: u32 = 2_000;
+
+impl SnapshotRequest {
+    /// The store's picture spec at `at`, checked: trail and lookback within an hour.
+    pub fn picture(&self, at: time::OffsetDateTime) -> Result<tspi_store::PictureSpec, String> {
+        let ok = |v: f64| v.is_finite() && (0.0..=SNAPSHOT_MAX_S).contains(&v);
+        let lookback = self.lookback.unwrap_or(self.trail.max(60.0));
+        if !ok(self.trail) || !ok(lookback) {
+            return Err(format!(
+                "snapshot trail and lookback must be 0 to {SNAPSHOT_MAX_S} seconds"
+            ));
+        }
+        let trail = std::time::Duration::from_secs_f64(self.trail);
+        Ok(tspi_store::PictureSpec {
+            at,
+            lookback: std::time::Duration::from_secs_f64(lookback),
+            trail,
+            step: std::time::Duration::from_secs_f64((self.trail / SNAPSHOT_POINTS).max(0.1)),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +135,26 @@ pub fn decode(bytes: &[u8]) -> (Encoding, Result<Request, String>) {
     }
 }
 
+/// Where the archive holds data: telemetry messages per bucket.
 #[derive(Debug, Clone, Serialize)]
+pub struct Coverage {
+    pub start: String,
+    pub end: String,
+    pub bucket_s: f64,
+    pub counts: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Reply {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<SessionStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<tspi_store::TagSummary>>,
 }
 
 impl Reply {
@@ -84,15 +162,15 @@ impl Reply {
         Reply {
             ok: true,
             status,
-            error: None,
+            ..Default::default()
         }
     }
 
     pub fn error(e: impl Into<String>) -> Self {
         Reply {
             ok: false,
-            status: None,
             error: Some(e.into()),
+            ..Default::default()
         }
     }
 
@@ -209,8 +287,55 @@ mod tests {
             decode(&seek).1.unwrap(),
             Request::Seek {
                 to: Some("2025-09-28T11:00:00+00:00".into()),
-                tag: None
+                tag: None,
+                segment: None,
+                snapshot: None,
             }
         );
+    }
+
+    #[test]
+    fn display_requests_decode_and_snapshots_are_bounded() {
+        let (_, req) = decode(
+            br#"{"op":"play","start":"a","end":"b","paused":true,"segment":3,"snapshot":{"trail":60}}"#,
+        );
+        let Request::Play {
+            paused,
+            segment,
+            snapshot,
+            ..
+        } = req.unwrap()
+        else {
+            panic!("not play")
+        };
+        assert_eq!((paused, segment), (Some(true), Some(3)));
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        let spec = snapshot.unwrap().picture(at).unwrap();
+        assert_eq!(spec.trail.as_secs(), 60);
+        assert_eq!(
+            spec.lookback.as_secs(),
+            60,
+            "lookback defaults to the trail (≥ 60 s)"
+        );
+        assert_eq!(spec.step.as_millis(), 500, "120 points a trail");
+        for bad in [-1.0, f64::NAN, 3_601.0] {
+            let r = SnapshotRequest {
+                trail: bad,
+                lookback: None,
+            };
+            assert!(r.picture(at).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            decode(br#"{"op":"coverage","start":"a","end":"b","buckets":5}"#).1,
+            Ok(Request::Coverage {
+                buckets: Some(5),
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(br#"{"op":"tags","start":"a","end":"b"}"#).1,
+            Ok(Request::Tags { limit: None, .. })
+        ));
+        assert!(decode(br#"{"op":"coverage","start":"a"}"#).1.is_err());
     }
 }

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use control::{Reply, Request};
-use session::{Control, PlayState, PlaySummary, ReplayContext, Session, SessionSpec};
+use session::{Control, PlayState, PlaySummary, ReplayContext, SeekTo, Session, SessionSpec};
 
 /// Where a playout window comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +100,9 @@ pub async fn play(
 /// Rooms one `replayer serve` plays at once (each is a playout thread).
 pub const MAX_ROOMS: usize = 64;
 
+/// Archive questions (`coverage`, `tags`) answered at once; more are refused as busy.
+pub const MAX_ARCHIVE_QUERIES: usize = 8;
+
 /// `replayer serve`: answer `player.<room>.ctrl` requests until `shutdown`.
 pub async fn serve(
     ctx: ReplayContext,
@@ -112,6 +115,7 @@ pub async fn serve(
         .await
         .context("subscribing to player.*.ctrl")?;
     let mut rooms: HashMap<String, Session> = HashMap::new();
+    let queries = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ARCHIVE_QUERIES));
     tracing::info!("serving playout control on player.<room>.ctrl");
     loop {
         let msg = tokio::select! {
@@ -125,6 +129,30 @@ pub async fn serve(
         let (encoding, request) = control::decode(&msg.payload);
         let reply = match (control::check_room(&room), request) {
             (Err(e), _) | (_, Err(e)) => Reply::error(e),
+            // Archive questions may take a while on a long span: they run on their own,
+            // so room control is never held up behind them.
+            (Ok(()), Ok(req @ (Request::Coverage { .. } | Request::Tags { .. }))) => {
+                match queries.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (ctx, stream) = (ctx.clone(), stream.clone());
+                        tokio::spawn(async move {
+                            let reply = archive_query(&ctx, &stream, req).await;
+                            if let Some(to) = msg.reply {
+                                if let Err(e) =
+                                    ctx.client.publish(to, reply.encode(encoding).into()).await
+                                {
+                                    tracing::warn!(error = %e, "reply not sent");
+                                }
+                            }
+                            drop(permit);
+                        });
+                        continue;
+                    }
+                    Err(_) => Reply::error(format!(
+                        "{MAX_ARCHIVE_QUERIES} archive queries are running; ask again shortly"
+                    )),
+                }
+            }
             (Ok(()), Ok(req)) => handle(&ctx, &stream, &mut rooms, &room, req).await,
         };
         if let Some(to) = msg.reply {
@@ -160,7 +188,13 @@ async fn handle(
                 window,
                 speed,
                 clock,
+                paused,
+                segment,
+                snapshot,
             } => {
+                if let Some(s) = &snapshot {
+                    s.picture(OffsetDateTime::UNIX_EPOCH)?;
+                }
                 let window = match (start, end, tag) {
                     (Some(s), Some(e), None) => WindowSpec::Range {
                         start: parse_time(&s)?,
@@ -205,6 +239,9 @@ async fn handle(
                         end,
                         speed,
                         clock,
+                        paused: paused.unwrap_or(false),
+                        segment,
+                        snapshot,
                     },
                 );
                 let status = session.status();
@@ -222,15 +259,31 @@ async fn handle(
                     Request::Stop => Control::Stop,
                     Request::Speed { speed } => Control::Speed(control::check_speed(speed)?),
                     Request::Seek {
-                        to: Some(t),
-                        tag: None,
-                    } => Control::Seek(parse_time(&t)?),
-                    Request::Seek {
-                        to: None,
-                        tag: Some(id),
-                    } => Control::Seek(tag_moment(ctx, &id).await.map_err(|e| format!("{e:#}"))?),
-                    Request::Seek { .. } => return Err("seek needs either to or tag".to_owned()),
-                    Request::Play { .. } | Request::Status => unreachable!("handled above"),
+                        to,
+                        tag,
+                        segment,
+                        snapshot,
+                    } => {
+                        if let Some(s) = &snapshot {
+                            s.picture(OffsetDateTime::UNIX_EPOCH)?;
+                        }
+                        let at = match (to, tag) {
+                            (Some(t), None) => parse_time(&t)?,
+                            (None, Some(id)) => {
+                                tag_moment(ctx, &id).await.map_err(|e| format!("{e:#}"))?
+                            }
+                            _ => return Err("seek needs either to or tag".to_owned()),
+                        };
+                        Control::Seek(SeekTo {
+                            at,
+                            segment,
+                            snapshot,
+                        })
+                    }
+                    Request::Play { .. }
+                    | Request::Status
+                    | Request::Coverage { .. }
+                    | Request::Tags { .. } => unreachable!("handled above"),
                 };
                 if !session.control(control.clone()) {
                     return Err(format!("the session in room {room:?} has ended"));
@@ -252,4 +305,63 @@ async fn handle(
         Ok(status) => Reply::ok(status),
         Err(e) => Reply::error(e),
     }
+}
+
+/// `coverage` and `tags`: what the archive holds over a span, for a display's timeline.
+async fn archive_query(ctx: &ReplayContext, stream: &str, request: Request) -> Reply {
+    let result: Result<Reply, String> = async {
+        let span = |start: &str, end: &str| -> Result<(OffsetDateTime, OffsetDateTime), String> {
+            let (s, e) = (parse_time(start)?, parse_time(end)?);
+            if e <= s {
+                return Err("end must be after start".into());
+            }
+            Ok((s, e))
+        };
+        let client = ctx
+            .pool
+            .get()
+            .await
+            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+        match request {
+            Request::Coverage {
+                start,
+                end,
+                buckets,
+            } => {
+                let (s, e) = span(&start, &end)?;
+                let n = buckets.unwrap_or(200);
+                if n == 0 || n > control::MAX_BUCKETS {
+                    return Err(format!("buckets must be 1 to {}", control::MAX_BUCKETS));
+                }
+                let counts = tspi_store::coverage(&client, stream, s, e, n)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply {
+                    ok: true,
+                    coverage: Some(control::Coverage {
+                        start,
+                        end,
+                        bucket_s: (e - s).as_seconds_f64() / f64::from(n),
+                        counts,
+                    }),
+                    ..Default::default()
+                })
+            }
+            Request::Tags { start, end, limit } => {
+                let (s, e) = span(&start, &end)?;
+                let limit = limit.unwrap_or(control::MAX_TAGS).min(control::MAX_TAGS);
+                let tags = tspi_store::tags_between(&client, s, e, i64::from(limit))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply {
+                    ok: true,
+                    tags: Some(tags),
+                    ..Default::default()
+                })
+            }
+            _ => Err("not an archive question".into()),
+        }
+    }
+    .await;
+    result.unwrap_or_else(Reply::error)
 }

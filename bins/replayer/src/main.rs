@@ -223,6 +223,9 @@ async fn play(args: PlayArgs) -> anyhow::Result<()> {
             end,
             speed: args.speed,
             clock: args.clock,
+            paused: false,
+            segment: None,
+            snapshot: None,
         },
         shutdown,
     )

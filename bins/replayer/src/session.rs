@@ -22,6 +22,9 @@ use time::OffsetDateTime;
 use tokio::runtime::Handle;
 use tspi_store::ArchivedMessage;
 
+use tspi_core::playout::{self, Phase, SegmentKind, SegmentMarker};
+
+use crate::control::SnapshotRequest;
 use crate::pacing::Pacer;
 
 /// Which time the original gaps are taken from.
@@ -55,6 +58,31 @@ pub struct SessionSpec {
     pub end: OffsetDateTime,
     pub speed: f64,
     pub clock: Clock,
+    /// Start paused (the picture at the start is shown, nothing plays).
+    pub paused: bool,
+    /// The first segment's number (1 when not given).
+    pub segment: Option<u64>,
+    /// The picture the first segment starts with.
+    pub snapshot: Option<SnapshotRequest>,
+}
+
+/// Where a seek goes, and what the segment it starts carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeekTo {
+    pub at: OffsetDateTime,
+    /// The new segment's number (the previous one + 1 when not given).
+    pub segment: Option<u64>,
+    pub snapshot: Option<SnapshotRequest>,
+}
+
+impl SeekTo {
+    pub fn at(at: OffsetDateTime) -> SeekTo {
+        SeekTo {
+            at,
+            segment: None,
+            snapshot: None,
+        }
+    }
 }
 
 /// Where sessions read and publish.
@@ -70,7 +98,7 @@ pub struct ReplayContext {
 pub enum Control {
     Pause,
     Resume,
-    Seek(OffsetDateTime),
+    Seek(SeekTo),
     Speed(f64),
     Stop,
 }
@@ -102,6 +130,10 @@ pub struct SessionStatus {
     pub published: u64,
     /// Command-state and earlier-tag messages published before frames (after each seek too).
     pub state_published: u64,
+    /// Snapshot records published (the picture at each segment's start).
+    pub snapshot_published: u64,
+    /// The segment playing (each play and seek starts one).
+    pub segment: u64,
     pub error: Option<String>,
 }
 
@@ -153,6 +185,8 @@ impl Session {
             window_messages: 0,
             published: 0,
             state_published: 0,
+            snapshot_published: 0,
+            segment: spec.segment.unwrap_or(1),
             error: None,
         }));
         let shared = status.clone();
@@ -315,10 +349,11 @@ struct Player {
     session_id: String,
     errors: hdrhistogram::Histogram<u64>,
     last_tspi_us: Option<i64>,
+    segment: u64,
 }
 
 enum Interrupt {
-    Seek(OffsetDateTime),
+    Seek(SeekTo),
     Stop,
 }
 
@@ -345,6 +380,7 @@ impl Player {
             errors: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
                 .unwrap_or_else(|_| unreachable!("static bounds are valid")),
             last_tspi_us: None,
+            segment: 1,
         }
     }
 
@@ -385,21 +421,22 @@ impl Player {
         }
     }
 
-    fn publish(&self, m: &ArchivedMessage, phase: &str) -> anyhow::Result<()> {
-        let subject = format!("player.{}.playout.{}", self.spec.room, m.subject);
+    fn headers(&self, phase: Phase) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert("Tspi-Replay", "1");
-        headers.insert("Tspi-Replay-Room", self.spec.room.as_str());
-        headers.insert("Tspi-Replay-Session", self.session_id.as_str());
-        headers.insert("Tspi-Replay-Phase", phase);
-        headers.insert("Tspi-Original-Subject", m.subject.as_str());
-        headers.insert("Tspi-Original-Seq", m.stream_seq.to_string().as_str());
-        headers.insert("Tspi-Original-Time", rfc3339(m.stream_ts).as_str());
-        if let Some(id) = &m.msg_id {
-            // Not as Nats-Msg-Id: the playout stream would drop a second replay of it.
-            headers.insert("Tspi-Original-Msg-Id", id.as_str());
-        }
-        let payload = m.raw.clone();
+        headers.insert(playout::HEADER_REPLAY, "1");
+        headers.insert(playout::HEADER_ROOM, self.spec.room.as_str());
+        headers.insert(playout::HEADER_SESSION, self.session_id.as_str());
+        headers.insert(playout::HEADER_PHASE, phase.as_str());
+        headers.insert(playout::HEADER_SEGMENT, self.segment.to_string().as_str());
+        headers
+    }
+
+    fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> anyhow::Result<()> {
         // The publish only queues into the client's channel: a plain executor is enough
         // and much cheaper per message than entering the runtime.
         futures::executor::block_on(
@@ -411,8 +448,51 @@ impl Player {
         Ok(())
     }
 
+    fn publish(&self, m: &ArchivedMessage, phase: Phase) -> anyhow::Result<()> {
+        let subject = format!("{}{}", playout::playout_prefix(&self.spec.room), m.subject);
+        let mut headers = self.headers(phase);
+        headers.insert(playout::HEADER_ORIGINAL_SUBJECT, m.subject.as_str());
+        headers.insert(
+            playout::HEADER_ORIGINAL_SEQ,
+            m.stream_seq.to_string().as_str(),
+        );
+        headers.insert(playout::HEADER_ORIGINAL_TIME, rfc3339(m.stream_ts).as_str());
+        if let Some(id) = &m.msg_id {
+            // Not as Nats-Msg-Id: the playout stream would drop a second replay of it.
+            headers.insert(playout::HEADER_ORIGINAL_MSG_ID, id.as_str());
+        }
+        self.send(subject, headers, m.raw.clone())
+    }
+
+    /// A segment's `begin` or `ready` marker.
+    fn marker(&self, phase: Phase, marker: &SegmentMarker) -> anyhow::Result<()> {
+        let token = match phase {
+            Phase::Begin => playout::BEGIN_SUBJECT,
+            _ => playout::READY_SUBJECT,
+        };
+        let subject = format!("{}{token}", playout::playout_prefix(&self.spec.room));
+        self.send(subject, self.headers(phase), marker.to_cbor().into())
+    }
+
+    /// The picture at `at`: each track's last record and its trail, oldest first.
+    fn emit_snapshot(&self, request: &SnapshotRequest, at: OffsetDateTime) -> anyhow::Result<u64> {
+        let spec = request.picture(at).map_err(anyhow::Error::msg)?;
+        let pool = self.ctx.pool.clone();
+        let stream = self.spec.stream.clone();
+        let records = self.ctx.handle.block_on(async move {
+            let client = pool.get().await?;
+            anyhow::Ok(tspi_store::picture_at(&client, &stream, &spec).await?)
+        })?;
+        for m in &records {
+            self.publish(m, Phase::Snapshot)?;
+        }
+        let n = records.len() as u64;
+        self.update(|s| s.snapshot_published += n);
+        Ok(n)
+    }
+
     /// Command state in force at `at`, then the tags before it.
-    fn emit_state(&self, at: OffsetDateTime) -> anyhow::Result<()> {
+    fn emit_state(&self, at: OffsetDateTime) -> anyhow::Result<u64> {
         let pool = self.ctx.pool.clone();
         let stream = self.spec.stream.clone();
         let (commands, tags) = self.ctx.handle.block_on(async move {
@@ -422,11 +502,11 @@ impl Player {
             anyhow::Ok((commands, tags))
         })?;
         for m in commands.iter().chain(tags.iter()) {
-            self.publish(m, "state")?;
+            self.publish(m, Phase::State)?;
         }
         let n = (commands.len() + tags.len()) as u64;
         self.update(|s| s.state_published += n);
-        Ok(())
+        Ok(n)
     }
 
     fn next_control(&mut self, timeout: Option<Duration>) -> Option<Control> {
@@ -506,7 +586,7 @@ impl Player {
         from: OffsetDateTime,
         to: OffsetDateTime,
         after_seq: i64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         let pool = self.ctx.pool.clone();
         let stream = self.spec.stream.clone();
         let skipped = self.ctx.handle.block_on(async move {
@@ -516,20 +596,65 @@ impl Player {
             )
         })?;
         for m in &skipped {
-            self.publish(m, "skipped")?;
+            self.publish(m, Phase::Skipped)?;
         }
         let n = skipped.len() as u64;
         self.update(|s| s.state_published += n);
+        Ok(n)
+    }
+
+    /// The preface of a segment: `begin`, the state in force (or what a forward seek
+    /// skipped), the picture at the start when asked for, `ready`. Flushed, so a display
+    /// has its picture before the window starts.
+    fn begin_segment(
+        &mut self,
+        from: OffsetDateTime,
+        paused: bool,
+        snapshot: Option<&SnapshotRequest>,
+        played: Option<(OffsetDateTime, OffsetDateTime, i64)>,
+    ) -> anyhow::Result<()> {
+        let forward = matches!(played, Some((_, head, _)) if from > head);
+        let segment = self.segment;
+        self.update(|s| s.segment = segment);
+        let mut marker = SegmentMarker {
+            segment,
+            kind: if forward {
+                SegmentKind::Forward
+            } else {
+                SegmentKind::Restart
+            },
+            at: rfc3339(from),
+            end: rfc3339(self.spec.end),
+            speed: self.pacer.speed(),
+            paused,
+            state: 0,
+            snapshot: 0,
+        };
+        self.marker(Phase::Begin, &marker)?;
+        marker.state = match played {
+            Some((segment_start, head, last_seq)) if from > head => {
+                self.emit_skipped(segment_start, from, last_seq)?
+            }
+            _ => self.emit_state(from)?,
+        };
+        if let Some(request) = snapshot {
+            marker.snapshot = self.emit_snapshot(request, from)?;
+        }
+        self.marker(Phase::Ready, &marker)?;
+        self.ctx.handle.block_on(self.ctx.client.flush()).ok();
         Ok(())
     }
 
     fn play(&mut self) -> anyhow::Result<PlayState> {
         let mut from = self.spec.start;
-        let mut paused_after_seek = false;
+        self.segment = self.spec.segment.unwrap_or(1);
+        let mut snapshot = self.spec.snapshot;
+        let mut paused_after_seek = self.spec.paused;
         // Where the playhead stood before a seek: the segment start and the last message
         // published in it.
         let mut played: Option<(OffsetDateTime, OffsetDateTime, i64)> = None;
         'seek: loop {
+            self.begin_segment(from, paused_after_seek, snapshot.as_ref(), played)?;
             let mut cursor = Cursor::open(&self.ctx, &self.spec.stream, from, self.spec.end)?;
             let count = cursor.count;
             let position = rfc3339(from);
@@ -537,20 +662,20 @@ impl Player {
                 s.window_messages = s.window_messages.max(count);
                 s.position = Some(position);
             });
-            match played {
-                Some((segment_start, head, last_seq)) if from > head => {
-                    self.emit_skipped(segment_start, from, last_seq)?
-                }
-                _ => self.emit_state(from)?,
-            }
             played = Some((from, from, 0));
             self.pacer.reset();
             self.last_tspi_us = None;
+            // Where the next seek goes: its segment number and picture.
+            let mut seek_to = |to: SeekTo, segment: &mut u64| {
+                *segment = to.segment.unwrap_or(*segment + 1);
+                snapshot = to.snapshot;
+                to.at
+            };
             if paused_after_seek {
                 match self.apply(Control::Pause) {
                     Some(Interrupt::Stop) => return Ok(PlayState::Stopped),
-                    Some(Interrupt::Seek(t)) => {
-                        from = t;
+                    Some(Interrupt::Seek(to)) => {
+                        from = seek_to(to, &mut self.segment);
                         paused_after_seek = true;
                         continue 'seek;
                     }
@@ -577,12 +702,12 @@ impl Player {
                     };
                     match control.and_then(|c| self.apply(c)) {
                         Some(Interrupt::Stop) => return Ok(PlayState::Stopped),
-                        Some(Interrupt::Seek(t)) => {
+                        Some(Interrupt::Seek(to)) => {
                             paused_after_seek = self
                                 .status
                                 .lock()
                                 .is_ok_and(|s| s.state == PlayState::Paused);
-                            from = t;
+                            from = seek_to(to, &mut self.segment);
                             continue 'seek;
                         }
                         None => {}
@@ -596,7 +721,7 @@ impl Player {
                     }
                     // Woken early by a control request: compute the (possibly new) due again.
                 }
-                self.publish(&m, "window")?;
+                self.publish(&m, Phase::Window)?;
                 if let Some((_, head, last_seq)) = played.as_mut() {
                     *head = m.stream_ts;
                     *last_seq = m.stream_seq;

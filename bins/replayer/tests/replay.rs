@@ -213,6 +213,26 @@ fn collect(
         while let Some(m) = sub.next().await {
             let h = m.headers.clone().unwrap();
             let header = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap();
+            let phase = header("Tspi-Replay-Phase");
+            if phase == "begin" || phase == "ready" {
+                // A segment marker: its number and counts, as `seq` and `recv_ms`.
+                let marker = tspi_core::playout::SegmentMarker::from_bytes(&m.payload).unwrap();
+                assert_eq!(header("Tspi-Replay-Segment"), marker.segment.to_string());
+                assert!(
+                    m.subject.ends_with(&format!("replay.{phase}")),
+                    "{}",
+                    m.subject
+                );
+                sink.lock().unwrap().push(Got {
+                    at: Instant::now(),
+                    phase,
+                    seq: marker.segment as i64,
+                    subject: format!("{:?}", marker.kind),
+                    original_time: tspi_replayer::parse_time(&marker.at).unwrap(),
+                    recv_ms: Some((marker.state * 1_000_000 + marker.snapshot) as i64),
+                });
+                continue;
+            }
             let recv_ms = TelemetryRecord::from_cbor(&m.payload)
                 .ok()
                 .map(|r| r.recv_epoch_ms);
@@ -252,8 +272,26 @@ async fn window_count(
     .unwrap()
 }
 
-/// Checks one playout: state first, then the window in order, paced.
+/// The archived messages of a playout, without the segment markers.
+fn content(got: &[Got]) -> Vec<Got> {
+    got.iter()
+        .filter(|g| g.phase != "begin" && g.phase != "ready")
+        .cloned()
+        .collect()
+}
+
+/// Checks one playout: a `begin` marker, the state, `ready` (counting the state), then
+/// the window in order, paced.
 fn check_playout(got: &[Got], expected_state: &[&str], window: usize, speed: f64) -> f64 {
+    assert_eq!(got[0].phase, "begin", "a segment opens with its marker");
+    assert_eq!((got[0].seq, got[0].subject.as_str()), (1, "Restart"));
+    assert_eq!(got[expected_state.len() + 1].phase, "ready");
+    assert_eq!(
+        got[expected_state.len() + 1].recv_ms,
+        Some(expected_state.len() as i64 * 1_000_000),
+        "ready counts the state messages"
+    );
+    let got = &content(got)[..];
     let state: Vec<&Got> = got.iter().take_while(|g| g.phase == "state").collect();
     let state_subjects: Vec<&str> = state.iter().map(|g| g.subject.as_str()).collect();
     assert_eq!(
@@ -336,6 +374,9 @@ async fn replay_paces_orders_and_obeys_controls() {
                 end,
                 speed,
                 clock: Clock::Receive,
+                paused: false,
+                segment: None,
+                snapshot: None,
             },
             CancellationToken::new(),
         )
@@ -360,7 +401,8 @@ async fn replay_paces_orders_and_obeys_controls() {
     assert_eq!(summary.status.state_published, 3);
     // The state is the one in force: imperial (not the later metric), tag A (not B, deleted).
     assert_eq!(
-        got[0].seq, 1,
+        content(&got)[0].seq,
+        1,
         "units imperial is the first message of the stream"
     );
     eprintln!("1x pacing error: {:?}", summary.pacing_error);
@@ -467,7 +509,13 @@ async fn replay_paces_orders_and_obeys_controls() {
     let r = request(serde_json::json!({"op": "speed", "speed": 4})).await;
     assert_eq!(r["status"]["speed"], 4.0, "{r}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after: Vec<Got> = got.lock().unwrap()[before_seek..].to_vec();
+    let after_all: Vec<Got> = got.lock().unwrap()[before_seek..].to_vec();
+    let forward = after_all
+        .iter()
+        .find(|g| g.phase == "begin")
+        .expect("a new segment");
+    assert_eq!((forward.seq, forward.subject.as_str()), (2, "Forward"));
+    let after = content(&after_all);
     // A forward seek emits what it skips (commands and tags, in order) before the frames
     // at the target: the units command at 3 s is seen exactly once, played or skipped.
     let landed = after
@@ -478,7 +526,7 @@ async fn replay_paces_orders_and_obeys_controls() {
     assert!(after[..landed]
         .iter()
         .all(|g| g.phase == "window" || g.phase == "skipped"));
-    let all = got.lock().unwrap().clone();
+    let all = content(&got.lock().unwrap());
     let metric_units = all
         .iter()
         .filter(|g| g.subject == "tspi.cmd.display.units" && g.phase != "state")
@@ -498,6 +546,125 @@ async fn replay_paces_orders_and_obeys_controls() {
     let stopped = got.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(got.lock().unwrap().len(), stopped, "nothing after stop");
+
+    // A display's replay: segment 7, paused at its start, with the picture there (each
+    // track's last record and a 2 s trail); resumed, the window flows.
+    let (pic_task, pic) = collect(client.subscribe("player.pic.playout.>").await.unwrap());
+    client.flush().await.unwrap();
+    let ask = |body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .request("player.pic.ctrl", serde_json::to_vec(&body).unwrap().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    let at = rec.window_start + time::Duration::seconds(5);
+    let r = ask(
+        serde_json::json!({"op": "play", "start": iso(at), "end": iso(rec.window_end),
+        "paused": true, "segment": 7, "snapshot": {"trail": 2, "lookback": 10}}),
+    )
+    .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pic.lock().unwrap().iter().any(|g| g.phase == "ready") {
+        assert!(Instant::now() < deadline, "no ready marker");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shown = pic.lock().unwrap().clone();
+    assert_eq!(
+        shown.last().unwrap().phase,
+        "ready",
+        "paused: nothing after the picture"
+    );
+    assert_eq!((shown[0].phase.as_str(), shown[0].seq), ("begin", 7));
+    let snapshot: Vec<&Got> = shown.iter().filter(|g| g.phase == "snapshot").collect();
+    let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+    for sensor in ["tspi.geocentric.1", "tspi.geocentric.2"] {
+        let of: Vec<i64> = snapshot
+            .iter()
+            .filter(|g| g.subject == sensor)
+            .map(|g| g.recv_ms.unwrap())
+            .collect();
+        // 20 trail steps of 0.1 s at 50 Hz, plus the last record before the trail.
+        assert_eq!(of.len(), 21, "{sensor}: {of:?}");
+        assert!(of.windows(2).all(|w| w[0] < w[1]), "oldest first");
+        let last = *of.last().unwrap();
+        assert!(
+            last <= at_ms && at_ms - last < 40,
+            "{sensor}: last at {last}, cursor {at_ms}"
+        );
+    }
+    let ready = shown.iter().find(|g| g.phase == "ready").unwrap();
+    assert_eq!(ready.recv_ms.unwrap() % 1_000_000, snapshot.len() as i64);
+    let r = ask(serde_json::json!({"op": "resume"})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        pic.lock().unwrap().iter().any(|g| g.phase == "window"),
+        "flows after resume"
+    );
+    ask(serde_json::json!({"op": "stop"})).await;
+    pic_task.abort();
+
+    // Archive questions for a timeline: coverage and tags.
+    let r = ask(
+        serde_json::json!({"op": "coverage", "start": iso(rec.window_start),
+        "end": iso(rec.window_end), "buckets": 10}),
+    )
+    .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let counts: Vec<i64> = serde_json::from_value(r["coverage"]["counts"].clone()).unwrap();
+    assert_eq!(counts.len(), 10);
+    let telemetry: i64 = pg
+        .psql(&db, &format!(
+            "SELECT count(*) FROM messages WHERE kind = 'telemetry' AND stream_ts >= '{}' AND stream_ts < '{}'",
+            iso(rec.window_start), iso(rec.window_end)))
+        .parse()
+        .unwrap();
+    assert_eq!(counts.iter().sum::<i64>(), telemetry);
+    assert!(
+        counts.iter().all(|c| *c > 50),
+        "data all through the window: {counts:?}"
+    );
+    assert_eq!(r["coverage"]["bucket_s"], 1.0);
+    let r = ask(serde_json::json!({"op": "tags",
+        "start": iso(rec.window_start - time::Duration::HOUR),
+        "end": iso(rec.window_end + time::Duration::HOUR)}))
+    .await;
+    let tags: Vec<(String, String)> = r["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().into(),
+                t["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("tag-a".into(), "active".into()),
+            ("tag-b".into(), "deleted".into()),
+            ("tag-c".into(), "active".into())
+        ],
+        "{r}"
+    );
+    for bad in [
+        serde_json::json!({"op": "coverage", "start": iso(rec.window_end), "end": iso(rec.window_start)}),
+        serde_json::json!({"op": "coverage", "start": iso(rec.window_start), "end": iso(rec.window_end), "buckets": 0}),
+        serde_json::json!({"op": "tags", "start": "yesterday", "end": iso(rec.window_end)}),
+        serde_json::json!({"op": "play", "start": iso(at), "end": iso(rec.window_end), "snapshot": {"trail": 7200}}),
+    ] {
+        let r = ask(bad.clone()).await;
+        assert_eq!(r["ok"], false, "{bad} -> {r}");
+    }
+
     let r = request(serde_json::json!({"op": "fly"})).await;
     assert_eq!(r["ok"], false);
     let reply = client

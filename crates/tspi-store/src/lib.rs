@@ -10,6 +10,7 @@
 //!
 //! **Architecture Invariant:** no NATS here; rows in, rows out.
 
+mod display;
 mod read;
 mod schema;
 mod write;
@@ -18,6 +19,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
+pub use display::{coverage, picture_at, tags_between, PictureSpec, TagSummary, RECEIVE_MARGIN};
 pub use read::{
     command_state_at, control_messages_between, tag_moment, tags_before, window_page, window_span,
     ArchivedMessage, WindowSpan,

@@ -43,7 +43,7 @@ impl ArchivedMessage {
     }
 }
 
-async fn query_archived(
+pub(crate) async fn query_archived(
     client: &Client,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],

@@ -323,3 +323,116 @@ async fn a_row_the_database_refuses_does_not_stall_its_batch() {
         .get(0);
     assert_eq!(rows, 100);
 }
+
+/// One telemetry row of `sensor` received at `recv_ms` after t0, on the bus 2 ms later.
+fn telemetry(seq: i64, sensor: i32, recv_ms: i64) -> MessageRow {
+    MessageRow {
+        stream: "TSPI".into(),
+        stream_seq: seq,
+        stream_ts: t0() + Duration::milliseconds(recv_ms + 2),
+        subject: format!("tspi.geocentric.{sensor}"),
+        kind: MessageKind::Telemetry,
+        msg_id: Some(format!("{sensor}:{recv_ms}")),
+        recv_ts: Some(t0() + Duration::milliseconds(recv_ms)),
+        sensor_id: Some(sensor),
+        day: Some(271),
+        time_s: Some(recv_ms as f64 / 1000.0),
+        record: Some(JsonText(b"{}".to_vec())),
+        raw: Bytes::from(format!("{sensor}@{recv_ms}")),
+        error: None,
+        detail: RowDetail::None,
+    }
+}
+
+/// The display's queries: the picture at a moment (each track's last record at or before
+/// it, its trail one record a step), coverage per bucket, and the tags of a span.
+#[tokio::test]
+async fn display_queries_show_the_picture_at_a_moment() {
+    let (_pg, mut client) = migrated_store("store_display").await;
+    // Sensors 1 and 2 at 10 Hz for 60 s; 3 stops after 20 s; 4 after 5 s.
+    let mut rows = Vec::new();
+    let mut seq = 0;
+    for k in 0..600i64 {
+        for (sensor, until_ms) in [(1, 60_000), (2, 60_000), (3, 20_000), (4, 5_000)] {
+            let recv = k * 100 + i64::from(sensor);
+            if recv < until_ms {
+                seq += 1;
+                rows.push(telemetry(seq, sensor, recv));
+            }
+        }
+    }
+    let total = rows.len() as i64;
+    for chunk in rows.chunks(500) {
+        write_batch(&mut client, chunk).await.unwrap();
+    }
+    seq += 1;
+    write_batch(&mut client, &[tag(seq, "t-late", "active", 45_000)])
+        .await
+        .unwrap();
+    write_batch(&mut client, &[tag(seq + 1, "t-early", "deleted", 2_000)])
+        .await
+        .unwrap();
+
+    let at = t0() + Duration::milliseconds(30_050);
+    let spec = tspi_store::PictureSpec {
+        at,
+        lookback: std::time::Duration::from_secs(20),
+        trail: std::time::Duration::from_secs(10),
+        step: std::time::Duration::from_secs(1),
+    };
+    let picture = tspi_store::picture_at(&client, "TSPI", &spec)
+        .await
+        .unwrap();
+    let of = |sensor: &str| -> Vec<String> {
+        picture
+            .iter()
+            .map(|m| String::from_utf8(m.raw.to_vec()).unwrap())
+            .filter(|r| r.starts_with(&format!("{sensor}@")))
+            .collect()
+    };
+    // Oldest first, ending on the last record received at or before the moment.
+    assert!(picture
+        .windows(2)
+        .all(|w| w[0].receive_time() <= w[1].receive_time()));
+    assert_eq!(of("1").last().unwrap(), "1@30001");
+    assert_eq!(of("2").last().unwrap(), "2@30002");
+    // A trail of one record a second over 10 s, plus the last one before it.
+    assert_eq!(of("1").len(), 11, "{:?}", of("1"));
+    assert_eq!(of("1")[0], "1@20001", "the latest before the trail span");
+    assert_eq!(
+        of("1")[1],
+        "1@21001",
+        "the latest of the oldest trail second"
+    );
+    // Silent since 20 s: shown where it was last (within the lookback); 4 is too old.
+    assert_eq!(of("3"), ["3@19903"]);
+    assert!(of("4").is_empty());
+    // Nothing after the moment, however close.
+    assert!(picture.iter().all(|m| m.receive_time() <= at));
+
+    let counts = tspi_store::coverage(&client, "TSPI", t0(), t0() + Duration::seconds(60), 6)
+        .await
+        .unwrap();
+    assert_eq!(counts.iter().sum::<i64>(), total, "{counts:?}");
+    assert_eq!(counts, vec![350, 300, 200, 200, 200, 200]);
+    assert_eq!(
+        tspi_store::coverage(&client, "TSPI", t0(), t0(), 3)
+            .await
+            .unwrap(),
+        vec![0, 0, 0]
+    );
+
+    let tags = tspi_store::tags_between(&client, t0(), t0() + Duration::seconds(60), 10)
+        .await
+        .unwrap();
+    let ids: Vec<(&str, &str)> = tags
+        .iter()
+        .map(|t| (t.id.as_str(), t.status.as_str()))
+        .collect();
+    assert_eq!(ids, [("t-early", "deleted"), ("t-late", "active")]);
+    assert_eq!(tags[1].ts, "2025-09-28T11:00:45.000Z");
+    let none = tspi_store::tags_between(&client, t0(), t0() + Duration::seconds(1), 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
