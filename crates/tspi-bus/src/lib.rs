@@ -3,10 +3,12 @@
 //! - [`connect`]: the common connection flags (`--nats-server`, `--creds`, TLS …) and a
 //!   client that reconnects with back-off and logs every state change.
 //! - [`streams`]: the SPEC §4 stream definitions, created or updated idempotently.
+//! - [`operator`]: display commands and tags, validated, then published and acknowledged.
 //! - [`publisher`]: JetStream publishing with a bounded window of unacknowledged
 //!   messages, retried with the same `Nats-Msg-Id` until acknowledged.
 
 pub mod connect;
+pub mod operator;
 pub mod publisher;
 pub mod streams;
 
