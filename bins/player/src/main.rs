@@ -1,13 +1,21 @@
-//! `player`: flags → options → NATS → JSON lines on stdout.
+//! `player`: flags → options → NATS → JSON lines on stdout, or (`--web`) a web display.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use prometheus_client::registry::Registry;
 use tspi_bus::{connect, ensure_stream, NatsArgs, StreamSpec};
+use tspi_core::geo::LocalFrame;
 use tspi_core::StreamPrefix;
+use tspi_display::Placement;
+use tspi_player::web::{auth, serve, WebMetrics, WebOptions};
 use tspi_player::{run, Clock, PlayerOptions, Source};
-use tspi_runtime::{exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs};
+use tspi_runtime::{
+    exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs, MetricsArgs,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -15,9 +23,15 @@ Examples:
   player --rate 2
 
   # Follow room r1 of the replayer, stop after 10 s without data
-  player --source historical --room r1 --exit-on-idle 10s";
+  player --source historical --room r1 --exit-on-idle 10s
 
-/// Headless TSPI player: what a display would show, as JSON lines.
+  # The web display on this host, range view around the range origin
+  player --web 127.0.0.1:8080 --origin 34.9,-117.9,700
+
+  # On the range LAN: an access token is required beyond loopback
+  player --web 0.0.0.0:8080 --web-token-file /etc/tspi/display.token --origin 34.9,-117.9";
+
+/// TSPI player: what a display shows, as JSON lines (headless) or a web display (--web).
 #[derive(Debug, Parser)]
 #[command(name = "player", version, after_help = EXAMPLES)]
 struct Cli {
@@ -62,9 +76,13 @@ struct Cli {
     /// Live telemetry kept for rewind.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     rewind_window: Duration,
-    /// Operator name in heartbeats.
+    /// Operator name in heartbeats (web: the default for tabs that give none).
     #[arg(long)]
     operator: Option<String>,
+    #[command(flatten)]
+    web: WebArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[arg(long, default_value = "TSPI")]
     stream: String,
     #[arg(long, default_value = "tspi")]
@@ -78,6 +96,77 @@ struct Cli {
     log: LogArgs,
 }
 
+/// The web display (`--web`).
+#[derive(Debug, clap::Args)]
+struct WebArgs {
+    /// Serve the web display on this address instead of printing JSON lines (e.g.
+    /// 127.0.0.1:8080). Beyond loopback it needs --web-token-file.
+    #[arg(long, value_name = "ADDR")]
+    web: Option<SocketAddr>,
+    /// A file whose first line is the display's access token (at least 16 characters):
+    /// browsers open http://HOST:PORT/?token=…, scripts send `Authorization: Bearer …`.
+    #[arg(long, value_name = "FILE")]
+    web_token_file: Option<PathBuf>,
+    /// Most updates per second per track sent to each tab.
+    #[arg(long, default_value_t = 10.0)]
+    web_rate: f64,
+    /// Trail drawn behind each track (the page can change it).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    trail: Duration,
+    /// A track silent this long leaves the picture (and a replay's picture looks this far
+    /// back for a track's last position).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    track_timeout: Duration,
+    /// Range origin LAT,LON[,ALT]: the centre of the range view, and the site spherical
+    /// tracks are placed from.
+    #[arg(long, value_name = "LAT,LON[,ALT]", value_parser = parse_site)]
+    origin: Option<LocalFrame>,
+    /// A sensor's own site, ID=LAT,LON[,ALT] (repeatable): its spherical tracks are
+    /// placed from there instead of the origin.
+    #[arg(long, value_name = "ID=LAT,LON[,ALT]", value_parser = parse_sensor_site)]
+    sensor_site: Vec<(u16, LocalFrame)>,
+    /// Most tabs open at once.
+    #[arg(long, default_value_t = 64)]
+    web_max_sessions: usize,
+    /// A tab that takes no data for this long is closed (a stalled or hidden browser).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    web_stall_timeout: Duration,
+    /// Another origin allowed to open the display's WebSocket (a reverse proxy's
+    /// https://display.range.example), repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    web_allow_origin: Vec<String>,
+}
+
+fn parse_site(text: &str) -> Result<LocalFrame, String> {
+    let parts: Vec<f64> = text
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{text:?} is not LAT,LON[,ALT] in degrees and metres"))?;
+    let (lat, lon, alt) = match parts[..] {
+        [lat, lon] => (lat, lon, 0.0),
+        [lat, lon, alt] => (lat, lon, alt),
+        _ => return Err(format!("{text:?} is not LAT,LON[,ALT]")),
+    };
+    if lat.abs() > 90.0 || lon.abs() > 180.0 {
+        return Err(format!(
+            "{text:?}: latitude within ±90, longitude within ±180"
+        ));
+    }
+    LocalFrame::new(lat, lon, alt).ok_or_else(|| format!("{text:?} is not a position"))
+}
+
+fn parse_sensor_site(text: &str) -> Result<(u16, LocalFrame), String> {
+    let (id, site) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=LAT,LON[,ALT]"))?;
+    let id = id
+        .trim()
+        .parse::<u16>()
+        .map_err(|_| format!("{id:?} is not a sensor id (0-65535)"))?;
+    Ok((id, parse_site(site)?))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     exit_code(start(cli))
@@ -87,6 +176,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     init_logging(&cli.log)?;
     if !(cli.rate.is_finite() && cli.rate >= 0.0) {
         anyhow::bail!("--rate must be a number ≥ 0");
+    }
+    if let Some(addr) = cli.web.web {
+        return start_web(cli, addr);
     }
     if let Some(room) = &cli.room {
         if room.is_empty()
@@ -134,6 +226,73 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             }
             let stdout = std::io::BufWriter::new(std::io::stdout());
             run(options, client.clone(), stdout, shutdown).await?;
+            client.flush().await.ok();
+            Ok(())
+        })
+}
+
+fn start_web(cli: Cli, addr: SocketAddr) -> anyhow::Result<()> {
+    let w = &cli.web;
+    if !(w.web_rate.is_finite() && w.web_rate > 0.0 && w.web_rate <= 100.0) {
+        anyhow::bail!("--web-rate must be more than 0 and at most 100 updates a second");
+    }
+    if w.trail > Duration::from_secs(3600) {
+        anyhow::bail!("--trail is at most 1h");
+    }
+    if w.web_max_sessions == 0 {
+        anyhow::bail!("--web-max-sessions must be at least 1");
+    }
+    let token = w
+        .web_token_file
+        .as_deref()
+        .map(auth::read_token)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    auth::check_bind(&addr, token.as_deref()).map_err(anyhow::Error::msg)?;
+    let options = WebOptions {
+        token,
+        allowed_origins: w.web_allow_origin.clone(),
+        rate_hz: w.web_rate,
+        trail: w.trail,
+        track_timeout: w.track_timeout.max(Duration::from_secs(5)),
+        max_sessions: w.web_max_sessions,
+        stall_timeout: w.web_stall_timeout.max(Duration::from_secs(1)),
+        operator: cli.operator.clone(),
+        stream: cli.stream.clone(),
+        prefix: StreamPrefix::new(&cli.stream_prefix)?,
+        placement: Placement::new(w.origin, w.sensor_site.iter().copied().collect()),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let shutdown = shutdown_on_signals()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--web {addr}: cannot listen: {e}"))?;
+            let client = connect(&cli.nats, "tspi-player-web").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            if let Err(e) = ensure_stream(&client, &js, &StreamSpec::ops(!cli.no_create_stream)).await {
+                if cli.no_create_stream {
+                    tracing::warn!(error = %e, "TSPI_OPS is not there: heartbeats are sent but not kept");
+                } else {
+                    return Err(e.into());
+                }
+            }
+            let mut registry = Registry::with_prefix("tspi_player_web");
+            let metrics = WebMetrics::new(&mut registry);
+            cli.metrics.serve(registry, shutdown.clone()).await?;
+            let bound = listener.local_addr()?;
+            // The readiness line scripts (and the demo) wait for.
+            let line = serde_json::json!({"event": "listening", "url": format!("http://{bound}/")});
+            {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            serve(options, client.clone(), listener, metrics, shutdown).await?;
             client.flush().await.ok();
             Ok(())
         })

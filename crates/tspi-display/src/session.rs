@@ -161,6 +161,9 @@ pub enum Input<'a> {
     Request(&'a Request),
     /// The live feed was (re)opened: the commands the stream holds, oldest first.
     LiveHistory(&'a [DisplayCommand]),
+    /// The live feed was (re)opened: these settings are in force (a web display's hub
+    /// keeps them for every tab).
+    LiveSettings(&'a DisplaySettings),
     /// The room's replayer refused a request this session made, or did not answer.
     ReplayerFailed,
     /// Time passes (checked about once a second).
@@ -363,6 +366,11 @@ impl Session {
         self.config.operator = operator;
     }
 
+    /// What the next replay pictures include.
+    pub fn set_snapshot(&mut self, snapshot: Option<SnapshotSpec>) {
+        self.config.snapshot = snapshot;
+    }
+
     /// The heartbeat this session sends now (SPEC §3, `tspi.ops.status`).
     pub fn heartbeat(&self, now_ms: i64) -> Heartbeat {
         Heartbeat {
@@ -394,6 +402,12 @@ impl Session {
                     changed |= self.settings.apply(&c.setting);
                 }
                 if changed {
+                    fx.push(Effect::Settings);
+                }
+            }
+            Input::LiveSettings(settings) => {
+                if self.settings != *settings {
+                    self.settings = settings.clone();
                     fx.push(Effect::Settings);
                 }
             }

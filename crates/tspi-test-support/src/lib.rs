@@ -6,8 +6,10 @@
 //! killed and its directory removed on `Drop`; a missing binary fails the test loudly with
 //! the command that installs it, rather than skipping.
 
+pub mod browser;
 pub mod postgres;
 
+pub use browser::Browser;
 pub use postgres::{pg_bindir, PgServer, PG_USER};
 
 use std::collections::HashSet;

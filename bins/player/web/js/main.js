@@ -1,0 +1,222 @@
+// Boot: read the address, connect, wire the controls, draw on every animation frame.
+
+import { Store } from './store.js';
+import { Link } from './socket.js';
+import { MapView } from './map.js';
+import { Timeline } from './timeline.js';
+import { TrackTable } from './table.js';
+import { readUrl, applyView, writeUrl } from './url.js';
+import { installApi } from './api.js';
+
+const u = readUrl();
+const $ = (id) => document.getElementById(id);
+if (u.screenshot) document.body.classList.add('screenshot');
+
+const store = new Store();
+if (u.trail !== null && u.trail >= 0 && u.trail <= 3600) store.setTrail(u.trail);
+
+// A tab keeps its client id across reloads (sessionStorage), not across tabs.
+function clientId() {
+  if (u.client && /^[A-Za-z0-9_-]{1,40}$/.test(u.client)) return u.client;
+  let id = sessionStorage.getItem('tspi.client');
+  if (!id) {
+    const r = new Uint8Array(4);
+    crypto.getRandomValues(r);
+    id = `tab-${[...r].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+    sessionStorage.setItem('tspi.client', id);
+  }
+  return id;
+}
+const operator = u.operator || localStorage.getItem('tspi.operator') || '';
+$('operator').value = operator;
+
+const map = new MapView($('map'), store);
+applyView(u, map);
+
+// What to show after (re)connecting: first what the address says, later where we were.
+let wanted = { mode: u.mode, t: u.t, speed: u.speed, paused: u.paused };
+const iso = (ms) => new Date(ms).toISOString();
+
+async function restore(link) {
+  const w = wanted;
+  try {
+    await link.request('trail', { seconds: store.trailMs / 1000 });
+    if (w.speed) await link.request('speed', { speed: w.speed });
+    if (w.mode === 'replay' && w.t !== null) {
+      if (w.paused) await link.request('pause');
+      await link.request('seek', { to: iso(w.t) });
+    }
+  } catch (e) {
+    toast(`could not restore the view: ${e.message}`, true);
+  }
+}
+
+const link = new Link(store, { client: clientId(), operator }, () => restore(link));
+
+const ui = {
+  async setTrail(seconds) {
+    if (!(seconds >= 0 && seconds <= 3600)) throw new Error('trail must be 0 to 3600 s');
+    store.setTrail(seconds);
+    $('trail-select').value = String(seconds);
+    if (seconds > 0) await link.request('trail', { seconds });
+  },
+  setView(kind) {
+    map.setKind(kind);
+    map.fitted = false;
+    $('view-select').value = map.kind;
+    store.version++;
+  },
+};
+const api = installApi(store, link, map, ui);
+
+const timeline = new Timeline($('timeline'), store, {
+  seek: (ms) => api.seek(iso(ms)).catch((e) => toast(e.message, true)),
+  live: () => api.live().catch((e) => toast(e.message, true)),
+  coverage: (start, end, buckets) =>
+    link.request('timeline', { start: iso(start), end: iso(end), buckets })
+      .then(() => { store.archiveError = null; })
+      .catch((e) => { store.archiveError = e.message; }),
+});
+const table = new TrackTable($('tracks'), store, map);
+
+// Controls.
+$('pause-btn').addEventListener('click', () => (store.mode.paused ? api.resume() : api.pause()).catch((e) => toast(e.message, true)));
+document.querySelectorAll('#speed-group [data-speed]').forEach((b) => {
+  b.addEventListener('click', () => api.setSpeed(Number(b.dataset.speed)).catch((e) => toast(e.message, true)));
+});
+$('live-btn').addEventListener('click', () => api.live().catch((e) => toast(e.message, true)));
+$('leave-btn').addEventListener('click', () => api.live().catch((e) => toast(e.message, true)));
+$('rejoin-btn').addEventListener('click', () => api.join().catch((e) => toast(e.message, true)));
+$('view-select').addEventListener('change', (e) => ui.setView(e.target.value));
+$('trail-select').value = String(store.trailMs / 1000);
+$('trail-select').addEventListener('change', (e) => ui.setTrail(Number(e.target.value)).catch((x) => toast(x.message, true)));
+$('operator').addEventListener('change', (e) => {
+  const name = e.target.value.trim();
+  localStorage.setItem('tspi.operator', name);
+  if (name) link.request('operator', { name }).catch((x) => toast(x.message, true));
+});
+$('tag-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const input = $('tag-comment');
+  const comment = input.value.trim();
+  if (!comment) return;
+  api.tag(comment).then(() => { input.value = ''; }).catch((x) => toast(x.message, true));
+});
+window.addEventListener('keydown', (e) => {
+  if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
+  if (e.key === ' ') {
+    e.preventDefault();
+    $('pause-btn').click();
+  } else if (e.key === 'l' || e.key === 'L') {
+    $('live-btn').click();
+  } else if (e.key === 'f' && map.selected !== null) {
+    map.follow = map.follow === map.selected ? null : map.selected;
+    store.version++;
+  } else if (e.key === '+' || e.key === '-') {
+    map.zoom += e.key === '+' ? 0.5 : -0.5;
+    map.fitted = true;
+    store.version++;
+  }
+});
+window.addEventListener('resize', () => store.version++);
+
+let toastTimer = null;
+function toast(text, error) {
+  store.toasts.push({ text, error });
+}
+function showToasts() {
+  if (toastTimer || store.toasts.length === 0) return;
+  const t = store.toasts.shift();
+  const el = $('toast');
+  el.textContent = t.text;
+  el.classList.toggle('error', t.error);
+  el.hidden = false;
+  toastTimer = setTimeout(() => {
+    el.hidden = true;
+    toastTimer = null;
+  }, 4000);
+}
+
+function header(cursor) {
+  const m = store.mode;
+  const badge = $('mode-badge');
+  badge.textContent = m.mode === 'live' ? 'LIVE' : m.mode === 'channel' ? 'GROUP REPLAY' : m.paused ? 'REPLAY ❚❚' : `REPLAY ${m.speed}×`;
+  badge.className = `badge ${m.mode === 'replay' ? 'replay' : m.mode}`;
+  $('cursor-text').textContent = `${iso(cursor).replace('T', ' ').slice(0, 23)}Z`;
+  document.querySelectorAll('#speed-group [data-speed]').forEach((b) => {
+    b.classList.toggle('on', m.mode === 'replay' && Number(b.dataset.speed) === m.speed);
+  });
+  $('pause-btn').classList.toggle('on', !!m.paused);
+  $('live-btn').disabled = m.mode === 'live';
+  const f = store.factors();
+  $('units-text').textContent = `${store.settings.units} · ${f.altitude.unit} · ${f.speed.unit}${store.settings.session ? ` · ${store.settings.session.name} ${store.settings.session.id}` : ''}`;
+  const conn = $('conn');
+  conn.textContent = store.connected ? `connected · ${store.fps} fps` : 'disconnected — retrying';
+  conn.classList.toggle('down', !store.connected);
+  const banner = $('banner');
+  const running = store.groups[store.groups.length - 1];
+  if (m.mode === 'channel' && m.channel) {
+    banner.hidden = false;
+    $('banner-text').textContent = `Following group replay "${m.channel.name}"`;
+    $('leave-btn').hidden = false;
+    $('rejoin-btn').hidden = true;
+  } else if (running) {
+    banner.hidden = false;
+    $('banner-text').textContent = `Group replay "${running.name}" is running`;
+    $('leave-btn').hidden = true;
+    $('rejoin-btn').hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+  const origin = store.config.origin;
+  $('view-select').querySelector('option[value=range]').disabled = !origin;
+  const info = [];
+  if (map.kind === 'range' && origin) info.push(`origin ${origin.lat.toFixed(4)}, ${origin.lon.toFixed(4)}`);
+  if (store.archiveError) info.push(`archive: ${store.archiveError}`);
+  $('map-info').textContent = info.join(' · ');
+}
+
+// Drawing: every animation frame; in screenshot mode only when something changed.
+let frames = 0;
+let fpsAt = performance.now();
+let lastVersion = -1;
+let lastTable = 0;
+let lastPrune = 0;
+let lastUrl = 0;
+let lastMode = '';
+function frame(ts) {
+  const now = store.now();
+  const cursor = store.cursorMs(now);
+  if (ts - lastPrune > 250) {
+    store.prune(cursor);
+    lastPrune = ts;
+  }
+  const modeKey = `${store.mode.mode}|${store.mode.gen}`;
+  if (!u.screenshot || store.version !== lastVersion || modeKey !== lastMode) {
+    lastVersion = store.version;
+    lastMode = modeKey;
+    map.draw(cursor);
+    timeline.draw(cursor, now);
+    header(cursor);
+    frames++;
+  }
+  if (ts - lastTable > 250) {
+    table.render();
+    lastTable = ts;
+  }
+  if (ts - lastUrl > 500) {
+    writeUrl(store, map, u.screenshot);
+    lastUrl = ts;
+    if (store.connected) {
+      wanted = { mode: store.mode.mode === 'replay' ? 'replay' : 'live', t: store.cursorMs(), speed: store.mode.speed, paused: store.mode.paused };
+    }
+  }
+  if (ts - fpsAt >= 1000) {
+    store.fps = Math.round((frames * 1000) / (ts - fpsAt));
+    frames = 0;
+    fpsAt = ts;
+  }
+  showToasts();
+  requestAnimationFrame(frame);
+}
+requestAnimationFrame(frame);

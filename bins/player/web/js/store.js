@@ -1,0 +1,286 @@
+// The one state store. The WebSocket feeds it (apply); renderers and the automation API
+// read from it. It also keeps the time cursor's model: what moment is shown is computed
+// here from the server's mode message and the clock, never by the drawing code.
+
+import { mercator, LocalPlane } from './geo.js';
+
+export const DEFAULT_COLOUR = '#36d6ff';
+
+function iso(ms) {
+  return new Date(ms).toISOString();
+}
+
+/** A track row from the server: [id, recv_ms, time_s, lat, lon, alt, spd, hdg, sph]. */
+function fixOf(row) {
+  return {
+    id: row[0],
+    recvMs: row[1],
+    timeS: row[2],
+    lat: row[3],
+    lon: row[4],
+    alt: row[5],
+    spd: row[6],
+    hdg: row[7],
+    spherical: row[8] === 1,
+  };
+}
+
+export class Store {
+  constructor() {
+    this.config = { trail_s: 60, rate_hz: 10, stale_s: 2, track_timeout_s: 300, origin: null, sites: [], units: null };
+    this.clientId = null;
+    this.operator = null;
+    this.settings = { units: 'metric', colour: null, session: null };
+    this.mode = { mode: 'live', state: 'FOLLOWING_LIVESTREAM', channel: null, channel_id: 'livestream',
+      cursor_kind: 'live', cursor: {}, speed: 1, paused: false, gen: 0 };
+    this.clockOffset = 0;
+    this.tracks = new Map();
+    this.pending = null;
+    this.gen = 0;
+    this.tags = new Map();
+    this.groups = [];
+    this.coverage = null;
+    this.connected = false;
+    this.trailMs = 60000;
+    this.plane = null;
+    this.version = 0;
+    this.fps = 0;
+    this.waiters = [];
+    this.toasts = [];
+    this.lastFrameArrival = 0;
+  }
+
+  now() {
+    return Date.now() + this.clockOffset;
+  }
+
+  /** The moment the display shows. */
+  cursorMs(now = this.now()) {
+    const m = this.mode;
+    const c = m.cursor || {};
+    if (m.cursor_kind === 'replay') {
+      if (c.paused || !c.started) return c.anchor_ms;
+      const run = Math.max(0, now - c.anchor_wall_ms) * c.speed;
+      return Math.min(c.anchor_ms + run, Math.max(c.end_ms, c.anchor_ms));
+    }
+    if (m.cursor_kind === 'following') {
+      // The newest replayed frame, coasting at 1× between frames.
+      if (this.newestMs === undefined) return now;
+      return this.newestMs + Math.min(Math.max(0, now - this.lastFrameArrival), c.coast_ms || 2000);
+    }
+    return now;
+  }
+
+  factors() {
+    const u = this.config.units || {};
+    return u[this.settings.units] || { altitude: { unit: 'm', per_si: 1 }, speed: { unit: 'm/s', per_si: 1 }, range: { unit: 'km', per_si: 0.001 } };
+  }
+
+  colour() {
+    return this.settings.colour || DEFAULT_COLOUR;
+  }
+
+  changed() {
+    this.version++;
+    const ready = [];
+    this.waiters = this.waiters.filter((w) => {
+      if (w.test()) {
+        ready.push(w.resolve);
+        return false;
+      }
+      return true;
+    });
+    ready.forEach((r) => r());
+  }
+
+  /** Resolve when `test()` holds (checked at every change), or reject after `ms`. */
+  until(test, ms = 10000, what = 'the display') {
+    if (test()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w = { test, resolve };
+      this.waiters.push(w);
+      setTimeout(() => {
+        const i = this.waiters.indexOf(w);
+        if (i >= 0) {
+          this.waiters.splice(i, 1);
+          reject(new Error(`${what} did not settle within ${ms} ms`));
+        }
+      }, ms);
+    });
+  }
+
+  /** No replay picture is being assembled. */
+  settled() {
+    return this.pending === null;
+  }
+
+  setTrail(seconds) {
+    this.trailMs = seconds * 1000;
+    this.version++;
+  }
+
+  apply(msg) {
+    switch (msg.t) {
+      case 'hello':
+        this.config = msg.config;
+        this.clientId = msg.client_id;
+        this.operator = msg.operator;
+        this.clockOffset = msg.server_ms - Date.now();
+        if (msg.config.origin) {
+          const o = msg.config.origin;
+          this.plane = new LocalPlane(o.lat, o.lon, o.alt);
+        }
+        break;
+      case 'settings':
+        this.settings = { units: msg.units, colour: msg.colour, session: msg.session };
+        break;
+      case 'mode':
+        this.mode = msg;
+        this.clockOffset = msg.server_ms - Date.now();
+        if (msg.cursor_kind !== 'following') this.newestMs = undefined;
+        break;
+      case 'reset':
+        this.pending = { gen: msg.gen, tracks: new Map() };
+        break;
+      case 'trail':
+        this.rows(msg.gen, msg.u, true);
+        break;
+      case 'tracks':
+        this.rows(msg.gen, msg.u, false);
+        break;
+      case 'ready':
+        if (this.pending && this.pending.gen === msg.gen) {
+          this.tracks = this.pending.tracks;
+          this.gen = msg.gen;
+          this.pending = null;
+        }
+        break;
+      case 'tags':
+        if (msg.full) this.tags = new Map();
+        for (const t of msg.tags) {
+          if (t.status === 'deleted') this.tags.delete(t.id);
+          else this.tags.set(t.id, t);
+        }
+        break;
+      case 'tag_shown':
+        this.toasts.push({ text: `Tag: ${msg.tag.comment}`, error: false });
+        break;
+      case 'groups':
+        this.groups = msg.active;
+        break;
+      case 'coverage':
+        this.coverage = msg;
+        break;
+      case 'error':
+        this.toasts.push({ text: msg.error, error: true });
+        break;
+      default:
+        return;
+    }
+    this.changed();
+  }
+
+  rows(gen, rows, whole) {
+    let target = null;
+    if (this.pending && this.pending.gen === gen) target = this.pending.tracks;
+    else if (gen === this.gen && !this.pending) target = this.tracks;
+    if (!target) return;
+    const arrival = Date.now() + this.clockOffset;
+    for (const row of rows) {
+      const f = fixOf(row);
+      this.update(target, f, whole);
+      if (this.mode.cursor_kind === 'following' && (this.newestMs === undefined || f.recvMs > this.newestMs)) {
+        this.newestMs = f.recvMs;
+        this.lastFrameArrival = arrival;
+      }
+    }
+  }
+
+  /** Keep the newest fix and a trail (points projected once, for every view). */
+  update(map, f, whole) {
+    let t = map.get(f.id);
+    if (!t) {
+      t = { id: f.id, trail: [] };
+      map.set(f.id, t);
+    }
+    if (t.fix && f.recvMs < t.fix.recvMs && !whole) return;
+    t.fix = f;
+    if (f.lat === null) return;
+    const p = { ms: f.recvMs, lat: f.lat, lon: f.lon, alt: f.alt, m: mercator(f.lat, f.lon), en: null };
+    if (this.plane) p.en = this.plane.en(f.lat, f.lon, f.alt);
+    const last = t.trail[t.trail.length - 1];
+    const step = Math.max(100, this.trailMs / 120);
+    if (last && p.ms - last.ms < step && p.ms >= last.ms) t.trail[t.trail.length - 1] = p;
+    else t.trail.push(p);
+    t.pos = p;
+  }
+
+  /** Forget what is older than the trail and tracks silent past the track timeout. */
+  prune(cursor) {
+    const from = cursor - this.trailMs;
+    const gone = cursor - this.config.track_timeout_s * 1000;
+    for (const [id, t] of this.tracks) {
+      if (t.fix.recvMs < gone) {
+        this.tracks.delete(id);
+        continue;
+      }
+      let n = 0;
+      while (n < t.trail.length - 1 && t.trail[n].ms < from) n++;
+      if (n > 0) t.trail.splice(0, n);
+    }
+  }
+
+  isStale(t, cursor) {
+    return cursor - t.fix.recvMs > this.config.stale_s * 1000;
+  }
+
+  /** `window.tspiDisplay.state()`: a plain object (SPEC §5, player --web). */
+  snapshot() {
+    const cursor = this.cursorMs();
+    const f = this.factors();
+    const colour = this.colour();
+    const tracks = [];
+    for (const t of this.tracks.values()) {
+      const x = t.fix;
+      tracks.push({
+        sensor_id: x.id,
+        time_s: x.timeS,
+        lat_deg: x.lat,
+        lon_deg: x.lon,
+        alt_m: x.alt,
+        altitude: x.alt === null ? null : x.alt * f.altitude.per_si,
+        speed: x.spd === null ? null : x.spd * f.speed.per_si,
+        colour,
+        stale: this.isStale(t, cursor),
+        recv_ms: x.recvMs,
+        heading_deg: x.hdg,
+        spherical: x.spherical,
+      });
+    }
+    tracks.sort((a, b) => a.sensor_id - b.sensor_id);
+    const tags = [...this.tags.values()]
+      .map((t) => ({ id: t.id, comment: t.comment, at: t.at }))
+      .sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+    return {
+      version: 1,
+      mode: this.mode.mode,
+      cursor: iso(cursor),
+      speed: this.mode.speed,
+      paused: this.mode.paused,
+      units: this.settings.units,
+      units_shown: { altitude: f.altitude.unit, speed: f.speed.unit },
+      channel: this.mode.mode === 'channel' ? this.mode.channel_id : null,
+      connected: this.connected,
+      fps: this.fps,
+      client_id: this.clientId,
+      operator: this.operator,
+      state: this.mode.state,
+      marker_colour: colour,
+      session: this.settings.session,
+      groups: this.groups.map((g) => ({ id: g.id, name: g.name })),
+      trail_s: this.trailMs / 1000,
+      tracks,
+      tags,
+    };
+  }
+}
