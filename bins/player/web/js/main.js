@@ -60,9 +60,16 @@ const ui = {
     $('trail-select').value = String(seconds);
     if (seconds > 0) await link.request('trail', { seconds });
   },
-  setView(kind) {
+  setView(kind, where) {
     map.setKind(kind);
     map.fitted = false;
+    if (where) {
+      applyView({
+        view: null, follow: null, zoom: where.zoom ?? null,
+        lat: where.lat ?? null, lon: where.lon ?? null,
+        e: where.e_km ?? null, n: where.n_km ?? null,
+      }, map);
+    }
     $('view-select').value = map.kind;
     store.version++;
   },
@@ -195,13 +202,23 @@ function frame(ts) {
   if (!u.screenshot || store.version !== lastVersion || modeKey !== lastMode) {
     lastVersion = store.version;
     lastMode = modeKey;
+    const t0 = performance.now();
     map.draw(cursor);
+    const t1 = performance.now();
     timeline.draw(cursor, now);
+    const t2 = performance.now();
     header(cursor);
+    const t3 = performance.now();
+    const avg = (k, v) => { store.perf[k] = store.perf[k] * 0.9 + v * 0.1; };
+    avg('map', t1 - t0);
+    avg('timeline', t2 - t1);
+    avg('header', t3 - t2);
     frames++;
   }
-  if (ts - lastTable > 250) {
+  if (ts - lastTable > 500) {
+    const t = performance.now();
     table.render();
+    store.perf.table = store.perf.table * 0.8 + (performance.now() - t) * 0.2;
     lastTable = ts;
   }
   if (ts - lastUrl > 500) {

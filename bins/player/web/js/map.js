@@ -16,7 +16,7 @@ export function scaleOf(zoom) {
 export class MapView {
   constructor(canvas, store) {
     this.canvas = canvas;
-    this.ctx = canvas.getContext('2d');
+    this.ctx = canvas.getContext('2d', { alpha: false });
     this.store = store;
     this.kind = 'map';
     this.zoom = 8;

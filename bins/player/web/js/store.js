@@ -48,10 +48,19 @@ export class Store {
     this.waiters = [];
     this.toasts = [];
     this.lastFrameArrival = 0;
+    this.perf = { map: 0, timeline: 0, header: 0, table: 0, apply: 0 };
+    this.latencies = [];
   }
 
   now() {
     return Date.now() + this.clockOffset;
+  }
+
+  /** The server's clock from its stamp on a message. A message is only ever late, so
+   *  the largest offset seen on this connection is the one least delayed. */
+  syncClock(serverMs) {
+    const offset = serverMs - Date.now();
+    if (offset > this.clockOffset) this.clockOffset = offset;
   }
 
   /** The moment the display shows. */
@@ -120,23 +129,33 @@ export class Store {
   }
 
   apply(msg) {
+    const started = performance.now();
+    this.applyMessage(msg);
+    this.perf.apply += performance.now() - started;
+  }
+
+  applyMessage(msg) {
     switch (msg.t) {
       case 'hello':
         this.config = msg.config;
         this.clientId = msg.client_id;
         this.operator = msg.operator;
-        this.clockOffset = msg.server_ms - Date.now();
+        this.clockOffset = -Infinity;
+        this.syncClock(msg.server_ms);
         if (msg.config.origin) {
           const o = msg.config.origin;
           this.plane = new LocalPlane(o.lat, o.lon, o.alt);
         }
         break;
+      case 'clock':
+        this.syncClock(msg.server_ms);
+        return;
       case 'settings':
         this.settings = { units: msg.units, colour: msg.colour, session: msg.session };
         break;
       case 'mode':
         this.mode = msg;
-        this.clockOffset = msg.server_ms - Date.now();
+        this.syncClock(msg.server_ms);
         if (msg.cursor_kind !== 'following') this.newestMs = undefined;
         break;
       case 'reset':
@@ -186,9 +205,12 @@ export class Store {
     else if (gen === this.gen && !this.pending) target = this.tracks;
     if (!target) return;
     const arrival = Date.now() + this.clockOffset;
+    const live = !whole && this.mode.mode === 'live';
     for (const row of rows) {
       const f = fixOf(row);
       this.update(target, f, whole);
+      // How old each live update is when it reaches the page (receive time → here).
+      if (live && this.latencies.length < 100000) this.latencies.push(arrival - f.recvMs);
       if (this.mode.cursor_kind === 'following' && (this.newestMs === undefined || f.recvMs > this.newestMs)) {
         this.newestMs = f.recvMs;
         this.lastFrameArrival = arrival;
@@ -234,6 +256,14 @@ export class Store {
     return cursor - t.fix.recvMs > this.config.stale_s * 1000;
   }
 
+  /** Live updates' age on arrival (ms) since the last call: {n, p50, p99, max}. */
+  takeLatency() {
+    const v = this.latencies.sort((a, b) => a - b);
+    this.latencies = [];
+    const at = (p) => (v.length ? v[Math.round((v.length - 1) * p)] : null);
+    return { n: v.length, p50: at(0.5), p99: at(0.99), max: at(1) };
+  }
+
   /** `window.tspiDisplay.state()`: a plain object (SPEC §5, player --web). */
   snapshot() {
     const cursor = this.cursorMs();
@@ -272,6 +302,8 @@ export class Store {
       channel: this.mode.mode === 'channel' ? this.mode.channel_id : null,
       connected: this.connected,
       fps: this.fps,
+      perf: { ...this.perf },
+      clock_offset_ms: this.clockOffset,
       client_id: this.clientId,
       operator: this.operator,
       state: this.mode.state,

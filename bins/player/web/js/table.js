@@ -3,6 +3,11 @@
 
 const ROWS = 200;
 
+/** 12345.6 → "12,346" (toLocaleString is slow in a hot loop). */
+function grouped(v) {
+  return String(Math.round(v)).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
 export class TrackTable {
   constructor(table, store, map) {
     this.table = table;
@@ -14,6 +19,7 @@ export class TrackTable {
     this.more = document.getElementById('table-more');
     this.count = document.getElementById('track-count');
     this.followText = document.getElementById('follow-text');
+    this.pool = [];
     table.querySelectorAll('th[data-key]').forEach((th) => {
       th.addEventListener('click', () => {
         if (this.key === th.dataset.key) this.desc = !this.desc;
@@ -33,6 +39,36 @@ export class TrackTable {
       this.store.version++;
       this.render();
     });
+  }
+
+  /** Rows are made once and reused: a render only rewrites the text that changed. */
+  grow(n) {
+    while (this.pool.length < n) {
+      const tr = document.createElement('tr');
+      const text = [];
+      let swatch = null;
+      for (let k = 0; k < 7; k++) {
+        const td = document.createElement('td');
+        if (k === 0) {
+          swatch = document.createElement('span');
+          swatch.className = 'swatch';
+          td.appendChild(swatch);
+        }
+        const node = document.createTextNode('');
+        if (k === 6) {
+          const b = document.createElement('button');
+          b.type = 'button';
+          b.appendChild(node);
+          td.appendChild(b);
+        } else {
+          td.appendChild(node);
+        }
+        text.push(node);
+        tr.appendChild(td);
+      }
+      this.body.appendChild(tr);
+      this.pool.push({ tr, text, swatch, swatchColour: null });
+    }
   }
 
   render() {
@@ -65,42 +101,37 @@ export class TrackTable {
     this.table.querySelectorAll('th[data-key]').forEach((th) => {
       th.classList.toggle('sorted', th.dataset.key === k);
     });
-    const frag = document.createDocumentFragment();
     const colour = store.colour();
-    for (const r of rows.slice(0, ROWS)) {
-      const tr = document.createElement('tr');
-      tr.dataset.id = String(r.sensor_id);
-      if (r.stale) tr.classList.add('stale');
-      if (this.map.follow === r.sensor_id) tr.classList.add('followed');
-      const cells = [
+    const shown = rows.slice(0, ROWS);
+    this.grow(shown.length);
+    shown.forEach((r, i) => {
+      const row = this.pool[i];
+      row.tr.hidden = false;
+      const id = String(r.sensor_id);
+      if (row.tr.dataset.id !== id) row.tr.dataset.id = id;
+      row.tr.classList.toggle('stale', r.stale);
+      row.tr.classList.toggle('followed', this.map.follow === r.sensor_id);
+      // backgroundColor takes colours only: a bus string cannot load anything.
+      const swatch = r.stale ? '#6d7b85' : colour;
+      if (row.swatchColour !== swatch) {
+        row.swatch.style.backgroundColor = swatch;
+        row.swatchColour = swatch;
+      }
+      const texts = [
         String(r.sensor_id),
         r.kind,
-        r.altitude === null ? '—' : Math.round(r.altitude).toLocaleString('en-US'),
-        r.speed === null ? '—' : Math.round(r.speed).toLocaleString('en-US'),
-        r.heading === null || r.heading === undefined ? '—' : String(Math.round(r.heading)).padStart(3, '0'),
+        r.altitude === null ? '—' : grouped(r.altitude),
+        r.speed === null ? '—' : grouped(r.speed),
+        r.heading === null || r.heading === undefined ? '—' : String(Math.round(r.heading) % 360).padStart(3, '0'),
         r.age < 0 ? '0.0' : r.age.toFixed(1),
+        this.map.follow === r.sensor_id ? 'unfollow' : 'follow',
       ];
-      cells.forEach((text, i) => {
-        const td = document.createElement('td');
-        if (i === 0) {
-          const sw = document.createElement('span');
-          sw.className = 'swatch';
-          // backgroundColor takes colours only: a bus string cannot load anything.
-          sw.style.backgroundColor = r.stale ? '#6d7b85' : colour;
-          td.appendChild(sw);
-        }
-        td.appendChild(document.createTextNode(text));
-        tr.appendChild(td);
+      texts.forEach((t, k) => {
+        // Only what changed is written: the table costs no layout it does not need.
+        if (row.text[k].data !== t) row.text[k].data = t;
       });
-      const td = document.createElement('td');
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.textContent = this.map.follow === r.sensor_id ? 'unfollow' : 'follow';
-      td.appendChild(b);
-      tr.appendChild(td);
-      frag.appendChild(tr);
-    }
-    this.body.replaceChildren(frag);
+    });
+    for (let i = shown.length; i < this.pool.length; i++) this.pool[i].tr.hidden = true;
     this.more.textContent = rows.length > ROWS ? `… and ${rows.length - ROWS} more (sort to see them)` : '';
     const u = `${f.altitude.unit}, ${f.speed.unit}`;
     this.count.textContent = `${rows.length} tracks (${u})`;
