@@ -2,7 +2,8 @@
 # The whole pipeline with one command, on loopback:
 #   generator -UDP-> producer -> three-node NATS JetStream cluster (R3)
 #       -> receiver (JSON lines), player (display frames), archiver -> PostgreSQL
-#          primary + synchronous streaming replica
+#          primary + synchronous streaming replica -> replayer serve
+#       -> the web display (player --web) for a browser: live and archive, one cursor
 # Installs what is missing (pinned nats-server into .tools/, PostgreSQL from the OS
 # packages), builds in release mode, prints a status line every few seconds, and stops
 # exactly what it started on Ctrl+C or after --duration.
@@ -23,6 +24,8 @@ Usage: ./demo.sh [options]
   --udp-port P      producer's UDP port (default 30000)
   --metrics-port P  producer's Prometheus port; the archiver's is P+1 (default 19464)
   --pg-port P       PostgreSQL primary port; the replica uses P+1 (default 15432)
+  --web-port P      the web display on http://127.0.0.1:P/ (default 8080); its metrics
+                    are on the metrics port + 2
   --compose         run the same system with deploy/docker-compose.yml instead
                     (needs a Docker engine and docker-compose)
   -h, --help        this text
@@ -35,7 +38,7 @@ EOF
 }
 
 duration="" count=20 rate=10 style=normal log_dir="" base_port=14222 udp_port=30000 metrics_port=19464
-pg_port=15432 compose=0
+pg_port=15432 compose=0 web_port=8080
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
@@ -47,12 +50,13 @@ while [ $# -gt 0 ]; do
     --udp-port) udp_port="${2:?}"; shift 2 ;;
     --metrics-port) metrics_port="${2:?}"; shift 2 ;;
     --pg-port) pg_port="${2:?}"; shift 2 ;;
+    --web-port) web_port="${2:?}"; shift 2 ;;
     --compose) compose=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$count" "$base_port" "$udp_port" "$metrics_port" "$pg_port" ${duration:+"$duration"}; do
+for v in "$count" "$base_port" "$udp_port" "$metrics_port" "$pg_port" "$web_port" ${duration:+"$duration"}; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "demo.sh: '$v' is not a whole number" >&2; exit 2; }
 done
 case "$style" in normal|airshow) ;; *) echo "demo.sh: --style must be normal or airshow" >&2; exit 2 ;; esac
@@ -74,6 +78,8 @@ http_get() { # host port path -> body
 # Counters from the producer's and the archiver's Prometheus endpoints.
 metric() { { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
 archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}'; }
+# Browser tabs connected to the web display.
+tabs() { { http_get 127.0.0.1 $((metrics_port + 2)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_player_web_sessions" {s += $2} END {printf "%d", s}'; }
 
 if [ "$compose" = 1 ]; then
   if docker-compose version >/dev/null 2>&1; then dc=(docker-compose)
@@ -123,9 +129,9 @@ fi
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 100)) $((base_port + 101)) \
          $((base_port + 102)) $((base_port + 200)) $((base_port + 201)) $((base_port + 202)) "$metrics_port" \
-         $((metrics_port + 1)) "$pg_port" $((pg_port + 1)); do
+         $((metrics_port + 1)) $((metrics_port + 2)) "$pg_port" $((pg_port + 1)) "$web_port"; do
   if port_busy "$p"; then
-    echo "demo.sh: port $p on 127.0.0.1 is already in use (another NATS or PostgreSQL?); move the demo with --base-port, --metrics-port or --pg-port" >&2
+    echo "demo.sh: port $p on 127.0.0.1 is already in use (another NATS or PostgreSQL?); move the demo with --base-port, --metrics-port, --pg-port or --web-port" >&2
     exit 1
   fi
 done
@@ -134,11 +140,12 @@ if command -v ss >/dev/null && ss -Hlun "sport = :$udp_port" | grep -q .; then
   exit 1
 fi
 
+echo "demo: the web display will be at http://127.0.0.1:$web_port/ — open it in a browser once the system is up"
 tests/install-deps.sh --no-compose
 nats_server="$root/.tools/nats/bin/nats-server"
 if [ -n "${TSPI_DEMO_BIN_DIR:-}" ]; then
   bin="$(cd "$TSPI_DEMO_BIN_DIR" && pwd)"
-  for p in producer receiver generator archiver player console; do
+  for p in producer receiver generator archiver player console replayer; do
     [ -x "$bin/$p" ] || { echo "demo.sh: TSPI_DEMO_BIN_DIR=$bin has no $p" >&2; exit 1; }
   done
   echo "demo: using the binaries in $bin" >&2
@@ -149,7 +156,7 @@ else
   }
   echo "demo: building release binaries (first time takes a few minutes)" >&2
   cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \
-    -p tspi-archiver -p tspi-player -p tspi-console
+    -p tspi-archiver -p tspi-player -p tspi-console -p tspi-replayer
   bin="$root/target/release"
 fi
 
@@ -295,15 +302,31 @@ done
 as_user console; "${ENV[@]}" "$bin/console" clients --json >/dev/null 2>"$log_dir/console.log" # creates TSPI_OPS
 as_user receiver; program "${ENV[@]}" "$bin/receiver" --durable demo --deliver all \
   > "$log_dir/receiver.jsonl" 2> "$log_dir/receiver.log"
+# The schema first: the replayer (below) reads an archive that must exist.
+"$bin/archiver" migrate --database-url "$database_url" > "$log_dir/migrate.log" 2>&1 ||
+  { echo "demo: archiver migrate failed: $(tail -n 1 "$log_dir/migrate.log")" >&2; exit 1; }
 as_user archiver; program "${ENV[@]}" "$bin/archiver" --database-url "$database_url" \
   --metrics-addr "127.0.0.1:$((metrics_port + 1))" 2> "$log_dir/archiver.log"
 as_user player; program "${ENV[@]}" "$bin/player" --no-create-stream --rate 1 --operator demo \
   --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log"
+# History for the web display (scrubbing, the timeline) comes from the replayer.
+as_user replayer; program "${ENV[@]}" "$bin/replayer" serve --database-url "$database_url" \
+  > "$log_dir/replayer.out" 2> "$log_dir/replayer.log"
+as_user player; program "${ENV[@]}" "$bin/player" --no-create-stream --operator demo \
+  --web "127.0.0.1:$web_port" --origin 34.9,-117.9,700 --metrics-addr "127.0.0.1:$((metrics_port + 2))" \
+  > "$log_dir/display.out" 2> "$log_dir/display.log"
+display_pid=$last_pid
+for _ in $(seq 1 100); do
+  http_get 127.0.0.1 "$web_port" /healthz >/dev/null 2>&1 && break
+  kill -0 "$display_pid" 2>/dev/null || { echo "demo: the web display exited: $(tail -n 1 "$log_dir/display.log")" >&2; exit 1; }
+  sleep 0.1
+done
 gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 1s)
 if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
 program "$bin/generator" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log"
 gen_pid=$last_pid
 
+echo "demo: web display up at http://127.0.0.1:$web_port/ (the map; ?view=range for the range view)"
 echo "demo: NATS users and permissions from deploy/nats/accounts.conf (passwords: $log_dir/passwords.env)" >&2
 echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2
 echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
@@ -334,9 +357,9 @@ while :; do
   done
   sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p' || true)
   frames=$(grep -c '"event":"frame"' "$log_dir/player.jsonl" || true)
-  printf 'demo %4ss | sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s) | archived rows %s (lag %s) | player frames %s\n' \
+  printf 'demo %4ss | sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s) | archived rows %s (lag %s) | player frames %s | display tabs %s\n' \
     "$(( $(date +%s) - start ))" "${sent:-0}" "$received" "$published" "$invalid" "$dropped" "$lines" \
-    "$(( published - lines ))" "$rows" "$(( published - rows ))" "${frames:-0}"
+    "$(( published - lines ))" "$rows" "$(( published - rows ))" "${frames:-0}" "$(tabs)"
   if ! kill -0 "$gen_pid" 2>/dev/null; then
     # Generator done (--duration): let the tail of the pipeline drain, show a sample, stop.
     sleep 2

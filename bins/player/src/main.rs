@@ -119,7 +119,7 @@ struct WebArgs {
     track_timeout: Duration,
     /// Range origin LAT,LON[,ALT]: the centre of the range view, and the site spherical
     /// tracks are placed from.
-    #[arg(long, value_name = "LAT,LON[,ALT]", value_parser = parse_site)]
+    #[arg(long, env = "TSPI_ORIGIN", value_name = "LAT,LON[,ALT]", value_parser = parse_site)]
     origin: Option<LocalFrame>,
     /// A sensor's own site, ID=LAT,LON[,ALT] (repeatable): its spherical tracks are
     /// placed from there instead of the origin.

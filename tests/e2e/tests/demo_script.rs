@@ -13,13 +13,14 @@ use std::process::{Command, Output, Stdio};
 
 use tspi_test_support::{workspace_bin, workspace_root};
 
-/// Ports for one demo: base (P..P+2, P+100..P+102, P+200..P+202), UDP, metrics (M, M+1),
-/// PostgreSQL (G, G+1) — all free a moment ago.
+/// Ports for one demo: base (P..P+2, P+100..P+102, P+200..P+202), UDP, metrics (M, M+1,
+/// M+2), PostgreSQL (G, G+1), the web display (W) — all free a moment ago.
 struct DemoPorts {
     base: u16,
     udp: u16,
     metrics: u16,
     pg: u16,
+    web: u16,
 }
 
 fn tcp_free(port: u16) -> bool {
@@ -41,8 +42,10 @@ impl DemoPorts {
             b + 202,
             self.metrics,
             self.metrics + 1,
+            self.metrics + 2,
             self.pg,
             self.pg + 1,
+            self.web,
         ]
     }
 
@@ -57,6 +60,7 @@ impl DemoPorts {
                 udp: base + 10,
                 metrics: base + 20,
                 pg: base + 30,
+                web: base + 40,
             };
             if p.tcp().into_iter().all(tcp_free) && UdpSocket::bind(("127.0.0.1", p.udp)).is_ok() {
                 return p;
@@ -71,6 +75,7 @@ impl DemoPorts {
             ("--udp-port", self.udp),
             ("--metrics-port", self.metrics),
             ("--pg-port", self.pg),
+            ("--web-port", self.web),
         ]
         .iter()
         .flat_map(|(f, p)| [f.to_string(), p.to_string()])
@@ -227,10 +232,21 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
     let (o, session) = demo(&args, tmp.path());
     let (out, err) = text(&o);
     assert!(o.status.success(), "demo failed:\n{out}\n{err}");
+    // The web display's address comes first; then it says when the display is up.
+    let url = format!("http://127.0.0.1:{}/", ports.web);
+    assert!(
+        out.lines().next().unwrap_or_default().contains(&url),
+        "{out}"
+    );
+    assert!(out.contains(&format!("web display up at {url}")), "{out}");
 
     // Status lines: archived rows and receiver lines grow; the lag stays bounded.
     let status: Vec<&str> = out.lines().filter(|l| l.starts_with("demo ")).collect();
     assert!(status.len() >= 2, "{out}");
+    assert!(
+        status.iter().all(|l| l.ends_with("| display tabs 0")),
+        "{out}"
+    );
     let field = |line: &str, name: &str| -> i64 {
         let after = line
             .split(name)
@@ -329,6 +345,29 @@ fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
         assert!(std::time::Instant::now() < deadline, "no status lines");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // A browser on the demo's display: it shows the fleet, and the status line counts it.
+    let tab = tspi_test_support::Browser::start(1200, 800);
+    tab.goto(&format!("http://127.0.0.1:{}/", ports.web));
+    tab.until(
+        "window.tspiDisplay !== undefined && tspiDisplay.state().tracks.length === 5",
+        std::time::Duration::from_secs(30),
+        "the demo's five aircraft on the web display",
+    );
+    let lines_before = read(&out_path).lines().count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !read(&out_path)
+        .lines()
+        .skip(lines_before)
+        .any(|l| l.starts_with("demo ") && l.ends_with("| display tabs 1"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status line counts the tab:\n{}",
+            read(&out_path)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(tab);
     let kill = Command::new("kill")
         .args(["-INT", "--", &format!("-{session}")])
         .status()
@@ -345,13 +384,20 @@ fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
     let err = read(&err_path);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(
-        err.contains("demo: stopping 10 processes")
+        err.contains("demo: stopping 12 processes")
             && err.contains(&format!("logs and data in {}", logs.display())),
         "{err}"
     );
 
     let log = |name: &str| read(&logs.join(name));
-    for name in ["producer.log", "receiver.log", "archiver.log", "player.log"] {
+    for name in [
+        "producer.log",
+        "receiver.log",
+        "archiver.log",
+        "player.log",
+        "display.log",
+        "replayer.log",
+    ] {
         let text = log(name);
         assert_eq!(
             text.matches("shutdown requested").count(),

@@ -321,13 +321,25 @@ async fn deploy_permissions_hold() {
         roster.iter().any(|r| r.client_id == "perm-player"),
         "player heartbeat stored: {roster:?}"
     );
-    // A player cannot send commands.
+    // A player cannot send commands; it may tag (the web display's operators do), and
+    // what it tags is stored.
     let player_js = impatient(&player);
     assert!(
         tspi_console::send_command(&player_js, "x", DisplaySetting::MarkerColor("red".into()))
             .await
             .is_err()
     );
+    let (_, sent) = tspi_console::send_tag(
+        &jetstream::new(player.clone()),
+        "from a display",
+        None,
+        "ops",
+        None,
+    )
+    .await
+    .expect("the player's user may publish tags");
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|s| s.stream == "TSPI" && !s.duplicate));
 }
 
 /// The rest of the programs with their deploy users: the generator publishing straight to
@@ -438,10 +450,25 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
         .unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["ok"], true, "{reply}");
-    let first = tokio::time::timeout(Duration::from_secs(10), playout.next())
+    // The segment's begin marker, then the archive's messages.
+    let begin = tokio::time::timeout(Duration::from_secs(10), playout.next())
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(begin.subject.as_str(), "player.perm.playout.replay.begin");
+    let first = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), playout.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if !m
+            .subject
+            .as_str()
+            .starts_with("player.perm.playout.replay.")
+        {
+            break m;
+        }
+    };
     assert!(first
         .subject
         .as_str()
