@@ -342,6 +342,7 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     ));
+    let summarize = tokio::spawn(summarize_loop(pool.clone(), shutdown.clone()));
     let retention = options
         .retain
         .map(|retain| tokio::spawn(retention_loop(pool, retain, shutdown.clone())));
@@ -355,6 +356,7 @@ pub async fn run(
         }
     }
     lag.abort();
+    summarize.abort();
     if let Some(r) = retention {
         r.abort();
     }
@@ -564,6 +566,22 @@ async fn watch_consumer(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Keep the time index summarized up to the newest rows (replays and displays read
+/// narrow time ranges; an unsummarized range costs each of them a full read).
+async fn summarize_loop(pool: Pool, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        if let Ok(client) = pool.get().await {
+            if let Err(e) = tspi_store::summarize_time_index(&client).await {
+                tracing::debug!(error = %e, "time index summary not updated");
+            }
         }
     }
 }

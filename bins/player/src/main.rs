@@ -115,7 +115,7 @@ struct WebArgs {
     trail: Duration,
     /// A track silent this long leaves the picture (and a replay's picture looks this far
     /// back for a track's last position).
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     track_timeout: Duration,
     /// Range origin LAT,LON[,ALT]: the centre of the range view, and the site spherical
     /// tracks are placed from.

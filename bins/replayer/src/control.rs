@@ -84,7 +84,7 @@ pub struct SnapshotRequest {
 /// Longest trail or lookback a snapshot covers.
 pub const SNAPSHOT_MAX_S: f64 = 3_600.0;
 /// Most trail points per track in a snapshot.
-pub const SNAPSHOT_POINTS: f64 = 120.0;
+pub const SNAPSHOT_POINTS: f64 = 60.0;
 /// Most coverage buckets and tags in one reply (a reply must fit a NATS message).
 pub const MAX_BUCKETS: u32 = 4_000;
 pub const MAX_TAGS: u32 = 2_000;
@@ -317,7 +317,7 @@ mod tests {
             60,
             "lookback defaults to the trail (≥ 60 s)"
         );
-        assert_eq!(spec.step.as_millis(), 500, "120 points a trail");
+        assert_eq!(spec.step.as_millis(), 1000, "60 points a trail");
         for bad in [-1.0, f64::NAN, 3_601.0] {
             let r = SnapshotRequest {
                 trail: bad,

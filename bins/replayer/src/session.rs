@@ -255,6 +255,7 @@ struct Cursor {
     stream: String,
     start: OffsetDateTime,
     end: OffsetDateTime,
+    first_seq: i64,
     last_seq: i64,
     fetched_to: i64,
     buffer: VecDeque<ArchivedMessage>,
@@ -264,6 +265,7 @@ struct Cursor {
 }
 
 const PAGE: i64 = 2_000;
+const FIRST_PAGE: i64 = 200;
 
 impl Cursor {
     fn open(
@@ -284,6 +286,7 @@ impl Cursor {
             stream: stream.to_owned(),
             start,
             end,
+            first_seq: first,
             last_seq: last,
             fetched_to: first - 1,
             buffer: VecDeque::new(),
@@ -305,9 +308,15 @@ impl Cursor {
             self.fetched_to,
             self.last_seq,
         );
+        // A small first page: the playout starts as soon as it is in.
+        let limit = if self.fetched_to < self.first_seq {
+            FIRST_PAGE
+        } else {
+            PAGE
+        };
         self.ahead = Some(self.ctx.handle.spawn(async move {
             let client = pool.get().await?;
-            Ok(tspi_store::window_page(&client, &stream, start, end, after, last, PAGE).await?)
+            Ok(tspi_store::window_page(&client, &stream, start, end, after, last, limit).await?)
         }));
     }
 
@@ -639,6 +648,7 @@ impl Player {
             state: 0,
             snapshot: 0,
         };
+        let t0 = Instant::now();
         self.marker(Phase::Begin, &marker)?;
         marker.state = match played {
             Some((segment_start, head, last_seq)) if from > head => {
@@ -646,13 +656,23 @@ impl Player {
             }
             _ => self.emit_state(from)?,
         };
+        let t1 = t0.elapsed();
         if let Some(request) = snapshot {
             marker.snapshot = self.emit_snapshot(request, from)?;
         }
+        let t2 = t0.elapsed();
         let mut cursor = Cursor::open(&self.ctx, &self.spec.stream, from, self.spec.end)?;
+        let t3 = t0.elapsed();
         cursor.fill()?;
+        let t4 = t0.elapsed();
         self.marker(Phase::Ready, &marker)?;
         self.ctx.handle.block_on(self.ctx.client.flush()).ok();
+        tracing::debug!(
+            room = %self.spec.room, segment, state_ms = t1.as_secs_f64() * 1e3,
+            snapshot_ms = (t2 - t1).as_secs_f64() * 1e3, open_ms = (t3 - t2).as_secs_f64() * 1e3,
+            first_page_ms = (t4 - t3).as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "segment ready"
+        );
         Ok(cursor)
     }
 

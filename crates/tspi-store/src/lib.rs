@@ -19,15 +19,17 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
-pub use display::{coverage, picture_at, tags_between, PictureSpec, TagSummary, RECEIVE_MARGIN};
+pub use display::{
+    coverage, picture_at, tags_between, PictureSpec, TagSummary, CLOCK_SKEW, RECEIVE_MARGIN,
+};
 pub use read::{
     command_state_at, control_messages_between, tag_moment, tags_before, window_page, window_span,
     ArchivedMessage, WindowSpan,
 };
 pub use schema::{known_version, migrate, SchemaOptions, SchemaState, TimescaleMode};
 pub use write::{
-    copy_messages, delete_older_than, write_batch, CommandRow, JsonText, MessageKind, MessageRow,
-    RowDetail, TagRow, WriteOutcome,
+    copy_messages, delete_older_than, summarize_time_index, write_batch, CommandRow, JsonText,
+    MessageKind, MessageRow, RowDetail, TagRow, WriteOutcome,
 };
 
 #[derive(Debug, Error)]

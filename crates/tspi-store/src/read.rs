@@ -65,30 +65,62 @@ pub struct WindowSpan {
     pub count: i64,
 }
 
-/// First and last stream sequence and message count in `[start, end)`; `None` if empty.
+/// First and last stream sequence in `[start, end)` (stream time) and the messages
+/// between them (the sequence span, invalid rows included); `None` if none.
+///
+/// Found by probes that grow from each end of the window (a second, then eight times
+/// more each time): each probe is a narrow range the time index answers at once, so the
+/// span of a long window costs about what a short one does.
 pub async fn window_span(
     client: &Client,
     stream: &str,
     start: OffsetDateTime,
     end: OffsetDateTime,
 ) -> Result<Option<WindowSpan>, StoreError> {
-    let row = client
-        .query_one(
-            "SELECT min(stream_seq), max(stream_seq), count(*) FROM messages
-             WHERE stream = $1 AND stream_ts >= $2 AND stream_ts < $3 AND kind <> 'invalid'",
-            &[&stream, &start, &end],
-        )
-        .await?;
-    let first: Option<i64> = row.try_get(0)?;
-    let last: Option<i64> = row.try_get(1)?;
-    Ok(match (first, last) {
-        (Some(first_seq), Some(last_seq)) => Some(WindowSpan {
-            first_seq,
-            last_seq,
-            count: row.try_get(2)?,
-        }),
-        _ => None,
-    })
+    let Some(first_seq) = edge_seq(client, stream, start, end, true).await? else {
+        return Ok(None);
+    };
+    let last_seq = edge_seq(client, stream, start, end, false)
+        .await?
+        .unwrap_or(first_seq);
+    Ok(Some(WindowSpan {
+        first_seq,
+        last_seq,
+        count: last_seq - first_seq + 1,
+    }))
+}
+
+/// The first (or last) sequence of a valid message in `[start, end)`.
+async fn edge_seq(
+    client: &Client,
+    stream: &str,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    first: bool,
+) -> Result<Option<i64>, StoreError> {
+    let sql = if first {
+        "SELECT min(stream_seq) FROM messages
+         WHERE stream = $1 AND stream_ts >= $2 AND stream_ts < $3 AND kind <> 'invalid'"
+    } else {
+        "SELECT max(stream_seq) FROM messages
+         WHERE stream = $1 AND stream_ts >= $2 AND stream_ts < $3 AND kind <> 'invalid'"
+    };
+    let mut width = time::Duration::SECOND;
+    loop {
+        let (lo, hi) = if first {
+            (start, (start + width).min(end))
+        } else {
+            ((end - width).max(start), end)
+        };
+        let found: Option<i64> = client
+            .query_one(sql, &[&stream, &lo, &hi])
+            .await?
+            .try_get(0)?;
+        if found.is_some() || (lo <= start && hi >= end) {
+            return Ok(found);
+        }
+        width = width.saturating_mul(8);
+    }
 }
 
 /// Up to `limit` messages of the window after `after_seq`, in stream order (keyset paging,

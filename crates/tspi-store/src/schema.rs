@@ -79,6 +79,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
         CREATE INDEX messages_stream_ts_brin ON messages USING brin (stream_ts);
         CREATE INDEX messages_tag_id ON messages ((record->>'id'), stream_seq) WHERE kind = 'tag';",
     ),
+    (
+        4,
+        // A finer time index: a display's picture at a moment reads a few minutes of rows,
+        // and BRIN's default 128-page ranges made it visit three times as many as it kept
+        // (measured: 55,870 rows visited for 18,002 wanted). 16-page ranges cost nothing
+        // measurable on ingest. New ranges are summarized by the archiver every few
+        // seconds (`summarize_time_index`) and by autovacuum: an unsummarized range is read
+        // by every time query, whatever its time.
+        "DROP INDEX messages_stream_ts_brin;
+        CREATE INDEX messages_stream_ts_brin ON messages USING brin (stream_ts)
+            WITH (pages_per_range = 16, autosummarize = on);",
+    ),
 ];
 
 /// The newest schema version this build knows.

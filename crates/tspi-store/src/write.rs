@@ -482,6 +482,23 @@ pub async fn delete_older_than(
     Ok(n)
 }
 
+/// Summarize the time index's new block ranges (returns how many). Until a range is
+/// summarized every time query reads it, so the archiver calls this every few seconds;
+/// it only ever looks at ranges added since the last call.
+pub async fn summarize_time_index(client: &Client) -> Result<i64, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(brin_summarize_new_values(i.indexrelid)), 0)::bigint
+             FROM pg_index i
+             JOIN pg_class ic ON ic.oid = i.indexrelid
+             JOIN pg_am am ON am.oid = ic.relam
+             WHERE am.amname = 'brin' AND i.indisvalid AND i.indrelid = 'messages'::regclass",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -372,6 +372,9 @@ async fn display_queries_show_the_picture_at_a_moment() {
     write_batch(&mut client, &[tag(seq + 1, "t-early", "deleted", 2_000)])
         .await
         .unwrap();
+    // The time index is summarized up to the newest rows, then there is nothing new.
+    assert!(tspi_store::summarize_time_index(&client).await.unwrap() > 0);
+    assert_eq!(tspi_store::summarize_time_index(&client).await.unwrap(), 0);
 
     let at = t0() + Duration::milliseconds(30_050);
     let spec = tspi_store::PictureSpec {
