@@ -365,13 +365,25 @@ async fn display_queries_show_the_picture_at_a_moment() {
     for chunk in rows.chunks(500) {
         write_batch(&mut client, chunk).await.unwrap();
     }
+    // Tags on the bus after the telemetry (sequence and bus time grow together, as in a
+    // stream), tagging moments inside it.
     seq += 1;
-    write_batch(&mut client, &[tag(seq, "t-late", "active", 45_000)])
-        .await
-        .unwrap();
-    write_batch(&mut client, &[tag(seq + 1, "t-early", "deleted", 2_000)])
-        .await
-        .unwrap();
+    let after = |mut r: MessageRow, ms: i64| {
+        r.stream_ts = t0() + Duration::milliseconds(ms);
+        r
+    };
+    write_batch(
+        &mut client,
+        &[after(tag(seq, "t-late", "active", 45_000), 61_000)],
+    )
+    .await
+    .unwrap();
+    write_batch(
+        &mut client,
+        &[after(tag(seq + 1, "t-early", "deleted", 2_000), 61_001)],
+    )
+    .await
+    .unwrap();
     // The time index is summarized up to the newest rows, then there is nothing new.
     assert!(tspi_store::summarize_time_index(&client).await.unwrap() > 0);
     assert_eq!(tspi_store::summarize_time_index(&client).await.unwrap(), 0);
@@ -418,6 +430,31 @@ async fn display_queries_show_the_picture_at_a_moment() {
         .unwrap();
     assert_eq!(counts.iter().sum::<i64>(), total, "{counts:?}");
     assert_eq!(counts, vec![350, 300, 200, 200, 200, 200]);
+    // Buckets that straddle the data's start and end, and an empty span.
+    let counts = tspi_store::coverage(
+        &client,
+        "TSPI",
+        t0() - Duration::seconds(30),
+        t0() + Duration::seconds(90),
+        4,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        counts,
+        vec![0, 850, 600, 2],
+        "the two tags at 61 s are messages too"
+    );
+    let empty = tspi_store::coverage(
+        &client,
+        "TSPI",
+        t0() + Duration::hours(1),
+        t0() + Duration::hours(2),
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(empty, vec![0; 5]);
     assert_eq!(
         tspi_store::coverage(&client, "TSPI", t0(), t0(), 3)
             .await

@@ -56,8 +56,14 @@ pub fn nats_server_binary() -> PathBuf {
 }
 
 /// A program of this workspace, built by `cargo test --workspace` next to the test
-/// executables (`target/<profile>/<name>`), for end-to-end tests that run every binary.
+/// executables (`target/<profile>/<name>`), for end-to-end tests that run every binary;
+/// or in `$TSPI_BIN_DIR` when set (benches build release programs there).
 pub fn workspace_bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("TSPI_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(path.is_file(), "{} is not built", path.display());
+        return path;
+    }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let path = exe

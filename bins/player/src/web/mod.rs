@@ -267,6 +267,8 @@ struct WsQuery {
     token: Option<String>,
     client: Option<String>,
     operator: Option<String>,
+    /// `0`: the client does not acknowledge track batches.
+    ack: Option<String>,
 }
 
 /// A client id a page may choose: 1-48 letters, digits, `-`, `_` (it names a room).
@@ -333,6 +335,7 @@ async fn websocket(
         client_id: client_id.id.clone(),
         operator,
         remote,
+        acks: q.ack.as_deref() != Some("0"),
     };
     let (ctx, hub, shutdown, tabs) = (
         app.ctx.clone(),

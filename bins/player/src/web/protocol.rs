@@ -70,6 +70,8 @@ pub enum PageRequest {
         id: Option<u64>,
         seconds: f64,
     },
+    /// A `tracks` batch applied (flow control; no reply).
+    Ack { seq: u64 },
     /// Where the archive holds data over a span, and its tags (the timeline).
     Timeline {
         #[serde(default)]
@@ -94,6 +96,7 @@ impl PageRequest {
             | PageRequest::Operator { id, .. }
             | PageRequest::Trail { id, .. }
             | PageRequest::Timeline { id, .. } => *id,
+            PageRequest::Ack { .. } => None,
         }
     }
 
@@ -109,6 +112,7 @@ impl PageRequest {
             PageRequest::Operator { .. } => "operator",
             PageRequest::Trail { .. } => "trail",
             PageRequest::Timeline { .. } => "timeline",
+            PageRequest::Ack { .. } => "ack",
         }
     }
 }

@@ -1,11 +1,11 @@
 //! One browser tab: its own [`Session`] (cursor, channel, client id, heartbeats), fed by
 //! the hub's broadcast (livestream, group replays) or its own replayer room, and the
-//! page's requests. What it shows goes to the page through a small bounded outbox:
+//! page's requests. What it shows goes to the page through two bounded queues:
 //! control messages in order, track updates as the latest fix per track at most
 //! `--web-rate` times a second. A tab that does not read is thinned (its tracks coalesce
 //! to their latest fix), then closed after `--web-stall-timeout` and counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -29,11 +29,15 @@ use crate::web::WebContext;
 
 /// Messages waiting for the socket at most (each a batch of track updates or one
 /// control message). Small: what a slow tab misses is coalesced, not queued.
-pub const OUTBOX: usize = 4;
+pub const OUTBOX: usize = 2;
 /// Control messages (settings, mode, tags, replies) a tab may owe before it is closed.
 pub const CONTROL_MAX: usize = 512;
 /// How often track updates go out (the per-track rate decides which).
 pub const FLUSH_EVERY: Duration = Duration::from_millis(40);
+/// Track batches a page may have unacknowledged (`{"op":"ack","seq":N}`): a page slower
+/// than the data gets fresher, thinner batches instead of a growing backlog in the
+/// sockets' buffers (which showed 20 s old positions on a busy page).
+pub const TRACK_WINDOW: u64 = 2;
 /// Snapshot rows per message.
 const ROWS_PER_MESSAGE: usize = 5_000;
 /// Requests a tab may make: a burst, refilled per second.
@@ -50,6 +54,9 @@ pub struct TabSetup {
     pub client_id: String,
     pub operator: Option<String>,
     pub remote: SocketAddr,
+    /// The page acknowledges track batches (`/ws?ack=0` turns that off for scripts:
+    /// then only the socket's buffers hold a slow reader back).
+    pub acks: bool,
 }
 
 /// Late results of work a tab started (a tag publish, an archive question, a replayer
@@ -72,9 +79,11 @@ struct Tab {
     hub: Arc<Hub>,
     session: Session,
     setup: TabSetup,
+    /// Track batches (and pings): small, so what a slow tab misses is coalesced.
     outbox: mpsc::Sender<Message>,
     progress: Arc<AtomicI64>,
-    control: VecDeque<Message>,
+    /// Control messages in order (settings, mode, pictures, replies), sent first.
+    control: mpsc::Sender<Message>,
     picture: HashMap<u16, Shown>,
     snapshot_rows: Vec<Value>,
     generation: u64,
@@ -93,6 +102,10 @@ struct Tab {
     bucket_at: Instant,
     refusals: u32,
     closing: Option<&'static str>,
+    acks: bool,
+    track_seq: u64,
+    acked: u64,
+    acked_at: i64,
 }
 
 fn now_ms() -> i64 {
@@ -116,11 +129,19 @@ pub async fn run(
     metrics.sessions_opened.inc();
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (outbox, mut out_rx) = mpsc::channel::<Message>(OUTBOX);
+    let (control, mut control_rx) = mpsc::channel::<Message>(CONTROL_MAX);
     let progress = Arc::new(AtomicI64::new(now_ms()));
     let writer_progress = progress.clone();
     let writer_metrics = metrics.clone();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
+        loop {
+            // Control first: a reset or a settings change never waits behind tracks.
+            let msg = tokio::select! {
+                biased;
+                Some(m) = control_rx.recv() => m,
+                Some(m) = out_rx.recv() => m,
+                else => break,
+            };
             let len = match &msg {
                 Message::Text(t) => t.len(),
                 Message::Binary(b) => b.len(),
@@ -154,6 +175,7 @@ pub async fn run(
             lookback_s: ctx.options.track_timeout.as_secs_f64(),
         }),
     });
+    let acks = setup.acks;
     let mut tab = Tab {
         ctx: ctx.clone(),
         hub: hub.clone(),
@@ -161,7 +183,7 @@ pub async fn run(
         setup,
         outbox,
         progress,
-        control: VecDeque::new(),
+        control,
         picture: HashMap::new(),
         snapshot_rows: Vec::new(),
         generation: 0,
@@ -178,6 +200,10 @@ pub async fn run(
         bucket_at: Instant::now(),
         refusals: 0,
         closing: None,
+        acks,
+        track_seq: 0,
+        acked: 0,
+        acked_at: now_ms(),
     };
     let mut events = joined.events;
     tab.hello(&joined.groups, &joined.tags).await;
@@ -252,7 +278,7 @@ pub async fn run(
             },
             reason: reason.into(),
         };
-        let _ = tab.outbox.try_send(Message::Close(Some(frame)));
+        let _ = tab.control.try_send(Message::Close(Some(frame)));
     }
     drop(tab);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
@@ -261,8 +287,10 @@ pub async fn run(
 
 impl Tab {
     fn push(&mut self, v: Value) {
-        self.control.push_back(text(&v));
-        if self.control.len() > CONTROL_MAX {
+        if self.closing.is_some() {
+            return;
+        }
+        if self.control.try_send(text(&v)).is_err() {
             self.hub.metrics.dropped_stalled.inc();
             self.closing = Some("not reading: closed (too far behind)");
         }
@@ -336,6 +364,14 @@ impl Tab {
     }
 
     async fn request(&mut self, text: &str) {
+        // Acknowledgements are flow control, not requests: not limited, not counted.
+        if let Ok(PageRequest::Ack { seq }) = protocol::parse(text) {
+            if seq <= self.track_seq && seq > self.acked {
+                self.acked = seq;
+                self.acked_at = now_ms();
+            }
+            return;
+        }
         self.hub.metrics.requests.inc();
         if !self.admit() {
             let id = protocol::parse(text).ok().and_then(|r| r.id());
@@ -391,6 +427,7 @@ impl Tab {
                 buckets,
                 ..
             } => return self.timeline(id, start, end, buckets),
+            PageRequest::Ack { .. } => return,
         };
         let fx = self.session.handle(Input::Request(&request), now);
         self.apply(fx, None).await;
@@ -784,29 +821,22 @@ impl Tab {
             let v = protocol::mode(&self.session, now_ms(), self.generation);
             self.push(v);
         }
-        self.flush_control();
-    }
-
-    fn flush_control(&mut self) {
-        while let Some(front) = self.control.front() {
-            match self.outbox.try_send(front.clone()) {
-                Ok(()) => {
-                    self.control.pop_front();
-                }
-                Err(_) => break,
-            }
-        }
     }
 
     /// Send what is due: control messages first, then the tracks whose latest fix is
     /// new and whose rate allows it. A full outbox means the tab is behind: nothing is
     /// built (fixes coalesce), and past the stall timeout the tab is closed.
     fn flush(&mut self) {
-        self.flush_control();
-        if !self.control.is_empty() || self.outbox.capacity() == 0 {
+        let unacked = self.acks && self.track_seq - self.acked >= TRACK_WINDOW;
+        if self.outbox.capacity() == 0 || unacked {
             self.backlog = true;
-            let stalled_ms = now_ms() - self.progress.load(Ordering::Relaxed);
-            if stalled_ms > self.ctx.options.stall_timeout.as_millis() as i64 {
+            // Taken nothing (socket full) or acknowledged nothing for the stall timeout.
+            let progress = self.progress.load(Ordering::Relaxed).min(if unacked {
+                self.acked_at
+            } else {
+                i64::MAX
+            });
+            if now_ms() - progress > self.ctx.options.stall_timeout.as_millis() as i64 {
                 self.hub.metrics.dropped_stalled.inc();
                 self.closing = Some("not reading: closed after the stall timeout");
             }
@@ -828,7 +858,8 @@ impl Tab {
             return;
         }
         self.hub.metrics.updates_sent.inc_by(rows.len() as u64);
-        let v = json!({"t": "tracks", "gen": self.generation, "u": rows});
+        self.track_seq += 1;
+        let v = json!({"t": "tracks", "gen": self.generation, "seq": self.track_seq, "u": rows});
         let _ = self.outbox.try_send(text(&v));
     }
 }

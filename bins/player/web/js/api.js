@@ -81,6 +81,14 @@ export function installApi(store, link, map, ui) {
     /** How old live updates were when they reached this page (receive time → page),
      *  since the last call: {n, p50, p99, max} in ms. */
     latency: () => store.takeLatency(),
+    /** Track labels: "auto" (as many as fit), "on" (every one), "off". */
+    async setLabels(mode) {
+      if (!['auto', 'on', 'off'].includes(mode)) throw new Error('labels: auto, on or off');
+      map.labelMode = mode;
+      store.version++;
+      await drawn();
+      return store.snapshot();
+    },
     /** Keep a track centred (null: stop following). */
     async follow(sensorId) {
       map.follow = sensorId === null ? null : Number(sensorId);

@@ -188,10 +188,12 @@ let frames = 0;
 let fpsAt = performance.now();
 let lastVersion = -1;
 let lastTable = 0;
+let lastHeader = 0;
 let lastPrune = 0;
 let lastUrl = 0;
 let lastMode = '';
 function frame(ts) {
+  const frameStart = performance.now();
   const now = store.now();
   const cursor = store.cursorMs(now);
   if (ts - lastPrune > 250) {
@@ -207,7 +209,11 @@ function frame(ts) {
     const t1 = performance.now();
     timeline.draw(cursor, now);
     const t2 = performance.now();
-    header(cursor);
+    // The DOM around the canvases changes a few times a second at most.
+    if (ts - lastHeader > 200 || u.screenshot) {
+      header(cursor);
+      lastHeader = ts;
+    }
     const t3 = performance.now();
     const avg = (k, v) => { store.perf[k] = store.perf[k] * 0.9 + v * 0.1; };
     avg('map', t1 - t0);
@@ -234,6 +240,7 @@ function frame(ts) {
     fpsAt = ts;
   }
   showToasts();
+  store.perf.frame = store.perf.frame * 0.9 + (performance.now() - frameStart) * 0.1;
   requestAnimationFrame(frame);
 }
 requestAnimationFrame(frame);

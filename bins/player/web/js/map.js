@@ -8,6 +8,9 @@ import { linesOf } from './topo.js';
 
 const M_PER_PX_Z0 = 156543.03392; // Web Mercator metres per pixel at zoom 0
 const GREY = '#6d7b85';
+const DEFAULT_MARKER = '#36d6ff';
+/** Marker sprite size, device pixels (covers the 8 px triangle at 2× pixel ratio). */
+const SPRITE = 36;
 
 export function scaleOf(zoom) {
   return Math.pow(2, zoom) / M_PER_PX_Z0; // pixels per metre
@@ -16,16 +19,23 @@ export function scaleOf(zoom) {
 export class MapView {
   constructor(canvas, store) {
     this.canvas = canvas;
-    this.ctx = canvas.getContext('2d', { alpha: false });
+    this.ctx = canvas.getContext('2d', { alpha: false, desynchronized: true });
     this.store = store;
     this.kind = 'map';
     this.zoom = 8;
     this.center = { map: mercator(34.9, -117.9), range: [0, 0] };
     this.follow = null;
     this.selected = null;
+    this.labelMode = 'auto';
     this.fitted = false;
     this.world = { low: null, high: null, loadingHigh: false };
     this.base = document.createElement('canvas');
+    this.trailLayer = document.createElement('canvas');
+    this.trailScratch = document.createElement('canvas');
+    this.trailKey = '';
+    this.trailAt = 0;
+    this.trailCursor = 0;
+    this.trailCenter = [0, 0];
     this.baseKey = '';
     this.dpr = window.devicePixelRatio || 1;
     this.listeners();
@@ -372,61 +382,28 @@ export class MapView {
       if (x < -50 || y < -50 || x > w + 50 || y > h + 50) continue;
       visible.push({ t, x, y, stale: this.store.isStale(t, cursor) });
     }
-    // Trails: one path each for live and stale tracks.
+    // Trails: kept on a layer of their own, drawn as they grow (see trails()).
     if (this.store.trailMs > 0) {
-      for (const stale of [false, true]) {
-        ctx.beginPath();
-        for (const v of visible) {
-          if (v.stale !== stale) continue;
-          let first = true;
-          for (const p of v.t.trail) {
-            if (p.ms < trailFrom || p.ms > cursor) continue;
-            const q = this.xy(p);
-            if (first) ctx.moveTo(X(q), Y(q));
-            else ctx.lineTo(X(q), Y(q));
-            first = false;
-          }
-        }
-        ctx.strokeStyle = stale ? GREY : colour;
-        ctx.globalAlpha = stale ? 0.5 : 0.55;
-        ctx.lineWidth = 1.2;
-        ctx.stroke();
-      }
+      this.trails(cursor);
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.globalAlpha = 0.6;
+      ctx.drawImage(this.trailLayer, 0, 0);
       ctx.globalAlpha = 1;
+      ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
     }
-    // Markers: a triangle along the heading, a diamond without one; stale ones hollow.
-    for (const stale of [false, true]) {
-      ctx.beginPath();
-      for (const v of visible) {
-        if (v.stale !== stale) continue;
-        const hdg = v.t.fix.hdg;
-        if (hdg === null || hdg === undefined) {
-          ctx.moveTo(v.x, v.y - 5);
-          ctx.lineTo(v.x + 5, v.y);
-          ctx.lineTo(v.x, v.y + 5);
-          ctx.lineTo(v.x - 5, v.y);
-        } else {
-          const a = (hdg * Math.PI) / 180;
-          const sx = Math.sin(a);
-          const cy = Math.cos(a);
-          ctx.moveTo(v.x + sx * 8, v.y - cy * 8);
-          ctx.lineTo(v.x - sx * 5 + cy * 4.5, v.y + cy * 5 + sx * 4.5);
-          ctx.lineTo(v.x - sx * 5 - cy * 4.5, v.y + cy * 5 - sx * 4.5);
-        }
-        ctx.closePath();
-      }
-      if (stale) {
-        ctx.strokeStyle = GREY;
-        ctx.lineWidth = 1.5;
-        ctx.setLineDash([2, 2]);
-        ctx.stroke();
-        ctx.setLineDash([]);
-      } else {
-        ctx.fillStyle = colour;
-        ctx.fill();
-      }
+    // Markers: small pre-drawn sprites (a triangle per 10° of heading, a diamond without
+    // a heading; stale ones hollow and grey): one image copy each, not a path to fill.
+    const sprites = this.sprites(colour);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    const half = SPRITE / 2;
+    for (const v of visible) {
+      const hdg = v.t.fix.hdg;
+      const k = hdg === null || hdg === undefined ? 36 : Math.round(hdg / 10) % 36;
+      const img = (v.stale ? sprites.stale : sprites.live)[k];
+      ctx.drawImage(img, Math.round(v.x * this.dpr - half), Math.round(v.y * this.dpr - half));
     }
-    this.labels(ctx, visible);
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    if (this.labelMode !== 'off') this.labels(ctx, visible);
     for (const id of [this.selected, this.follow]) {
       const v = visible.find((x) => x.t.id === id);
       if (v) {
@@ -439,24 +416,181 @@ export class MapView {
     }
   }
 
+  /**
+   * The trails' layer. Redrawn whole when the view or the picture changes, and once a
+   * second (old parts drop off, stale tracks turn grey); in between only the segments
+   * new since the last frame are drawn. A view that only moved (following a track) is
+   * shifted, not redrawn. At 1,000 tracks this is what keeps a frame cheap.
+   */
+  trails(cursor) {
+    const store = this.store;
+    const [w, h] = this.size();
+    const c = this.center[this.kind];
+    const s = scaleOf(this.zoom);
+    const L = this.trailLayer;
+    if (L.width !== this.canvas.width || L.height !== this.canvas.height) {
+      L.width = this.canvas.width;
+      L.height = this.canvas.height;
+      this.trailScratch.width = L.width;
+      this.trailScratch.height = L.height;
+      this.trailKey = '';
+    }
+    const g = L.getContext('2d');
+    const key = `${this.kind}|${w}|${h}|${this.dpr}|${this.zoom}|${store.trailMs}|${store.colour()}|${store.gen}`;
+    const now = performance.now();
+    const full = key !== this.trailKey || cursor < this.trailCursor || now - this.trailAt > 1000;
+    if (!full && (c[0] !== this.trailCenter[0] || c[1] !== this.trailCenter[1])) {
+      const dx = (this.trailCenter[0] - c[0]) * s * this.dpr;
+      const dy = (c[1] - this.trailCenter[1]) * s * this.dpr;
+      const k = this.trailScratch.getContext('2d');
+      k.setTransform(1, 0, 0, 1, 0, 0);
+      k.clearRect(0, 0, L.width, L.height);
+      k.drawImage(L, 0, 0);
+      g.setTransform(1, 0, 0, 1, 0, 0);
+      g.clearRect(0, 0, L.width, L.height);
+      g.drawImage(this.trailScratch, dx, dy);
+    }
+    this.trailCenter = [c[0], c[1]];
+    this.trailCursor = cursor;
+    g.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    const X = (q) => w / 2 + (q[0] - c[0]) * s;
+    const Y = (q) => h / 2 - (q[1] - c[1]) * s;
+    const from = cursor - store.trailMs;
+    g.lineWidth = 1.2;
+    if (full) {
+      g.clearRect(0, 0, w, h);
+      this.trailKey = key;
+      this.trailAt = now;
+      for (const stale of [false, true]) {
+        g.beginPath();
+        for (const t of store.tracks.values()) {
+          if (!t.pos || store.isStale(t, cursor) !== stale) continue;
+          let first = true;
+          t.drawnPt = null;
+          for (const p of t.trail) {
+            if (p.ms < from || p.ms > cursor) continue;
+            const q = this.xy(p);
+            if (!q) continue;
+            if (first) g.moveTo(X(q), Y(q));
+            else g.lineTo(X(q), Y(q));
+            first = false;
+            t.drawnPt = p;
+          }
+        }
+        g.strokeStyle = stale ? GREY : store.colour();
+        g.stroke();
+      }
+      return;
+    }
+    g.beginPath();
+    for (const t of store.tracks.values()) {
+      const last = t.trail[t.trail.length - 1];
+      if (!last || last === t.drawnPt || last.ms > cursor) continue;
+      let prev = t.drawnPt ? this.xy(t.drawnPt) : null;
+      const since = t.drawnPt ? t.drawnPt.ms : from;
+      for (let i = t.trail.length - 1; i >= 0 && t.trail[i].ms > since; i--) {
+        // (walk back to the first new point, then draw forwards)
+        if (i === 0 || t.trail[i - 1].ms <= since) {
+          for (let j = i; j < t.trail.length && t.trail[j].ms <= cursor; j++) {
+            const q = this.xy(t.trail[j]);
+            if (!q) continue;
+            if (prev) {
+              g.moveTo(X(prev), Y(prev));
+              g.lineTo(X(q), Y(q));
+            }
+            prev = q;
+            t.drawnPt = t.trail[j];
+          }
+          break;
+        }
+      }
+    }
+    g.strokeStyle = store.colour();
+    g.stroke();
+  }
+
+  /** Marker sprites for a colour: 36 headings and a diamond, live and stale. */
+  sprites(colour) {
+    const key = `${colour}|${this.dpr}`;
+    if (this.spriteKey === key) return this.spriteSet;
+    const make = (k, stale) => {
+      const c = document.createElement('canvas');
+      c.width = SPRITE;
+      c.height = SPRITE;
+      const g = c.getContext('2d');
+      g.setTransform(this.dpr, 0, 0, this.dpr, SPRITE / 2, SPRITE / 2);
+      g.beginPath();
+      if (k === 36) {
+        g.moveTo(0, -5);
+        g.lineTo(5, 0);
+        g.lineTo(0, 5);
+        g.lineTo(-5, 0);
+      } else {
+        const a = (k * 10 * Math.PI) / 180;
+        const sx = Math.sin(a);
+        const cy = Math.cos(a);
+        g.moveTo(sx * 8, -cy * 8);
+        g.lineTo(-sx * 5 + cy * 4.5, cy * 5 + sx * 4.5);
+        g.lineTo(-sx * 5 - cy * 4.5, cy * 5 - sx * 4.5);
+      }
+      g.closePath();
+      if (stale) {
+        g.strokeStyle = GREY;
+        g.lineWidth = 1.5;
+        g.setLineDash([2, 2]);
+        g.stroke();
+      } else {
+        g.fillStyle = DEFAULT_MARKER;
+        g.fillStyle = colour; // a colour the canvas does not know leaves the default
+        g.fill();
+      }
+      return c;
+    };
+    const ks = [...Array(37).keys()];
+    this.spriteSet = { live: ks.map((k) => make(k, false)), stale: ks.map((k) => make(k, true)) };
+    this.spriteKey = key;
+    return this.spriteSet;
+  }
+
   /** Labels (sensor id; altitude and speed in the current units), decluttered on a grid. */
   labels(ctx, visible) {
     const f = this.store.factors();
     const taken = new Set();
-    ctx.font = '11px "DejaVu Sans", sans-serif';
+    const all = this.labelMode === 'on';
     const order = visible.slice().sort((a, b) => (b.t.id === this.follow) - (a.t.id === this.follow) || a.t.id - b.t.id);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
     for (const v of order) {
       const cell = `${Math.floor(v.x / 110)}:${Math.floor(v.y / 30)}`;
-      const always = v.t.id === this.follow || v.t.id === this.selected;
+      const always = all || v.t.id === this.follow || v.t.id === this.selected;
       if (taken.has(cell) && !always) continue;
       taken.add(cell);
       const x = v.t.fix;
-      const alt = x.alt === null ? '—' : `${Math.round(x.alt * f.altitude.per_si)} ${f.altitude.unit}`;
+      // Altitude to 10 units, speed to 1: a label's text changes a few times a second.
+      const alt = x.alt === null ? '—' : `${Math.round((x.alt * f.altitude.per_si) / 10) * 10} ${f.altitude.unit}`;
       const spd = x.spd === null ? '—' : `${Math.round(x.spd * f.speed.per_si)} ${f.speed.unit}`;
-      ctx.fillStyle = v.stale ? GREY : '#e8f1f7';
-      ctx.fillText(`${x.id}${v.stale ? ' STALE' : ''}`, v.x + 9, v.y - 2);
-      ctx.fillStyle = v.stale ? GREY : '#9fb3c0';
-      ctx.fillText(`${alt}  ${spd}`, v.x + 9, v.y + 10);
+      const img = this.labelImage(v.t, `${x.id}${v.stale ? ' STALE' : ''}`, `${alt}  ${spd}`, v.stale);
+      ctx.drawImage(img, Math.round((v.x + 9) * this.dpr), Math.round((v.y - 12) * this.dpr));
     }
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+  }
+
+  /** A track's label, drawn once per text (text is the costly part of a frame). */
+  labelImage(t, line1, line2, stale) {
+    const key = `${line1}|${line2}|${this.dpr}`;
+    if (t.label && t.label.key === key) return t.label.canvas;
+    const c = (t.label && t.label.canvas) || document.createElement('canvas');
+    const g = c.getContext('2d');
+    g.font = '11px "DejaVu Sans", sans-serif';
+    const w = Math.ceil(Math.max(g.measureText(line1).width, g.measureText(line2).width) + 2);
+    c.width = Math.ceil(w * this.dpr);
+    c.height = Math.ceil(26 * this.dpr);
+    g.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    g.font = '11px "DejaVu Sans", sans-serif';
+    g.fillStyle = stale ? GREY : '#e8f1f7';
+    g.fillText(line1, 0, 10);
+    g.fillStyle = stale ? GREY : '#9fb3c0';
+    g.fillText(line2, 0, 22);
+    t.label = { key, canvas: c };
+    return c;
   }
 }

@@ -38,6 +38,12 @@ export class Link {
       } catch (e) {
         return;
       }
+      if (msg.t === 'tracks') {
+        // Flow control: the server sends the next batches once this one is in.
+        this.store.apply(msg);
+        ws.send(JSON.stringify({ op: 'ack', seq: msg.seq }));
+        return;
+      }
       if (msg.t === 'reply') {
         const w = this.waiting.get(msg.id);
         if (w) {

@@ -48,7 +48,7 @@ export class Store {
     this.waiters = [];
     this.toasts = [];
     this.lastFrameArrival = 0;
-    this.perf = { map: 0, timeline: 0, header: 0, table: 0, apply: 0 };
+    this.perf = { frame: 0, map: 0, timeline: 0, header: 0, table: 0, apply: 0 };
     this.latencies = [];
   }
 
