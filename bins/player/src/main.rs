@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tspi_bus::{connect, ensure_stream, NatsArgs, StreamSpec};
+use tspi_bus::{connect, connect_observed, ensure_stream, NatsArgs, StreamSpec};
 use tspi_core::geo::LocalFrame;
 use tspi_core::StreamPrefix;
 use tspi_display::Placement;
@@ -271,7 +271,13 @@ fn start_web(cli: Cli, addr: SocketAddr) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("--web {addr}: cannot listen: {e}"))?;
-            let client = connect(&cli.nats, "tspi-player-web").await?;
+            let mut registry = Registry::with_prefix("tspi_player_web");
+            let metrics = WebMetrics::new(&mut registry);
+            let slow = metrics.slow_consumer.clone();
+            let client = connect_observed(&cli.nats, "tspi-player-web", move || {
+                slow.inc();
+            })
+            .await?;
             let js = async_nats::jetstream::new(client.clone());
             if let Err(e) = ensure_stream(&client, &js, &StreamSpec::ops(!cli.no_create_stream)).await {
                 if cli.no_create_stream {
@@ -280,8 +286,6 @@ fn start_web(cli: Cli, addr: SocketAddr) -> anyhow::Result<()> {
                     return Err(e.into());
                 }
             }
-            let mut registry = Registry::with_prefix("tspi_player_web");
-            let metrics = WebMetrics::new(&mut registry);
             cli.metrics.serve(registry, shutdown.clone()).await?;
             let bound = listener.local_addr()?;
             // The readiness line scripts (and the demo) wait for.

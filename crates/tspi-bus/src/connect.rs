@@ -80,6 +80,17 @@ impl NatsArgs {
 /// otherwise); afterwards the client reconnects forever with back-off, and every
 /// disconnect/reconnect is logged.
 pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, BusError> {
+    connect_observed(args, name, || {}).await
+}
+
+/// [`connect`], calling `on_slow_consumer` each time the client drops messages a
+/// subscription did not take in time (so a program can count what it lost).
+pub async fn connect_observed(
+    args: &NatsArgs,
+    name: &str,
+    on_slow_consumer: impl Fn() + Send + Sync + 'static,
+) -> Result<async_nats::Client, BusError> {
+    let on_slow_consumer = std::sync::Arc::new(on_slow_consumer);
     let addresses = args.addresses()?;
     let servers = args.servers.join(",");
     if addresses.is_empty() {
@@ -118,6 +129,7 @@ pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, 
         .subscription_capacity(65_536)
         .event_callback(move |event| {
             let label = label.clone();
+            let on_slow_consumer = on_slow_consumer.clone();
             async move {
                 match event {
                     Event::Connected => tracing::info!(client = %label, "connected to NATS"),
@@ -125,6 +137,7 @@ pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, 
                         tracing::warn!(client = %label, "disconnected from NATS; reconnecting with back-off")
                     }
                     Event::SlowConsumer(sid) => {
+                        on_slow_consumer();
                         tracing::warn!(client = %label, sid, "slow consumer: NATS client dropped messages")
                     }
                     // A permissions violation arrives here, not as the failing call's

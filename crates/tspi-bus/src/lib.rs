@@ -12,7 +12,7 @@ pub mod operator;
 pub mod publisher;
 pub mod streams;
 
-pub use connect::{connect, NatsArgs};
+pub use connect::{connect, connect_observed, NatsArgs};
 pub use publisher::{run_publisher, OutMessage, PublishMetrics, PublisherOptions};
 pub use streams::{ensure_stream, StreamArgs, StreamSpec};
 

@@ -70,6 +70,17 @@ async fn live_tracks_commands_tags_and_nothing_from_elsewhere() {
     // Their positions equal the headless player's for the same record.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let state = block(|| tab.eval("tspiDisplay.state()"));
+    // 3.5 s of 10 Hz updates: each placed track has a trail (a point per 0.5 s of a 60 s
+    // trail) behind its marker.
+    for t in state["tracks"].as_array().unwrap() {
+        if !t["lat_deg"].is_null() {
+            assert!(
+                t["trail_points"].as_u64().unwrap() >= 3,
+                "a trail behind {}: {t}",
+                t["sensor_id"]
+            );
+        }
+    }
     tokio::time::sleep(Duration::from_millis(800)).await;
     let frames = headless_frames(&headless.json_lines());
     let origin = {

@@ -112,6 +112,11 @@ async fn scrub_speed_tags_group_replays_and_two_tabs() {
         assert!((t["lat_deg"].as_f64().unwrap() - fix.lat_deg).abs() < 1e-9);
         assert!((t["lon_deg"].as_f64().unwrap() - fix.lon_deg).abs() < 1e-9);
         assert!((t["alt_m"].as_f64().unwrap() - fix.alt_m).abs() < 1e-6);
+        // With its trail: the archive holds ~4 s before the cursor (points 0.5 s apart).
+        assert!(
+            t["trail_points"].as_u64().unwrap() >= 3,
+            "the trail behind {id} at the cursor: {t}"
+        );
     }
     // At t≈4 s the units were imperial (set at 3 s) and no colour was set yet.
     assert_eq!(
@@ -147,7 +152,8 @@ async fn scrub_speed_tags_group_replays_and_two_tabs() {
     // Within 0.3 s of wall time (at 5×, each track thinned to 10 Hz).
     assert!(
         n(&p1, 0) - n(&p1, 2) < 1_500.0,
-        "frames keep up with the cursor: {p1}"
+        "frames keep up with the cursor: {p1}; the page's console: {:?}",
+        b.console()
     );
 
     // Seek to the tag (paused, so what is shown is the tag's moment, not 5× past it): the

@@ -1,4 +1,5 @@
-//! The display's one view of the bus, shared by every tab: one livestream consumer, one
+//! The display's one view of the bus, shared by every tab: one livestream (telemetry as
+//! the bus carries it now, commands and tags from the stream: [`feed::live_latest`]), one
 //! subscription to group replay control and one per running group replay. Each message
 //! is decoded and placed once, kept in the live picture (every track's latest fix and a
 //! thinned trail, the settings in force, the tags), and broadcast to the tabs in batches.
@@ -245,7 +246,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Hub>> {
     let js = jetstream::new(client.clone());
-    let (live, history) = feed::live(&js, &options.stream, &options.prefix).await?;
+    let (live, history) = feed::live_latest(&client, &js, &options.stream, &options.prefix).await?;
     let mut stream = js.get_stream(&options.stream).await?;
     let tags = feed::tag_history(&mut stream).await?;
     let (events, _) = broadcast::channel(EVENT_BACKLOG);

@@ -33,6 +33,8 @@ pub struct WebMetrics {
     pub bad_requests: Counter,
     /// Livestream messages the display took in (one subscription for every tab).
     pub live_messages: Counter,
+    /// Times the NATS client dropped live messages the display did not take in time.
+    pub slow_consumer: Counter,
     /// Hub events a tab fell too far behind to receive (it then resynchronises).
     pub lagged: Counter,
 }
@@ -97,6 +99,11 @@ impl WebMetrics {
             "live_messages",
             "Livestream messages taken in for all tabs",
             m.live_messages.clone(),
+        );
+        registry.register(
+            "slow_consumer",
+            "Times the NATS client dropped live messages because the display did not take them in time",
+            m.slow_consumer.clone(),
         );
         registry.register(
             "lagged",

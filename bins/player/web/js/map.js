@@ -11,6 +11,8 @@ const GREY = '#6d7b85';
 const DEFAULT_MARKER = '#36d6ff';
 /** Marker sprite size, device pixels (covers the 8 px triangle at 2× pixel ratio). */
 const SPRITE = 36;
+/** Label image width, CSS pixels (the longest label: "65535 STALE", "99,990 ft  999 kn"). */
+const LABEL_W = 104;
 
 export function scaleOf(zoom) {
   return Math.pow(2, zoom) / M_PER_PX_Z0; // pixels per metre
@@ -383,6 +385,9 @@ export class MapView {
       visible.push({ t, x, y, stale: this.store.isStale(t, cursor) });
     }
     // Trails: kept on a layer of their own, drawn as they grow (see trails()).
+    const perf = this.store.perf;
+    const avg = (k, v) => { perf[k] = (perf[k] || 0) * 0.9 + v * 0.1; };
+    let t0 = performance.now();
     if (this.store.trailMs > 0) {
       this.trails(cursor);
       ctx.setTransform(1, 0, 0, 1, 0, 0);
@@ -393,17 +398,22 @@ export class MapView {
     }
     // Markers: small pre-drawn sprites (a triangle per 10° of heading, a diamond without
     // a heading; stale ones hollow and grey): one image copy each, not a path to fill.
+    let t1 = performance.now();
+    avg('trails', t1 - t0);
     const sprites = this.sprites(colour);
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     const half = SPRITE / 2;
     for (const v of visible) {
       const hdg = v.t.fix.hdg;
       const k = hdg === null || hdg === undefined ? 36 : Math.round(hdg / 10) % 36;
-      const img = (v.stale ? sprites.stale : sprites.live)[k];
-      ctx.drawImage(img, Math.round(v.x * this.dpr - half), Math.round(v.y * this.dpr - half));
+      ctx.drawImage(sprites, k * SPRITE, v.stale ? SPRITE : 0, SPRITE, SPRITE,
+        Math.round(v.x * this.dpr - half), Math.round(v.y * this.dpr - half), SPRITE, SPRITE);
     }
     ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    t0 = performance.now();
+    avg('markers', t0 - t1);
     if (this.labelMode !== 'off') this.labels(ctx, visible);
+    avg('labels', performance.now() - t0);
     for (const id of [this.selected, this.follow]) {
       const v = visible.find((x) => x.t.id === id);
       if (v) {
@@ -466,14 +476,25 @@ export class MapView {
         for (const t of store.tracks.values()) {
           if (!t.pos || store.isStale(t, cursor) !== stale) continue;
           let first = true;
+          let px = 0;
+          let py = 0;
           t.drawnPt = null;
-          for (const p of t.trail) {
+          const last = t.trail.length - 1;
+          for (let i = 0; i <= last; i++) {
+            const p = t.trail[i];
             if (p.ms < from || p.ms > cursor) continue;
             const q = this.xy(p);
             if (!q) continue;
-            if (first) g.moveTo(X(q), Y(q));
-            else g.lineTo(X(q), Y(q));
+            const x = X(q);
+            const y = Y(q);
+            // Points within a pixel and a half of the last one drawn add nothing to see
+            // (zoomed out, most of a thousand trails), only to raster.
+            if (first) g.moveTo(x, y);
+            else if (i === last || Math.abs(x - px) + Math.abs(y - py) >= 1.5) g.lineTo(x, y);
+            else continue;
             first = false;
+            px = x;
+            py = y;
             t.drawnPt = p;
           }
         }
@@ -513,12 +534,15 @@ export class MapView {
   sprites(colour) {
     const key = `${colour}|${this.dpr}`;
     if (this.spriteKey === key) return this.spriteSet;
+    // One atlas image (a row of live sprites over a row of stale ones): a thousand
+    // copies from one source are cheaper than from 74 small canvases.
+    const atlas = document.createElement('canvas');
+    atlas.width = SPRITE * 37;
+    atlas.height = SPRITE * 2;
+    const g = atlas.getContext('2d');
     const make = (k, stale) => {
-      const c = document.createElement('canvas');
-      c.width = SPRITE;
-      c.height = SPRITE;
-      const g = c.getContext('2d');
-      g.setTransform(this.dpr, 0, 0, this.dpr, SPRITE / 2, SPRITE / 2);
+      g.setTransform(this.dpr, 0, 0, this.dpr, SPRITE * k + SPRITE / 2, (stale ? SPRITE : 0) + SPRITE / 2);
+      g.setLineDash([]);
       g.beginPath();
       if (k === 36) {
         g.moveTo(0, -5);
@@ -544,10 +568,12 @@ export class MapView {
         g.fillStyle = colour; // a colour the canvas does not know leaves the default
         g.fill();
       }
-      return c;
     };
-    const ks = [...Array(37).keys()];
-    this.spriteSet = { live: ks.map((k) => make(k, false)), stale: ks.map((k) => make(k, true)) };
+    for (let k = 0; k < 37; k++) {
+      make(k, false);
+      make(k, true);
+    }
+    this.spriteSet = atlas;
     this.spriteKey = key;
     return this.spriteSet;
   }
@@ -574,23 +600,36 @@ export class MapView {
     ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
   }
 
-  /** A track's label, drawn once per text (text is the costly part of a frame). */
+  /**
+   * A track's label as an image, drawn again only when its text changes, and at most
+   * twice a second while it keeps changing (a climbing aircraft's altitude would
+   * otherwise redraw it at the data rate); a change of units or staleness shows at once.
+   * The image keeps its size, so a redraw allocates nothing.
+   */
   labelImage(t, line1, line2, stale) {
     const key = `${line1}|${line2}|${this.dpr}`;
-    if (t.label && t.label.key === key) return t.label.canvas;
-    const c = (t.label && t.label.canvas) || document.createElement('canvas');
+    const now = performance.now();
+    const l = t.label;
+    const frozen = document.body.classList.contains('screenshot'); // draws once: exact text
+    if (l && (l.key === key || (!frozen && l.stale === stale && l.units === this.store.settings.units && now - l.at < 500))) {
+      return l.canvas;
+    }
+    let c = l && l.canvas;
+    if (!c || c.width !== Math.ceil(LABEL_W * this.dpr)) {
+      c = document.createElement('canvas');
+      c.width = Math.ceil(LABEL_W * this.dpr);
+      c.height = Math.ceil(26 * this.dpr);
+    }
     const g = c.getContext('2d');
-    g.font = '11px "DejaVu Sans", sans-serif';
-    const w = Math.ceil(Math.max(g.measureText(line1).width, g.measureText(line2).width) + 2);
-    c.width = Math.ceil(w * this.dpr);
-    c.height = Math.ceil(26 * this.dpr);
+    g.setTransform(1, 0, 0, 1, 0, 0);
+    g.clearRect(0, 0, c.width, c.height);
     g.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
     g.font = '11px "DejaVu Sans", sans-serif';
     g.fillStyle = stale ? GREY : '#e8f1f7';
-    g.fillText(line1, 0, 10);
+    g.fillText(line1, 0, 10, LABEL_W);
     g.fillStyle = stale ? GREY : '#9fb3c0';
-    g.fillText(line2, 0, 22);
-    t.label = { key, canvas: c };
+    g.fillText(line2, 0, 22, LABEL_W);
+    t.label = { key, canvas: c, at: now, stale, units: this.store.settings.units };
     return c;
   }
 }

@@ -48,7 +48,7 @@ export class Store {
     this.waiters = [];
     this.toasts = [];
     this.lastFrameArrival = 0;
-    this.perf = { frame: 0, map: 0, timeline: 0, header: 0, table: 0, apply: 0 };
+    this.perf = { frame: 0, map: 0, trails: 0, markers: 0, labels: 0, timeline: 0, header: 0, table: 0, apply: 0 };
     this.latencies = [];
   }
 
@@ -230,9 +230,15 @@ export class Store {
     if (f.lat === null) return;
     const p = { ms: f.recvMs, lat: f.lat, lon: f.lon, alt: f.alt, m: mercator(f.lat, f.lon), en: null };
     if (this.plane) p.en = this.plane.en(f.lat, f.lon, f.alt);
-    const last = t.trail[t.trail.length - 1];
+    // The trail keeps a point per step and a head that moves with every update: the head
+    // is replaced until it is a step past the point before it, then it stays and a new
+    // head starts. (Measured from the head itself, each update replaced the last and
+    // the trail never grew past one point.)
+    const n = t.trail.length;
     const step = Math.max(100, this.trailMs / 120);
-    if (last && p.ms - last.ms < step && p.ms >= last.ms) t.trail[t.trail.length - 1] = p;
+    const head = t.trail[n - 1];
+    const before = t.trail[n - 2];
+    if (head && before && p.ms >= head.ms && p.ms - before.ms < step) t.trail[n - 1] = p;
     else t.trail.push(p);
     t.pos = p;
   }
@@ -285,6 +291,8 @@ export class Store {
         recv_ms: x.recvMs,
         heading_deg: x.hdg,
         spherical: x.spherical,
+        // Trail points drawn behind the marker (those within the trail before the cursor).
+        trail_points: t.trail.reduce((n, p) => n + (p.ms <= cursor && p.ms >= cursor - this.trailMs ? 1 : 0), 0),
       });
     }
     tracks.sort((a, b) => a.sensor_id - b.sensor_id);
