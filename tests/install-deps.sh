@@ -10,6 +10,8 @@
 #     interop test, other NATS and CBOR implementations than the kit's (not with --no-compose)
 #   - Debian's chromium and chromium-driver, for the web display's browser tests (not with
 #     --no-compose); never a downloaded browser
+#   - the toolchain's rustfmt and clippy components, the test command's gates (rustup;
+#     not with --no-compose)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
 with_compose=1
@@ -124,6 +126,17 @@ if [ "$with_compose" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/ch
   echo "install-deps: installing chromium and chromium-driver from the OS packages (the web display's browser tests)" >&2
   apt_install "install chromium and chromedriver by hand (or set TSPI_CHROMIUM and TSPI_CHROMEDRIVER)" \
     --no-install-recommends chromium chromium-driver
+fi
+
+# The test command's gates: rustfmt and clippy, components of the machine's toolchain.
+if [ "$with_compose" = 1 ] && { ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; }; then
+  if command -v rustup >/dev/null 2>&1; then
+    echo "install-deps: adding the rustfmt and clippy components (the test command's gates)" >&2
+    rustup component add rustfmt clippy
+  else
+    echo "install-deps: cargo fmt and cargo clippy are needed (install the rustfmt and clippy components)" >&2
+    exit 1
+  fi
 fi
 
 echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2
