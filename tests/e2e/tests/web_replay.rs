@@ -139,20 +139,28 @@ async fn scrub_speed_tags_group_replays_and_two_tabs() {
     block(|| b.wait("tspiDisplay.setSpeed(5)")).unwrap();
     let probe = "(() => { const s = tspiDisplay.state(); return [Date.parse(s.cursor), Date.now(), Math.max(...s.tracks.map(t => t.recv_ms)), s.speed]; })()";
     let p0 = block(|| b.eval(probe));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let p1 = block(|| b.eval(probe));
     let n = |v: &Value, i: usize| v[i].as_f64().unwrap();
+    // The picture's lag behind the cursor, sampled 10 times over 2 s: one sample can land
+    // on a moment the machine stalled the page; a picture that falls behind lags in all.
+    let mut lags = Vec::new();
+    let mut p1 = p0.clone();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p1 = block(|| b.eval(probe));
+        lags.push(n(&p1, 0) - n(&p1, 2));
+    }
+    lags.sort_by(f64::total_cmp);
+    let lag = lags[lags.len() / 2];
     let rate = (n(&p1, 0) - n(&p0, 0)) / (n(&p1, 1) - n(&p0, 1));
     eprintln!(
-        "at 5x the cursor ran {rate:.3} s a second; newest frame {:.0} ms behind it",
-        n(&p1, 0) - n(&p1, 2)
+        "at 5x the cursor ran {rate:.3} s a second; newest frame {lag:.0} ms behind it (median of {lags:?})"
     );
     assert!((4.75..=5.25).contains(&rate), "cursor rate {rate}");
     assert_eq!(p1[3], 5.0);
     // Within 0.3 s of wall time (at 5×, each track thinned to 10 Hz).
     assert!(
-        n(&p1, 0) - n(&p1, 2) < 1_500.0,
-        "frames keep up with the cursor: {p1}; the page's console: {:?}",
+        lag < 1_500.0,
+        "frames keep up with the cursor: lags {lags:?}; the page's console: {:?}",
         b.console()
     );
 
