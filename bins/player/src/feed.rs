@@ -135,8 +135,7 @@ pub async fn live(
 ) -> anyhow::Result<(impl Stream<Item = Incoming>, Vec<DisplayCommand>)> {
     let mut filters: Vec<String> = prefix.telemetry_wildcards().to_vec();
     filters.extend(operations_filters());
-    let (feed, history) = ordered_from_now(js, stream_name, filters).await?;
-    Ok((feed, history))
+    ordered_from_now(js, stream_name, filters).await
 }
 
 /// The livestream for a display that shows the latest picture: telemetry from plain

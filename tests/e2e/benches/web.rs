@@ -117,6 +117,18 @@ fn bare_subscriber(
     (h, task)
 }
 
+/// Poll `condition` every 250 ms until it holds; panic after `deadline`.
+async fn until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
@@ -140,7 +152,13 @@ async fn live() {
         &["--rate", "10", "--no-json-stream", "--duration", "600s"],
     );
     let client = async_nats::connect(range.nats.url()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Measured once it is printing frames (subscribed, and past its start-up).
+    until(
+        Duration::from_secs(15),
+        "the headless player's first frame",
+        || headless.stdout().contains("\"frame\""),
+    )
+    .await;
     let base_secs = window.min(15);
     let hcpu0 = cpu_s(headless.pid());
     let (bare, bare_task) = bare_subscriber(client.clone());
@@ -196,7 +214,13 @@ async fn live() {
     // The page's own ceiling: the same picture (1,000 tracks and their trails) once the
     // data stops, with the machine no longer carrying 10,000 messages a second.
     drop(generator);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The data has stopped when the display takes in nothing new between two looks.
+    let mut taken = -1.0;
+    until(Duration::from_secs(15), "the live data to stop", || {
+        let now = range.metric("tspi_player_web_live_messages_total", "");
+        std::mem::replace(&mut taken, now) == now
+    })
+    .await;
     let mut quiet = Vec::new();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(1)).await;

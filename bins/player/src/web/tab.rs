@@ -365,7 +365,8 @@ impl Tab {
 
     async fn request(&mut self, text: &str) {
         // Acknowledgements are flow control, not requests: not limited, not counted.
-        if let Ok(PageRequest::Ack { seq }) = protocol::parse(text) {
+        let parsed = protocol::parse(text);
+        if let Ok(PageRequest::Ack { seq }) = parsed {
             if seq <= self.track_seq && seq > self.acked {
                 self.acked = seq;
                 self.acked_at = now_ms();
@@ -374,10 +375,13 @@ impl Tab {
         }
         self.hub.metrics.requests.inc();
         if !self.admit() {
-            let id = protocol::parse(text).ok().and_then(|r| r.id());
+            let id = match &parsed {
+                Ok(r) => r.id(),
+                Err((id, _)) => *id,
+            };
             return self.refuse(id, "too many requests: at most 20 a second".into());
         }
-        let req = match protocol::parse(text) {
+        let req = match parsed {
             Ok(r) => r,
             Err((id, e)) => return self.refuse(id, e),
         };

@@ -29,6 +29,8 @@ export class MapView {
     this.follow = null;
     this.selected = null;
     this.labelMode = 'auto';
+    // Screenshot mode draws once: labels then show their exact text, never a held one.
+    this.frozen = document.body.classList.contains('screenshot');
     this.fitted = false;
     this.world = { low: null, high: null, loadingHigh: false };
     this.base = document.createElement('canvas');
@@ -610,8 +612,7 @@ export class MapView {
     const key = `${line1}|${line2}|${this.dpr}`;
     const now = performance.now();
     const l = t.label;
-    const frozen = document.body.classList.contains('screenshot'); // draws once: exact text
-    if (l && (l.key === key || (!frozen && l.stale === stale && l.units === this.store.settings.units && now - l.at < 500))) {
+    if (l && (l.key === key || (!this.frozen && l.stale === stale && l.units === this.store.settings.units && now - l.at < 500))) {
       return l.canvas;
     }
     let c = l && l.canvas;
