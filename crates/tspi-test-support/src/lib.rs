@@ -10,7 +10,7 @@ pub mod browser;
 pub mod postgres;
 
 pub use browser::Browser;
-pub use postgres::{pg_bindir, PgServer, PG_USER};
+pub use postgres::{pg_bindir, BackgroundQuery, PgServer, PG_USER};
 
 use std::collections::HashSet;
 use std::fs;

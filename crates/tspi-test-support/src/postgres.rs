@@ -266,6 +266,20 @@ impl PgServer {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// `sql` running in a `psql` in the background until it ends or this is dropped: a
+    /// client whose backend outlives a crash of the postmaster while it works.
+    pub fn background_query(&self, db: &str, sql: &str) -> BackgroundQuery {
+        let child = Command::new(pg_bindir().join("psql"))
+            .args(self.conn_args())
+            .args(["-d", db, "-X", "-q", "-c", sql])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+        BackgroundQuery(child)
+    }
+
     /// A fresh, uniquely named database.
     pub fn create_database(&self, prefix: &str) -> String {
         let name = format!("{prefix}_{}", free_port());
@@ -274,11 +288,33 @@ impl PgServer {
     }
 
     /// Stop immediately (like a crash; WAL recovery on restart).
+    ///
+    /// Returns once the old backends are gone too: they outlive a SIGKILLed postmaster
+    /// until they notice, and while any is attached to its shared memory a new
+    /// postmaster on the same data directory refuses to start ("pre-existing shared
+    /// memory block is still in use").
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let shmid = self.shared_memory_id();
             let _ = child.kill();
             let _ = child.wait();
+            if let Some(shmid) = shmid {
+                wait_until_detached(shmid, Duration::from_secs(30));
+            }
         }
+    }
+
+    /// The System V shared memory id the running postmaster recorded on line 7 of
+    /// `postmaster.pid` ("key id").
+    fn shared_memory_id(&self) -> Option<libc::c_int> {
+        let pid_file = fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        pid_file
+            .lines()
+            .nth(6)?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 
     /// Start again after [`PgServer::kill`] on the same port and data.
@@ -301,6 +337,33 @@ impl PgServer {
 
     pub fn log_tail(&self, n: usize) -> String {
         crate::file_tail(&self.log, n)
+    }
+}
+
+/// See [`PgServer::background_query`].
+pub struct BackgroundQuery(Child);
+
+impl Drop for BackgroundQuery {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until no process is attached to shared memory segment `shmid` (or it is gone).
+fn wait_until_detached(shmid: libc::c_int, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // SAFETY: an all-zero shmid_ds is a valid out-buffer for IPC_STAT.
+        #[allow(unsafe_code)]
+        let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: shmctl(2) IPC_STAT only writes into `stat`.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut stat) };
+        if rc != 0 || stat.shm_nattch == 0 || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
