@@ -341,6 +341,7 @@ impl PgServer {
 }
 
 /// See [`PgServer::background_query`].
+#[derive(Debug)]
 pub struct BackgroundQuery(Child);
 
 impl Drop for BackgroundQuery {
