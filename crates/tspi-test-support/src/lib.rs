@@ -7,9 +7,13 @@
 //! the command that installs it, rather than skipping.
 
 pub mod browser;
+pub mod fault;
 pub mod postgres;
 
 pub use browser::Browser;
+pub use fault::{
+    bounce, wait_until, wait_until_blocking, Bounce, BouncePlan, LinkProxy, LinkState, Paused,
+};
 pub use postgres::{pg_bindir, BackgroundQuery, PgServer, PG_USER};
 
 use std::collections::HashSet;
@@ -178,6 +182,18 @@ impl NatsServer {
         }
     }
 
+    /// Add `lines` at the top of the configuration's `name {` block (before it starts).
+    fn add_to_block(&self, name: &str, lines: &str) {
+        let conf = fs::read_to_string(&self.config)
+            .unwrap_or_else(|e| panic!("cannot read nats.conf: {e}"))
+            .replacen(
+                &format!("{name} {{\n"),
+                &format!("{name} {{\n  {lines}\n"),
+                1,
+            );
+        fs::write(&self.config, conf).unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
+    }
+
     /// Start a single node with JetStream and wait until it accepts connections.
     pub async fn start() -> NatsServer {
         let s = Self::start_with_config("");
@@ -251,6 +267,32 @@ impl NatsServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// GET a monitoring endpoint (`/connz`, `/jsz`, …) as JSON; `None` if it does not
+    /// answer.
+    pub fn monitor_json(&self, path: &str) -> Option<serde_json::Value> {
+        use std::io::Read;
+        let mut s = TcpStream::connect(("127.0.0.1", self.monitor_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// Client connections the server has now (`/connz`).
+    pub fn client_connections(&self) -> u64 {
+        self.monitor_json("/connz")
+            .and_then(|v| v["num_connections"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// SIGSTOP the server: it hangs (no reads, no heartbeats, no disk) until the returned
+    /// guard is resumed or dropped.
+    pub fn pause(&self) -> Option<fault::Paused> {
+        self.pid().map(fault::Paused::process_tree)
+    }
+
     /// `kill -9`: no shutdown, no flush; the store stays for a restart.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -298,6 +340,8 @@ impl Drop for NatsServer {
 #[derive(Debug)]
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
+    /// `(from, to, proxy)`: the route links of a partitionable cluster.
+    links: Vec<(usize, usize, fault::LinkProxy)>,
 }
 
 impl NatsCluster {
@@ -324,6 +368,102 @@ impl NatsCluster {
             })
             .collect();
         Self::launch(nodes)
+    }
+
+    /// Like [`NatsCluster::start_with_config`], with `jetstream_lines` added inside every
+    /// node's `jetstream {}` block (e.g. `sync_interval: always`) and `cluster_lines`
+    /// inside its `cluster {}` block (e.g. `no_advertise: true`, so that clients learn no
+    /// other URLs than they were given). Does not wait for JetStream.
+    pub fn start_with_block_lines(
+        n: usize,
+        jetstream_lines: &str,
+        cluster_lines: &str,
+    ) -> NatsCluster {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_name = format!("tspi-test-{}", free_port());
+        let nodes: Vec<NatsServer> = (0..n)
+            .map(|i| {
+                let node = NatsServer::configure(
+                    &format!("n{}", i + 1),
+                    Some((&cluster_name, cluster_ports[i], &cluster_ports)),
+                    "",
+                );
+                node.add_to_block("jetstream", jetstream_lines);
+                node.add_to_block("cluster", cluster_lines);
+                node
+            })
+            .collect();
+        Self::launch(nodes)
+    }
+
+    /// Kill -9 every node at once (a site-wide crash): the signals go out before any is
+    /// reaped. Restart them with [`NatsServer::restart`].
+    pub fn kill_all(&mut self) {
+        for node in &self.nodes {
+            if let Some(pid) = node.pid() {
+                #[allow(unsafe_code)]
+                // SAFETY: kill(2) with the pid of a server this cluster started.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+
+    /// Like [`NatsCluster::start_with_config`], but every route goes through a
+    /// [`fault::LinkProxy`] per direction (node `i` dials node `j` through link `(i, j)`),
+    /// so [`NatsCluster::isolate`] can partition a node from the others while its clients
+    /// stay connected. Nodes advertise an unreachable route address, so none learns a
+    /// direct path by gossip. Does not wait for JetStream.
+    pub fn start_partitionable(n: usize, extra: &str) -> NatsCluster {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_name = format!("tspi-test-{}", free_port());
+        let mut links = Vec::new();
+        for from in 0..n {
+            for to in (0..n).filter(|&to| to != from) {
+                let target = std::net::SocketAddr::from(([127, 0, 0, 1], cluster_ports[to]));
+                links.push((from, to, fault::LinkProxy::start(target)));
+            }
+        }
+        let nowhere = free_port();
+        let nodes: Vec<NatsServer> = (0..n)
+            .map(|i| {
+                let routes: Vec<u16> = links
+                    .iter()
+                    .filter(|(from, _, _)| *from == i)
+                    .map(|(_, _, proxy)| proxy.addr().port())
+                    .collect();
+                let node = NatsServer::configure(
+                    &format!("n{}", i + 1),
+                    Some((&cluster_name, cluster_ports[i], &routes)),
+                    extra,
+                );
+                node.add_to_block("cluster", &format!("advertise: \"127.0.0.1:{nowhere}\""));
+                node
+            })
+            .collect();
+        let mut cluster = Self::launch(nodes);
+        cluster.links = links;
+        cluster
+    }
+
+    /// Cut every route link between node `i` and the others (both directions).
+    pub fn isolate(&self, i: usize) {
+        for (from, to, proxy) in &self.links {
+            if *from == i || *to == i {
+                proxy.cut();
+            }
+        }
+    }
+
+    /// Restore every route link.
+    pub fn heal(&self) {
+        for (_, _, proxy) in &self.links {
+            proxy.heal();
+        }
     }
 
     /// Start `n` nodes from an operator's node configuration (`deploy/nats/node.conf`),
@@ -383,7 +523,10 @@ impl NatsCluster {
         for node in &mut nodes {
             node.wait_listening();
         }
-        NatsCluster { nodes }
+        NatsCluster {
+            nodes,
+            links: Vec::new(),
+        }
     }
 
     /// Every node's client URL, for `--nats-server` flags.

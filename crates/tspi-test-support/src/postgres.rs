@@ -317,6 +317,14 @@ impl PgServer {
             .ok()
     }
 
+    /// SIGSTOP the postmaster and every backend: the database hangs (connections stay
+    /// open, nothing answers) until the returned guard is resumed or dropped.
+    pub fn pause(&self) -> Option<crate::fault::Paused> {
+        self.child
+            .as_ref()
+            .map(|c| crate::fault::Paused::process_tree(c.id()))
+    }
+
     /// Start again after [`PgServer::kill`] on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
