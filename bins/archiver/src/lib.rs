@@ -54,7 +54,7 @@ impl Default for ArchiverOptions {
             durable: "archiver".into(),
             batch_max: 5000,
             batch_wait: Duration::from_millis(50),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(5),
             retain: None,
             writers: 4,
             shutdown_retry: Duration::from_secs(10),
@@ -328,6 +328,7 @@ pub async fn run(
             tokio::spawn(write_loop(
                 rx.clone(),
                 options.shutdown_retry,
+                options.ack_wait,
                 pool.clone(),
                 metrics.clone(),
                 shutdown.clone(),
@@ -377,8 +378,11 @@ async fn read_loop(
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(options.batch_max.clamp(100, 10_000))
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            // Short pulls with a 1 s heartbeat: after a node change a lost pull request
+            // is noticed (two missed heartbeats) and replaced within about 2 s, where a
+            // 5 s heartbeat left the archiver idle for 10 s and more.
+            .heartbeat(Duration::from_secs(1))
+            .expires(Duration::from_secs(5))
             .messages()
             .await
         {
@@ -413,12 +417,19 @@ async fn read_loop(
                 let msg = match next {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
-                        // Missed heartbeats, a server restart: the pull stream carries on.
+                        // Missed heartbeats after a node change or a reconnect: the pull
+                        // requests in flight are gone. Carrying on left the archiver idle
+                        // for 20 s in the bouncer test (async-nats kept counting them as
+                        // outstanding); a fresh pull stream asks again at once. What the
+                        // old one had been sent comes again after --ack-wait.
                         if error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                             error_logged = Some(Instant::now());
-                            tracing::warn!(error = %e, "pull stream reported an error");
+                            tracing::warn!(error = %e, "pull stream reported an error; re-subscribing");
                         }
-                        continue;
+                        if !batch.rows.is_empty() && tx.send(batch).await.is_err() {
+                            return Ok(());
+                        }
+                        continue 'connect;
                     }
                     None => {
                         if !batch.rows.is_empty() && tx.send(batch).await.is_err() {
@@ -466,63 +477,48 @@ async fn read_loop(
 async fn write_loop(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
     shutdown_retry: Duration,
+    ack_wait: Duration,
     pool: Pool,
     metrics: ArchiverMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
     let mut give_up: Option<Instant> = None;
+    // A batch that takes long to commit (a slow or stalled database) tells JetStream it
+    // is still being worked on, so a short --ack-wait does not redeliver it meanwhile.
+    let progress_every = (ack_wait / 2).max(Duration::from_millis(500));
     loop {
         let next = rx.lock().await.recv().await;
         let Some(batch) = next else { break };
         // Write until it commits; only then acknowledge. Shutdown waits for this batch.
-        loop {
-            let attempt = async {
-                let mut client = pool.get().await?;
-                match write_batch(&mut client, &batch.rows).await {
-                    Ok(out) => Ok(out),
-                    Err(e) => {
-                        // A connection that failed mid-write (or now talks to a demoted
-                        // primary) is not returned to the pool.
-                        let _ = deadpool_postgres::Object::take(client);
-                        Err(e)
-                    }
-                }
-            };
-            let write_started = Instant::now();
-            match attempt.await {
-                Ok(out) => {
-                    tracing::debug!(
-                        rows = batch.rows.len(),
-                        queued_ms = write_started.duration_since(batch.started).as_millis() as u64,
-                        write_ms = write_started.elapsed().as_millis() as u64,
-                        "batch committed"
-                    );
-                    metrics.rows_written.inc_by(out.inserted);
-                    metrics.rows_skipped.inc_by(out.skipped);
-                    // Rows the database refused for their content went in raw.
-                    metrics.rejects.inc_by(out.refused);
-                    backoff = Duration::from_millis(200);
-                    break;
-                }
-                Err(e) => {
-                    metrics.db_errors.inc();
-                    tracing::warn!(error = %e.database_message(), rows = batch.rows.len(), "batch write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    if shutdown.is_cancelled() {
-                        // Bounded drain: leave the batch unacknowledged (JetStream delivers it
-                        // again to the next archiver) rather than hang on a dead database.
-                        let deadline =
-                            *give_up.get_or_insert_with(|| Instant::now() + shutdown_retry);
-                        if Instant::now() >= deadline {
-                            tracing::error!(rows = batch.rows.len(), "shutting down with the database unreachable: the batch in hand stays unacknowledged and will be redelivered");
-                            return Ok(());
+        let committed = {
+            let commit = commit_batch(
+                &batch,
+                &pool,
+                &metrics,
+                &shutdown,
+                shutdown_retry,
+                &mut backoff,
+                &mut give_up,
+            );
+            tokio::pin!(commit);
+            let mut progress = tokio::time::interval_at(
+                tokio::time::Instant::now() + progress_every,
+                progress_every,
+            );
+            loop {
+                tokio::select! {
+                    c = &mut commit => break c,
+                    _ = progress.tick() => {
+                        for msg in &batch.messages {
+                            let _ = msg.ack_with(jetstream::AckKind::Progress).await;
                         }
-                        tracing::warn!("shutting down: retrying the batch in hand a little longer");
                     }
                 }
             }
+        };
+        if !committed {
+            return Ok(());
         }
         let committed = OffsetDateTime::now_utc();
         if let Ok(mut detail) = metrics.lag_detail.lock() {
@@ -549,6 +545,67 @@ async fn write_loop(
             .observe(batch.started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// Write `batch` until it commits (true), retrying with back-off; false when shutting
+/// down with the database unreachable past `shutdown_retry` (the batch then stays
+/// unacknowledged and is redelivered to the next archiver).
+async fn commit_batch(
+    batch: &Batch,
+    pool: &Pool,
+    metrics: &ArchiverMetrics,
+    shutdown: &CancellationToken,
+    shutdown_retry: Duration,
+    backoff: &mut Duration,
+    give_up: &mut Option<Instant>,
+) -> bool {
+    loop {
+        let attempt = async {
+            let mut client = pool.get().await?;
+            match write_batch(&mut client, &batch.rows).await {
+                Ok(out) => Ok(out),
+                Err(e) => {
+                    // A connection that failed mid-write (or now talks to a demoted
+                    // primary) is not returned to the pool.
+                    let _ = deadpool_postgres::Object::take(client);
+                    Err(e)
+                }
+            }
+        };
+        let write_started = Instant::now();
+        match attempt.await {
+            Ok(out) => {
+                tracing::debug!(
+                    rows = batch.rows.len(),
+                    queued_ms = write_started.duration_since(batch.started).as_millis() as u64,
+                    write_ms = write_started.elapsed().as_millis() as u64,
+                    "batch committed"
+                );
+                metrics.rows_written.inc_by(out.inserted);
+                metrics.rows_skipped.inc_by(out.skipped);
+                // Rows the database refused for their content went in raw.
+                metrics.rejects.inc_by(out.refused);
+                *backoff = Duration::from_millis(200);
+                return true;
+            }
+            Err(e) => {
+                metrics.db_errors.inc();
+                tracing::warn!(error = %e.database_message(), rows = batch.rows.len(), "batch write failed; retrying");
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(Duration::from_secs(5));
+                if shutdown.is_cancelled() {
+                    // Bounded drain: leave the batch unacknowledged (JetStream delivers it
+                    // again to the next archiver) rather than hang on a dead database.
+                    let deadline = *give_up.get_or_insert_with(|| Instant::now() + shutdown_retry);
+                    if Instant::now() >= deadline {
+                        tracing::error!(rows = batch.rows.len(), "shutting down with the database unreachable: the batch in hand stays unacknowledged and will be redelivered");
+                        return false;
+                    }
+                    tracing::warn!("shutting down: retrying the batch in hand a little longer");
+                }
+            }
+        }
+    }
 }
 
 async fn watch_consumer(

@@ -60,8 +60,9 @@ struct Cli {
     /// Longest wait to fill a batch.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     batch_wait: Duration,
-    /// Redelivery delay for messages pulled but not acknowledged (a crashed archiver's batch).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Redelivery delay for messages pulled but not acknowledged: a crashed archiver's batch,
+    /// or deliveries lost with a NATS node. Batches slow to commit send progress acks.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     ack_wait: Duration,
     /// Batches committed in parallel, each on its own database connection.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]

@@ -108,6 +108,8 @@ pub struct ReceiverMetrics {
     pub written: Counter,
     pub invalid: Counter,
     pub redelivered: Counter,
+    /// Redeliveries of messages this run had already written: acknowledged, not repeated.
+    pub skipped_redelivered: Counter,
     /// Producer receipt → line written, seconds.
     pub latency: Histogram,
 }
@@ -119,6 +121,7 @@ impl ReceiverMetrics {
             written: Counter::default(),
             invalid: Counter::default(),
             redelivered: Counter::default(),
+            skipped_redelivered: Counter::default(),
             latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
         };
         registry.register(
@@ -140,6 +143,11 @@ impl ReceiverMetrics {
             "messages_redelivered",
             "Messages JetStream delivered more than once",
             m.redelivered.clone(),
+        );
+        registry.register(
+            "messages_skipped_redelivered",
+            "Redelivered messages this run had already written (acknowledged, not written again)",
+            m.skipped_redelivered.clone(),
         );
         registry.register(
             "latency_seconds",
@@ -183,6 +191,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let mut unacked: Vec<jetstream::Message> = Vec::with_capacity(options.batch);
     let mut backoff = Duration::from_millis(100);
     let mut invalid_logged: Option<Instant> = None;
+    // A node change can lose an acknowledgement in flight; JetStream then delivers the
+    // message again. One already written in this run is acknowledged, not printed twice.
+    let mut written_seqs = SequenceWindow::new(SEQUENCE_WINDOW);
 
     let stop = 'outer: loop {
         let remaining = options.count.map(|c| c.saturating_sub(written + invalid));
@@ -238,11 +249,22 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 }
             };
             metrics.received.inc();
-            if msg.info().is_ok_and(|i| i.delivered > 1) {
+            let (sequence, redelivered) = msg.info().map_or((None, false), |i| {
+                (Some(i.stream_sequence), i.delivered > 1)
+            });
+            if redelivered {
                 metrics.redelivered.inc();
+                if sequence.is_some_and(|s| written_seqs.contains(s)) {
+                    metrics.skipped_redelivered.inc();
+                    unacked.push(msg);
+                    continue;
+                }
             }
             match TelemetryRecord::from_cbor(&msg.payload) {
                 Ok(record) => {
+                    if let Some(s) = sequence {
+                        written_seqs.insert(s);
+                    }
                     if options.json {
                         record.write_json(&mut line);
                         line.push(b'\n');
@@ -291,6 +313,67 @@ pub async fn run<W: AsyncWrite + Unpin>(
         invalid,
         stop,
     })
+}
+
+/// How many recent stream sequences the redelivery check remembers (512 KiB of bits);
+/// a redelivery can only be of a message still awaiting its ack, and at most
+/// `max_ack_pending` (100,000) are.
+const SEQUENCE_WINDOW: u64 = 1 << 22;
+
+/// A set of stream sequences over a sliding window of the most recent `span`: one bit
+/// each, forgetting the oldest as newer ones arrive.
+#[derive(Debug)]
+pub struct SequenceWindow {
+    /// Sequence of bit 0 of `words[0]` (a multiple of 64).
+    base: u64,
+    words: std::collections::VecDeque<u64>,
+    max_words: usize,
+}
+
+impl SequenceWindow {
+    pub fn new(span: u64) -> Self {
+        SequenceWindow {
+            base: 0,
+            words: std::collections::VecDeque::new(),
+            max_words: (span / 64).max(1) as usize,
+        }
+    }
+
+    pub fn insert(&mut self, seq: u64) {
+        if self.words.is_empty() {
+            self.base = seq & !63;
+        }
+        if seq < self.base {
+            return; // older than the window: forgotten already
+        }
+        let mut index = ((seq - self.base) / 64) as usize;
+        if index >= self.max_words {
+            let shift = index + 1 - self.max_words;
+            if shift >= self.words.len() {
+                self.words.clear();
+                self.base = seq & !63;
+                index = 0;
+            } else {
+                self.words.drain(..shift);
+                self.base += 64 * shift as u64;
+                index -= shift;
+            }
+        }
+        if self.words.len() <= index {
+            self.words.resize(index + 1, 0);
+        }
+        self.words[index] |= 1 << (seq % 64);
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        if seq < self.base {
+            return false;
+        }
+        let index = ((seq - self.base) / 64) as usize;
+        self.words
+            .get(index)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -431,6 +514,36 @@ async fn bind_consumer(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_window_remembers_recent_sequences_only() {
+        let mut w = SequenceWindow::new(128);
+        assert!(!w.contains(5));
+        for s in [100, 101, 163, 190] {
+            w.insert(s);
+        }
+        assert!(w.contains(100) && w.contains(101) && w.contains(163) && w.contains(190));
+        assert!(!w.contains(102) && !w.contains(99) && !w.contains(0));
+        // The window is two words (64..192); 300 is past both, so it restarts at 256.
+        w.insert(300);
+        assert!(w.contains(300) && !w.contains(190) && !w.contains(100));
+        w.insert(10); // older than the window: ignored
+        assert!(!w.contains(10));
+        // A jump far ahead starts afresh.
+        w.insert(1_000_000);
+        assert!(w.contains(1_000_000) && !w.contains(300));
+        assert_eq!(w.words.len(), 1);
+    }
+
+    #[test]
+    fn sequence_window_is_bounded() {
+        let mut w = SequenceWindow::new(1 << 12);
+        for s in 1..100_000 {
+            w.insert(s);
+        }
+        assert!(w.words.len() <= 64);
+        assert!(w.contains(99_999) && !w.contains(1));
+    }
 
     fn words(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_owned).collect()

@@ -62,8 +62,9 @@ struct Cli {
     /// Largest batch pulled at once.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch: u32,
-    /// Redelivery delay for pulled but unacknowledged messages.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Redelivery delay for pulled but unacknowledged messages (also how long deliveries
+    /// lost with a NATS node take to come again).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     ack_wait: Duration,
     #[command(flatten)]
     nats: NatsArgs,
