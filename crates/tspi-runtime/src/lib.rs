@@ -41,6 +41,35 @@ pub fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// The process's soft limit on open descriptors (`Max open files` in /proc/self/limits),
+/// when known. Listeners size their connection caps from it, so that a flood can never
+/// take the descriptors a NATS reconnect or a database connection needs.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&limits)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A listener's connection cap: `wanted`, but never more than the descriptors left
+/// after `reserve` for everything else, and at least `floor`.
+pub fn connection_cap(wanted: usize, reserve: u64, floor: usize) -> usize {
+    match open_files_limit() {
+        Some(limit) => {
+            let spare = usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX);
+            wanted.min(spare).max(floor)
+        }
+        None => wanted,
+    }
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause
@@ -87,8 +116,18 @@ pub fn now_epoch_ms() -> i64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, parse_open_files_limit};
     use std::time::Duration;
+
+    #[test]
+    fn open_files_limit_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            256                  4096                 files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(256));
+        assert_eq!(parse_open_files_limit("nothing"), None);
+        assert!(super::open_files_limit().is_some_and(|n| n > 0));
+    }
 
     #[test]
     fn durations() {

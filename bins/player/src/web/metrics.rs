@@ -23,6 +23,8 @@ pub struct WebMetrics {
     pub refused_token: Counter,
     pub refused_origin: Counter,
     pub refused_limit: Counter,
+    /// Connections closed on accept: the listener's connection cap was reached.
+    pub refused_connections: Counter,
     pub updates_sent: Counter,
     /// Track updates superseded before a tab was sent them: by the per-track rate
     /// (`--web-rate`), or because the tab was not keeping up.
@@ -54,6 +56,7 @@ impl WebMetrics {
             refused_token: get(&refused, "token"),
             refused_origin: get(&refused, "origin"),
             refused_limit: get(&refused, "limit"),
+            refused_connections: get(&refused, "connections"),
             thinned_rate: get(&thinned, "rate"),
             thinned_backlog: get(&thinned, "backlog"),
             ..Default::default()
@@ -71,7 +74,7 @@ impl WebMetrics {
         );
         registry.register(
             "refused",
-            "Requests and WebSocket upgrades refused, by reason (token, origin, limit)",
+            "Connections, requests and WebSocket upgrades refused, by reason (token, origin, limit, connections)",
             refused,
         );
         registry.register(

@@ -8,12 +8,12 @@
 pub mod assets;
 pub mod auth;
 pub mod hub;
+pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod tab;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +78,8 @@ pub async fn serve(
     metrics: WebMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let app_max_sessions = options.max_sessions;
+    let refused_connections = metrics.refused_connections.clone();
     let hub = hub::start(
         client.clone(),
         hub::HubOptions {
@@ -117,9 +119,14 @@ pub async fn serve(
         .with_state(app);
     let addr = listener.local_addr()?;
     tracing::info!(url = %format!("http://{addr}/"), "web display up");
+    let listener = listener::GuardedListener::new(
+        listener,
+        max_connections(app_max_sessions),
+        refused_connections,
+    );
     axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<listener::Peer>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await?;
@@ -131,6 +138,13 @@ pub async fn serve(
         tracing::warn!("tabs still closing after 5 s");
     }
     Ok(())
+}
+
+/// Connections the listener serves at once: each tab holds its WebSocket and, while it
+/// loads, a few keep-alive connections for the page and its assets.
+/// Never more than the descriptors left after 64 for NATS and the rest of the process.
+fn max_connections(max_sessions: usize) -> usize {
+    tspi_runtime::connection_cap(max_sessions.saturating_mul(4).saturating_add(16), 64, 8)
 }
 
 fn secure(mut r: Response) -> Response {
@@ -282,7 +296,7 @@ fn client_id_ok(id: &str) -> bool {
 
 async fn websocket(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(listener::Peer(remote)): ConnectInfo<listener::Peer>,
     headers: HeaderMap,
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
