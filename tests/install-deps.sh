@@ -12,6 +12,8 @@
 #     --no-compose); never a downloaded browser
 #   - the toolchain's rustfmt and clippy components, the test command's gates (rustup;
 #     not with --no-compose)
+#   - cargo-fuzz (pinned, built from crates.io) into .tools/cargo-fuzz, which runs the fuzz
+#     targets of fuzz/ on the stable toolchain (not with --no-compose)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
 with_compose=1
@@ -19,6 +21,7 @@ with_compose=1
 
 NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.15.1}"
 DOCKERFILE_PARSER_VERSION=3.4.0
+CARGO_FUZZ_VERSION=0.13.2
 INTEROP_PACKAGES=("nats-py==2.16.0" "cbor2==6.3.0")
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
@@ -137,6 +140,17 @@ if [ "$with_compose" = 1 ] && { ! cargo fmt --version >/dev/null 2>&1 || ! cargo
     echo "install-deps: cargo fmt and cargo clippy are needed (install the rustfmt and clippy components)" >&2
     exit 1
   fi
+fi
+
+# cargo-fuzz drives libFuzzer; with --sanitizer none it works on the stable toolchain.
+have_cargo_fuzz() {
+  [ -x "$tools/cargo-fuzz/bin/cargo-fuzz" ] &&
+    "$tools/cargo-fuzz/bin/cargo-fuzz" --version 2>/dev/null | grep -q "${CARGO_FUZZ_VERSION}"
+}
+if [ "$with_compose" = 1 ] && ! have_cargo_fuzz; then
+  echo "install-deps: building cargo-fuzz ${CARGO_FUZZ_VERSION} (crates.io) into .tools/cargo-fuzz, the fuzz targets' runner" >&2
+  cargo install --quiet --locked --version "${CARGO_FUZZ_VERSION}" --root "$tools/cargo-fuzz" cargo-fuzz >&2
+  have_cargo_fuzz || { echo "install-deps: cargo-fuzz ${CARGO_FUZZ_VERSION} did not install" >&2; exit 1; }
 fi
 
 echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2

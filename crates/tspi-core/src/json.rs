@@ -10,10 +10,62 @@ use ciborium::Value as Cbor;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Number, Value as Json};
 
-/// Decode one CBOR item (untrusted bytes) and convert it.
+/// Deepest nesting of arrays and maps a converted item may have. serde_json refuses to
+/// parse more than 128 levels, so an item nested deeper (the CBOR decoder allows 256)
+/// would turn into JSON that the kit's own readers, and many others, cannot read back;
+/// the `cbor_to_json` fuzz target found that. 64 is far beyond any real message.
+pub const MAX_NESTING: usize = 64;
+
+/// Decode one CBOR item (untrusted bytes) and convert it. Refuses items nested deeper
+/// than [`MAX_NESTING`].
 pub fn cbor_to_json(bytes: &[u8]) -> Result<Json, String> {
     let value: Cbor = ciborium::from_reader(bytes).map_err(|e| format!("not CBOR: {e}"))?;
+    check_nesting(&value)?;
     Ok(to_json(value))
+}
+
+/// How deep non-text map keys may sit inside non-text map keys. Each such key becomes the
+/// JSON text of its converted form, and every level escapes the quotes and backslashes of
+/// the one inside it again: the text doubles per level, so 33 levels in a 350-byte
+/// message took 2 GiB (found by the `cbor_to_json` fuzz target).
+pub const MAX_KEY_NESTING: usize = 4;
+
+/// `Err` if arrays and maps (through tags) nest deeper than [`MAX_NESTING`], or non-text
+/// map keys inside non-text map keys deeper than [`MAX_KEY_NESTING`].
+pub fn check_nesting(value: &Cbor) -> Result<(), String> {
+    /// (levels of arrays and maps, levels of non-text keys within keys)
+    fn measure(value: &Cbor) -> (usize, usize) {
+        match value {
+            Cbor::Array(items) => items
+                .iter()
+                .map(measure)
+                .fold((1, 0), |(n, k), (m, j)| (n.max(m + 1), k.max(j))),
+            Cbor::Map(entries) => entries.iter().fold((1, 0), |(n, k), (key, v)| {
+                let key_levels = match key {
+                    Cbor::Text(_) => 0,
+                    other => 1 + measure(other).1,
+                };
+                let (m, j) = measure(v);
+                (n.max(m + 1), k.max(j).max(key_levels))
+            }),
+            Cbor::Tag(_, inner) => measure(inner),
+            _ => (0, 0),
+        }
+    }
+    // The decoder's own limit (256 levels) bounds this recursion.
+    let (levels, key_levels) = measure(value);
+    if levels > MAX_NESTING {
+        return Err(format!(
+            "nested {levels} levels deep; at most {MAX_NESTING} are accepted"
+        ));
+    }
+    if key_levels > MAX_KEY_NESTING {
+        return Err(format!(
+            "map keys that are not text nested {key_levels} levels deep; at most \
+             {MAX_KEY_NESTING} are accepted"
+        ));
+    }
+    Ok(())
 }
 
 /// RFC 8949 §6.1: a tag converts as its content (tags 21–23 say how to encode a byte
@@ -80,7 +132,13 @@ fn epoch_text(seconds: &Cbor) -> Option<Json> {
 /// through [`ciborium::Value`], so tagged items and byte strings convert as [`to_json`]
 /// says instead of failing the whole message.
 pub fn deserialize_free_form<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Json>, D::Error> {
-    Ok(Option::<Cbor>::deserialize(d)?.map(to_json))
+    match Option::<Cbor>::deserialize(d)? {
+        Some(value) => {
+            check_nesting(&value).map_err(serde::de::Error::custom)?;
+            Ok(Some(to_json(value)))
+        }
+        None => Ok(None),
+    }
 }
 
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
