@@ -278,6 +278,11 @@ impl Running {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Where stdout goes (to follow a long output incrementally).
+    pub fn stdout_path(&self) -> PathBuf {
+        self.stdout.clone()
+    }
+
     /// JSON lines of stdout.
     pub fn json_lines(&self) -> Vec<Value> {
         self.stdout()
@@ -404,6 +409,56 @@ impl<'a> Programs<'a> {
             stdout,
             stderr,
         }
+    }
+
+    /// Like [`Programs::spawn`], but stdout goes through a pipe that this test reads (into
+    /// the same file) only while the returned flag is false: a reader that stops reading.
+    pub fn spawn_with_stoppable_reader(
+        &self,
+        name: &str,
+        mut cmd: Command,
+    ) -> (Running, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stdout = self.logs.path().join(format!("{name}.out"));
+        let stderr = self.logs.path().join(format!("{name}.err"));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut pipe = child.stdout.take().unwrap();
+        let mut file = fs::File::create(&stdout).unwrap();
+        let stopped = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                if flag.load(Ordering::Relaxed) {
+                    // Not reading: the pipe fills and the program's writes block.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if file.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        (
+            Running {
+                name: name.to_owned(),
+                child: Some(child),
+                stdout,
+                stderr,
+            },
+            stopped,
+        )
     }
 
     /// `bin <args…>` as its own user (the program's name), in the background.
