@@ -303,20 +303,32 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(&options.stream).await?;
-    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-        .get_or_create_consumer(
-            &options.durable,
-            pull::Config {
-                durable_name: Some(options.durable.clone()),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: options.ack_wait,
-                max_ack_pending: 100_000,
-                description: Some("tspi archiver".into()),
-                ..Default::default()
-            },
-        )
+    let config = pull::Config {
+        durable_name: Some(options.durable.clone()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_ack_pending: 100_000,
+        description: Some("tspi archiver".into()),
+        ..Default::default()
+    };
+    let mut consumer: jetstream::consumer::Consumer<pull::Config> = stream
+        .get_or_create_consumer(&options.durable, config.clone())
         .await?;
+    // A consumer an earlier version made keeps its own ack wait (30 s then); bring it to
+    // --ack-wait, or deliveries lost with a node take that long to come again.
+    let existing_wait = consumer.cached_info().config.ack_wait;
+    if existing_wait != options.ack_wait {
+        match stream.update_consumer(config).await {
+            Ok(updated) => {
+                tracing::info!(from = ?existing_wait, to = ?options.ack_wait, "consumer ack wait updated");
+                consumer = updated;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, from = ?existing_wait, "cannot update the consumer's ack wait; keeping it")
+            }
+        }
+    }
     let (tx, rx) = mpsc::channel::<Batch>(options.writers.max(1));
     // Several writers commit batches in parallel: each commit waits for its WAL flush, and
     // parallel commits share flushes (group commit). Batches are independent: every row's

@@ -283,11 +283,20 @@ async fn exact_rows_through_archiver_and_database_crashes() {
 
 /// SIGTERM while the database is down: the drain is bounded, nothing is acknowledged
 /// that was not stored, and a later archiver stores it all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
+/// A NATS server with `TSPI`, and a migrated database `name` on a fresh PostgreSQL.
+async fn servers(
+    name: &str,
+) -> (
+    NatsServer,
+    PgServer,
+    String,
+    String,
+    deadpool_postgres::Pool,
+    jetstream::Context,
+) {
     let nats = NatsServer::start().await;
-    let mut pg = PgServer::start_primary();
-    let db = pg.create_database("bounded");
+    let pg = PgServer::start_primary();
+    let db = pg.create_database(name);
     let url = pg.url(&db);
     let pool = tspi_store::pool(&url, 2).unwrap();
     tspi_store::migrate(&mut pool.get().await.unwrap(), &SchemaOptions::default())
@@ -297,6 +306,12 @@ async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
     let js = jetstream::new(nc.clone());
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&nc, &js, &spec).await.unwrap();
+    (nats, pg, db, url, pool, js)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
+    let (_nats, mut pg, db, url, pool, js) = servers("bounded").await;
     pg.kill();
     publish_all(&js).await;
     publish_telemetry(&js, TELEMETRY - LATE_TELEMETRY..TELEMETRY).await;
@@ -351,4 +366,43 @@ async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
             .unwrap(),
         total
     );
+}
+
+/// A durable consumer an earlier version made (ack wait 30 s) is brought to `--ack-wait`
+/// when the archiver starts, so deliveries lost with a node do not wait 30 s to come again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_consumer_gets_the_configured_ack_wait() {
+    let (_nats, _pg, _db, url, _pool, js) = servers("ackwait").await;
+    let stream = js.get_stream("TSPI").await.unwrap();
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("archiver".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    publish_telemetry(&js, 0..100).await;
+
+    let metrics = ArchiverMetrics::new(&mut Registry::default());
+    let (shutdown, task) = start(&js, &url, &metrics);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.rows_written.get() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "archived {}",
+            metrics.rows_written.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = tspi_test_support::consumer_info(&js, "TSPI", "archiver").await;
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(3),
+        "the archiver's --ack-wait"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
