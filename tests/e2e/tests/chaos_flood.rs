@@ -125,7 +125,19 @@ async fn metrics_port_flood_does_not_starve_ingest_or_reconnects() {
             .args(["--count", "20", "--rate", "50", "--duration", "8"]);
         programs.spawn("generator", g)
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Restart NATS once the traffic is being stored, so the reconnect happens mid-stream.
+    let flowing = wait_until(Duration::from_secs(30), || async {
+        match admin.get_stream("TSPI").await {
+            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages > 1_000),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        flowing.is_some(),
+        "traffic stored before the restart: {}",
+        producer.stderr()
+    );
     nats.restart();
     let sent = chaos::generator_sent(&mut generator, Duration::from_secs(60)).await;
     let stored = wait_until(Duration::from_secs(60), || async {
