@@ -9,12 +9,14 @@
 pub mod browser;
 pub mod fault;
 pub mod postgres;
+pub mod power_cut;
 
 pub use browser::Browser;
 pub use fault::{
     bounce, wait_until, wait_until_blocking, Bounce, BouncePlan, LinkProxy, LinkState, Paused,
 };
 pub use postgres::{pg_bindir, BackgroundQuery, PgServer, PG_USER};
+pub use power_cut::{CutReport, PowerCutMount};
 
 use std::collections::HashSet;
 use std::fs;
@@ -180,6 +182,24 @@ impl NatsServer {
             env: Vec::new(),
             child: None,
         }
+    }
+
+    /// Point the configuration's `store_dir` at `store`.
+    fn set_store_dir(&self, store: &Path) {
+        let conf = fs::read_to_string(&self.config)
+            .unwrap_or_else(|e| panic!("cannot read nats.conf: {e}"));
+        let conf: Vec<String> = conf
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with("store_dir:") {
+                    format!("  store_dir: {:?}", store.display().to_string())
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
+        fs::write(&self.config, conf.join("\n") + "\n")
+            .unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
     }
 
     /// Add `lines` at the top of the configuration's `name {` block (before it starts).
@@ -379,9 +399,21 @@ impl NatsCluster {
         jetstream_lines: &str,
         cluster_lines: &str,
     ) -> NatsCluster {
+        Self::launch(Self::configure_with_block_lines(
+            n,
+            jetstream_lines,
+            cluster_lines,
+        ))
+    }
+
+    fn configure_with_block_lines(
+        n: usize,
+        jetstream_lines: &str,
+        cluster_lines: &str,
+    ) -> Vec<NatsServer> {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let cluster_name = format!("tspi-test-{}", free_port());
-        let nodes: Vec<NatsServer> = (0..n)
+        (0..n)
             .map(|i| {
                 let node = NatsServer::configure(
                     &format!("n{}", i + 1),
@@ -392,7 +424,16 @@ impl NatsCluster {
                 node.add_to_block("cluster", cluster_lines);
                 node
             })
-            .collect();
+            .collect()
+    }
+
+    /// Like [`NatsCluster::start_with_block_lines`], with node `i`'s store in
+    /// `store_root/n<i+1>` (e.g. on a [`PowerCutMount`]) instead of its temp dir.
+    pub fn start_with_stores_in(n: usize, jetstream_lines: &str, store_root: &Path) -> NatsCluster {
+        let nodes = Self::configure_with_block_lines(n, jetstream_lines, "");
+        for node in &nodes {
+            node.set_store_dir(&store_root.join(&node.name));
+        }
         Self::launch(nodes)
     }
 
