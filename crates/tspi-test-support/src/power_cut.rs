@@ -287,6 +287,21 @@ impl State {
         id
     }
 
+    /// A new handle on `file` for node `id`, opened with `flags`.
+    fn add_handle(&mut self, id: u64, file: File, flags: i32) -> u64 {
+        self.next_handle += 1;
+        let sync_writes = flags & libc::O_DSYNC != 0;
+        self.handles.insert(
+            self.next_handle,
+            Handle {
+                id,
+                file,
+                sync_writes,
+            },
+        );
+        self.next_handle
+    }
+
     fn is_open(&self, id: u64) -> bool {
         self.handles.values().any(|h| h.id == id)
     }
@@ -593,16 +608,7 @@ impl Filesystem for PowerCutFs {
                         return reply.error(errno(&e));
                     }
                 }
-                state.next_handle += 1;
-                let fh = state.next_handle;
-                state.handles.insert(
-                    fh,
-                    Handle {
-                        id: ino,
-                        file,
-                        sync_writes: flags & libc::O_DSYNC != 0,
-                    },
-                );
+                let fh = state.add_handle(ino, file, flags);
                 reply.opened(fh, fuser::consts::FOPEN_DIRECT_IO);
             }
             Err(e) => reply.error(errno(&e)),
@@ -638,17 +644,8 @@ impl Filesystem for PowerCutFs {
                 return reply.error(errno(&e));
             }
         }
-        state.next_handle += 1;
-        let fh = state.next_handle;
         let attr = self.attr(&state, ino, &meta);
-        state.handles.insert(
-            fh,
-            Handle {
-                id: ino,
-                file,
-                sync_writes: flags & libc::O_DSYNC != 0,
-            },
-        );
+        let fh = state.add_handle(ino, file, flags);
         reply.created(&TTL, &attr, 0, fh, fuser::consts::FOPEN_DIRECT_IO);
     }
 

@@ -38,6 +38,31 @@ struct Outcome {
     stream_survived: bool,
 }
 
+/// The sum of several rounds' outcomes.
+#[derive(Default)]
+struct Totals {
+    acked: u64,
+    lost: u64,
+    stored: u64,
+    pages_lost: u64,
+    streams_lost: u64,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Outcome) {
+        assert_eq!(
+            o.stored_acked + o.lost,
+            o.acked,
+            "accounting of the acknowledged ids"
+        );
+        self.acked += o.acked;
+        self.lost += o.lost;
+        self.stored += o.stored_total;
+        self.pages_lost += o.pages_lost;
+        self.streams_lost += u64::from(!o.stream_survived);
+    }
+}
+
 /// What happens to the machine after the three nodes are killed -9.
 enum Crash<'a> {
     /// Nothing: the page cache survives and reaches the disk.
@@ -194,17 +219,10 @@ async fn site_wide_crash_right_after_acks_loses_no_acknowledged_message() {
         ("sync_interval: always (deploy)", "sync_interval: always"),
         ("default sync interval", ""),
     ] {
-        let (mut acked, mut lost, mut total) = (0, 0, 0);
+        let mut t = Totals::default();
         for _ in 0..rounds {
             let o = crash_all_after_acks(lines, kill_after, Crash::ProcessesOnly).await;
-            assert_eq!(
-                o.stored_acked + o.lost,
-                o.acked,
-                "accounting of the acknowledged ids"
-            );
-            acked += o.acked;
-            lost += o.lost;
-            total += o.stored_total;
+            t.add(&o);
             assert_eq!(
                 o.lost, 0,
                 "{setting}: {} of {} acknowledged messages missing after a kill -9 of every node",
@@ -215,8 +233,9 @@ async fn site_wide_crash_right_after_acks_loses_no_acknowledged_message() {
             "power-loss",
             &format!(
                 "{setting}: {rounds} crash(es) of all three nodes right after {kill_after} acks \
-                 (512 in flight): {acked} acknowledged, {lost} lost; {total} stored in all \
-                 (acknowledged + in flight at the crash)"
+                 (512 in flight): {} acknowledged, {} lost; {} stored in all \
+                 (acknowledged + in flight at the crash)",
+                t.acked, t.lost, t.stored
             ),
         );
     }
@@ -258,19 +277,10 @@ async fn power_cut_right_after_acks_loses_nothing_with_sync_always() {
         settings.push(("sync_interval: 10s", "sync_interval: 10s", false));
     }
     for (setting, lines, must_keep_all) in settings {
-        let (mut acked, mut lost, mut total, mut pages, mut streams_lost) = (0, 0, 0, 0, 0);
+        let mut t = Totals::default();
         for _ in 0..rounds {
             let o = crash_all_after_acks(lines, kill_after, Crash::PowerCut(&mut mount)).await;
-            assert_eq!(
-                o.stored_acked + o.lost,
-                o.acked,
-                "accounting of the acknowledged ids"
-            );
-            acked += o.acked;
-            lost += o.lost;
-            total += o.stored_total;
-            pages += o.pages_lost;
-            streams_lost += u64::from(!o.stream_survived);
+            t.add(&o);
             if must_keep_all {
                 assert_eq!(
                     o.lost, 0,
@@ -290,10 +300,15 @@ async fn power_cut_right_after_acks_loses_nothing_with_sync_always() {
             "power-cut",
             &format!(
                 "{setting}: {rounds} power cut(s) of all three nodes right after {kill_after} \
-                 acks (512 in flight): {acked} acknowledged, {lost} lost ({:.1} %), stream \
-                 gone {streams_lost} time(s); {total} stored in all; {pages} unsynced 4 KiB \
-                 pages dropped by the cuts",
-                100.0 * lost as f64 / acked.max(1) as f64
+                 acks (512 in flight): {} acknowledged, {} lost ({:.1} %), stream \
+                 gone {} time(s); {} stored in all; {} unsynced 4 KiB pages dropped by the \
+                 cuts",
+                t.acked,
+                t.lost,
+                100.0 * t.lost as f64 / t.acked.max(1) as f64,
+                t.streams_lost,
+                t.stored,
+                t.pages_lost
             ),
         );
     }
