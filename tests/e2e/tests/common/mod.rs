@@ -298,6 +298,11 @@ impl Running {
         self.child.as_ref().map(Child::id).unwrap_or_default()
     }
 
+    /// Whether the process is still running (it has not exited, cleanly or not).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
     /// Poll until `ready` says so (a program that exits first is reported with its
     /// stderr unless `ready` accepts the exit).
     async fn poll<T>(
