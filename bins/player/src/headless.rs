@@ -37,6 +37,8 @@ struct Headless<'a, W: Write> {
     rewind: VecDeque<TelemetryRecord>,
     frames_out: u64,
     window_frames: u64,
+    /// Malformed `tspi.ops.ctrl` messages (the session counts what comes from the feed).
+    invalid_control: u64,
 }
 
 fn now_ms() -> i64 {
@@ -60,7 +62,7 @@ impl<W: Write> Headless<'_, W> {
             frames_out: self.frames_out,
             commands: c.commands,
             tags: c.tags,
-            invalid: c.invalid,
+            invalid: c.invalid + self.invalid_control,
         }
     }
 
@@ -308,6 +310,7 @@ pub async fn run<W: Write + Send>(
         rewind: VecDeque::new(),
         frames_out: 0,
         window_frames: 0,
+        invalid_control: 0,
     };
     let s = h.session.settings().clone();
     h.event(&json!({
@@ -389,7 +392,10 @@ pub async fn run<W: Write + Send>(
                         let fx = h.session.handle(Input::Ops(&control), now_ms());
                         h.apply(fx, None, None).await?;
                     }
-                    Err(e) => tracing::debug!(error = %e, "invalid tspi.ops.ctrl message skipped"),
+                    Err(e) => {
+                        h.invalid_control += 1;
+                        tracing::debug!(error = %e, "invalid tspi.ops.ctrl message skipped");
+                    }
                 }
             }
             _ = metrics.tick() => {

@@ -212,9 +212,26 @@ async fn one_mib_of_hostile_bytes_on_every_subject_is_a_counted_skip() {
     let counts = last_counts(&player).unwrap_or_default();
     assert!(player_counts.is_some(), "player counts: {counts}");
     let player_invalid = counts["invalid"].as_u64().unwrap_or(0);
+    // The stream's and tspi.ops.ctrl's; heartbeats and channels of other displays are
+    // not its to read.
+    let player_expected = in_stream + payloads.len() as u64;
+    assert_eq!(
+        player_invalid, player_expected,
+        "the player counted the hostile stream and control messages: {counts}"
+    );
+    let web_expected = player_expected;
+    let web_invalid = wait_until(Duration::from_secs(30), || async {
+        metric(
+            &scrape(web_metrics),
+            "tspi_player_web_invalid_messages_total",
+        ) as u64
+            == web_expected
+    })
+    .await;
     assert!(
-        player_invalid >= in_stream,
-        "the player counted the {in_stream} hostile stream messages: {counts}"
+        web_invalid.is_some(),
+        "the web display counted {web_expected} malformed messages:\n{}",
+        scrape(web_metrics)
     );
 
     let web_answers = wait_until(Duration::from_secs(10), || async {
@@ -245,14 +262,15 @@ async fn one_mib_of_hostile_bytes_on_every_subject_is_a_counted_skip() {
         "big-messages",
         &format!(
             "{} kinds x ({} stream + {} core subjects + replayer control), 1 MiB each: \
-             receiver {} invalid, archiver {} rejects (stored raw), player {} invalid, \
-             replayer answered every one with an error; peak RSS: {}",
+             receiver {} invalid, archiver {} rejects (stored raw), player {} invalid, web \
+             display {} invalid, replayer answered every one with an error; peak RSS: {}",
             payloads.len(),
             STREAM_SUBJECTS.len(),
             CORE_SUBJECTS.len(),
             metric(&receiver_metrics, "tspi_receiver_messages_invalid_total"),
             metric(&archiver_metrics, "tspi_archiver_rejects_total"),
             player_invalid,
+            web_expected,
             peaks.join(", ")
         ),
     );

@@ -152,6 +152,9 @@ impl Hub {
                     }
                 }
             }
+            Decoded::Invalid(_) => {
+                self.metrics.invalid_messages.inc();
+            }
             _ => {}
         }
         if let Some(fix) = item.fix {
@@ -353,6 +356,7 @@ async fn follow_ops(
         };
         let Some(m) = m else { break };
         let Ok(control) = tspi_core::ops::from_bytes::<OpsControl>(&m.payload) else {
+            hub.metrics.invalid_messages.inc();
             tracing::debug!("invalid tspi.ops.ctrl message skipped");
             continue;
         };

@@ -39,6 +39,8 @@ pub struct WebMetrics {
     pub slow_consumer: Counter,
     /// Hub events a tab fell too far behind to receive (it then resynchronises).
     pub lagged: Counter,
+    /// Messages skipped as malformed: live feed, `tspi.ops.ctrl`.
+    pub invalid_messages: Counter,
 }
 
 impl WebMetrics {
@@ -97,6 +99,11 @@ impl WebMetrics {
             "bad_requests",
             "Requests from tabs refused as malformed or unknown",
             m.bad_requests.clone(),
+        );
+        registry.register(
+            "invalid_messages",
+            "Messages skipped as malformed (live feed and tspi.ops.ctrl)",
+            m.invalid_messages.clone(),
         );
         registry.register(
             "live_messages",
