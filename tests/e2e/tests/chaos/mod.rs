@@ -77,6 +77,8 @@ pub struct Rig {
     pub receiver_metrics: u16,
     pub receiver_counts_only: bool,
     pub receiver_lines: LineCounter,
+    /// `TSPI` has a short `--retention`: count what it stored by its last sequence.
+    pub stream_bounded: bool,
 }
 
 /// Knobs of [`Rig::start`].
@@ -93,6 +95,10 @@ pub struct RigOptions<'a> {
     /// The receiver only counts (`--no-json-stream`): long runs would write gigabytes.
     /// The accounting then uses its written counter instead of its lines.
     pub receiver_counts_only: bool,
+    /// The producer's `--retention` for `TSPI` (a long run would fill the disk with three
+    /// replicas of everything). The accounting then counts the stream by its last
+    /// sequence, not by the messages it still holds.
+    pub stream_retention: Option<&'a str>,
 }
 
 impl Rig {
@@ -111,6 +117,9 @@ impl Rig {
         let producer_metrics = free_port();
         let metrics_addr = format!("127.0.0.1:{producer_metrics}");
         let mut producer_args = vec!["--metrics-addr", &metrics_addr];
+        if let Some(retention) = options.stream_retention {
+            producer_args.extend_from_slice(&["--retention", retention]);
+        }
         producer_args.extend_from_slice(options.producer_args);
         let producer_programs = options.producer_urls.map(programs_for);
         let mut producer = producer_programs
@@ -171,6 +180,7 @@ impl Rig {
             receiver_metrics,
             receiver_counts_only: options.receiver_counts_only,
             receiver_lines,
+            stream_bounded: options.stream_retention.is_some(),
         }
     }
 
@@ -210,9 +220,15 @@ impl Rig {
         .expect("the cluster is healthy within 60 s")
     }
 
+    /// Messages `TSPI` holds, or with a bounded stream how many it ever stored.
     pub async fn stream_messages(&self) -> Option<u64> {
         let mut stream = self.admin.get_stream("TSPI").await.ok()?;
-        Some(stream.info().await.ok()?.state.messages)
+        let state = stream.info().await.ok()?.state.clone();
+        Some(if self.stream_bounded {
+            state.last_sequence
+        } else {
+            state.messages
+        })
     }
 
     pub fn archived_rows(&self) -> u64 {
