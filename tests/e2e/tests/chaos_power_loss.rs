@@ -260,7 +260,7 @@ async fn power_cut_right_after_acks_loses_nothing_with_sync_always() {
         }
     };
     let (kill_after, rounds) = if chaos::full_length() {
-        (100_000, 5)
+        (100_000, 3)
     } else {
         (10_000, 1)
     };
