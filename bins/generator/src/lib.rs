@@ -99,6 +99,7 @@ pub async fn run(
             let handle = tokio::spawn(run_publisher(
                 client,
                 rx,
+                Some::<OutMessage>,
                 popts,
                 metrics.clone(),
                 abandon.clone(),

@@ -1,10 +1,11 @@
 //! The producer: UDP datagrams in, decoded TSPI records out on JetStream (SPEC §5).
 //!
-//! One task reads the socket, decodes, filters, stamps the receive time and encodes CBOR;
-//! it never waits on NATS. A bounded queue sits between it and the publisher
-//! ([`tspi_bus::run_publisher`]), which keeps a bounded window of unacknowledged
-//! publishes and retries with the same `Nats-Msg-Id`. What cannot be queued is counted,
-//! never silently lost.
+//! One task reads the socket, decodes, filters and stamps the receive time; it never
+//! waits on NATS. A bounded queue of decoded datagrams (48 bytes each, not encoded
+//! records: a full default queue is 12 MiB) sits between it and the publisher
+//! ([`tspi_bus::run_publisher`]), which encodes each one as it takes it, keeps a bounded
+//! window of unacknowledged publishes and retries with the same `Nats-Msg-Id`. What
+//! cannot be queued is counted, never silently lost.
 
 pub mod metrics;
 pub mod udp;
@@ -18,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tspi_bus::{run_publisher, OutMessage, PublisherOptions};
-use tspi_core::{decode, subject::write_msg_id, StreamPrefix, TelemetryRecord};
+use tspi_core::{decode, subject::write_msg_id, Datagram, StreamPrefix, TelemetryRecord};
 
 pub use metrics::ProducerMetrics;
 
@@ -59,11 +60,13 @@ pub async fn run(
     metrics: ProducerMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::channel::<OutMessage>(options.queue_capacity.max(1));
+    let (tx, rx) = mpsc::channel::<Received>(options.queue_capacity.max(1));
     let abandon = CancellationToken::new();
+    let mut encoder = Encoder::new(&options.prefix);
     let mut publisher = tokio::spawn(run_publisher(
         client,
         rx,
+        move |r: Received| Some(encoder.encode(&r)),
         options.publisher.clone(),
         metrics.publish.clone(),
         abandon.clone(),
@@ -71,6 +74,7 @@ pub async fn run(
     let socket = Arc::new(socket);
     let stats = tokio::spawn(report_stats(
         socket.clone(),
+        tx.downgrade(),
         metrics.clone(),
         options.stats_interval,
         shutdown.clone(),
@@ -93,7 +97,7 @@ pub async fn run(
 async fn read_loop(
     options: &ProducerOptions,
     socket: &UdpSocket,
-    tx: &mpsc::Sender<OutMessage>,
+    tx: &mpsc::Sender<Received>,
     metrics: &ProducerMetrics,
     shutdown: &CancellationToken,
 ) {
@@ -102,7 +106,6 @@ async fn read_loop(
     let mut buf = vec![0u8; 65_536];
     let mut ingest = Ingest {
         options,
-        encoder: Encoder::new(&options.prefix),
         tx,
         metrics,
         log: RateLimitedLog::default(),
@@ -144,11 +147,20 @@ async fn read_loop(
     }
 }
 
-/// Per-datagram work of the read loop: decode, filter, encode, queue.
+/// A decoded datagram waiting for the publisher, with its receive time: the queue's unit.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    datagram: Datagram,
+    /// Wall-clock receive time, µs since the Unix epoch: the record's `recv_epoch_ms`,
+    /// and (against the clock at ack time) the ack latency. One clock for both keeps the
+    /// entry at 48 bytes.
+    epoch_us: i64,
+}
+
+/// Per-datagram work of the read loop: decode, filter, stamp, queue.
 struct Ingest<'a> {
     options: &'a ProducerOptions,
-    encoder: Encoder,
-    tx: &'a mpsc::Sender<OutMessage>,
+    tx: &'a mpsc::Sender<Received>,
     metrics: &'a ProducerMetrics,
     log: RateLimitedLog,
 }
@@ -174,8 +186,11 @@ impl Ingest<'_> {
                 return true;
             }
         }
-        let msg = self.encoder.encode(&datagram);
-        match self.tx.try_send(msg) {
+        let received = Received {
+            datagram,
+            epoch_us: now_epoch_us(),
+        };
+        match self.tx.try_send(received) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics.queue_dropped.inc();
@@ -192,7 +207,14 @@ impl Ingest<'_> {
     }
 }
 
-/// Reuses buffers across datagrams; only the final payload and strings are allocated.
+fn now_epoch_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Turns a queued datagram into its message when the publisher takes it. Reuses buffers
+/// across datagrams; only the final payload and strings are allocated.
 struct Encoder {
     prefix: StreamPrefix,
     cbor: Vec<u8>,
@@ -206,10 +228,15 @@ impl Encoder {
         }
     }
 
-    fn encode(&mut self, d: &tspi_core::Datagram) -> OutMessage {
-        let received = Instant::now();
-        let epoch_ms = tspi_runtime::now_epoch_ms();
-        let record = TelemetryRecord::from_datagram(d, epoch_ms);
+    fn encode(&mut self, r: &Received) -> OutMessage {
+        let d = &r.datagram;
+        // The time it waited in the queue, carried as an Instant for the ack latency.
+        let queued_for = Duration::from_micros(
+            u64::try_from(now_epoch_us().saturating_sub(r.epoch_us)).unwrap_or(0),
+        );
+        let now = Instant::now();
+        let received = now.checked_sub(queued_for).unwrap_or(now);
+        let record = TelemetryRecord::from_datagram(d, r.epoch_us.div_euclid(1000));
         self.cbor.clear();
         record.write_cbor(&mut self.cbor);
         let mut subject = String::with_capacity(self.prefix.as_str().len() + 18);
@@ -250,6 +277,7 @@ impl RateLimitedLog {
 
 async fn report_stats(
     socket: Arc<UdpSocket>,
+    queue: mpsc::WeakSender<Received>,
     metrics: ProducerMetrics,
     interval: Duration,
     shutdown: CancellationToken,
@@ -261,6 +289,15 @@ async fn report_stats(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        // The publisher sets the depth as it takes from the queue; while it is stuck (NATS
+        // gone) only this shows the queue filling up.
+        if let Some(tx) = queue.upgrade() {
+            let depth = tx.max_capacity() - tx.capacity();
+            metrics
+                .publish
+                .queued
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
         }
         update_kernel_drops(&socket, &metrics, &mut last_drops);
         if !interval.is_zero() && since_log.elapsed() >= interval {
@@ -294,4 +331,14 @@ fn log_counters(m: &ProducerMetrics, what: &str) {
         failed = m.publish.failed.get(),
         "{what}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_datagram_takes_48_bytes() {
+        assert!(std::mem::size_of::<Received>() <= 48);
+    }
 }

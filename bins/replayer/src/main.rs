@@ -268,6 +268,7 @@ async fn pcap(args: PcapArgs) -> anyhow::Result<()> {
         let task = tokio::spawn(tspi_bus::run_publisher(
             client,
             rx,
+            Some::<tspi_bus::OutMessage>,
             PublisherOptions::default(),
             metrics.clone(),
             CancellationToken::new(),

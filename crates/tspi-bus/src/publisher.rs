@@ -289,9 +289,15 @@ impl Window {
 
 /// Publish everything received on `rx` until it closes and all is acknowledged, or
 /// until `abandon` is cancelled.
-pub async fn run_publisher(
+///
+/// `prepare` turns a queued item into its message when it is taken for publishing, so a
+/// caller can queue something smaller than an encoded message (the producer queues raw
+/// datagrams): only the window, not the queue, then holds encoded payloads. An item for
+/// which it returns `None` is counted as failed (the caller logs why).
+pub async fn run_publisher<T: Send>(
     client: async_nats::Client,
-    mut rx: mpsc::Receiver<OutMessage>,
+    mut rx: mpsc::Receiver<T>,
+    mut prepare: impl FnMut(T) -> Option<OutMessage> + Send,
     options: PublisherOptions,
     metrics: PublishMetrics,
     abandon: CancellationToken,
@@ -371,9 +377,14 @@ pub async fn run_publisher(
             _ = timer => w.expire(Instant::now()),
             next = rx.recv(), if input_open && window_free && w.retries.is_empty() => {
                 match next {
-                    Some(msg) => {
+                    Some(item) => {
                         w.metrics.queued.set(rx.len() as i64);
-                        w.send(Pending { msg, attempts: 0 }).await
+                        match prepare(item) {
+                            Some(msg) => w.send(Pending { msg, attempts: 0 }).await,
+                            None => {
+                                w.metrics.failed.inc();
+                            }
+                        }
                     }
                     None => input_open = false,
                 }
