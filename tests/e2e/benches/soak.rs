@@ -6,11 +6,14 @@
 //!
 //! `cargo build --release --bins && cargo bench -p tspi-e2e --bench soak`;
 //! `TSPI_SOAK_SECONDS` (default 600) and `TSPI_SOAK_RATE` (aircraft × 100 Hz, default 200
-//! aircraft) change the length and the rate.
+//! aircraft) change the length and the rate; `TSPI_SOAK_RETENTION_MINUTES` (default 30)
+//! what `TSPI` keeps.
 //!
-//! What it keeps is bounded: `TSPI` has a 5-minute `--retention` (three replicas of 10
-//! minutes filled this machine's disk once), counted by its last sequence; the archive
-//! keeps everything. It refuses to start without room for both.
+//! What it keeps is bounded: `TSPI` has a `--retention` (three replicas of 10 minutes
+//! once filled this machine's disk), counted by its last sequence; the archive keeps
+//! everything. It refuses to start without room for both. The retention must outlast
+//! the slowest consumer's lag: JetStream skips what ages out before a consumer reads it
+//! (a run with 5 minutes lost 1.78 M messages to a receiver that fell further behind).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 #![allow(dead_code)]
@@ -75,7 +78,9 @@ async fn soak() {
     let rate = u64::from(aircraft) * 100;
     // Measured on the first run: ~460 bytes a message in each replica's store, ~420
     // bytes a row with its index in the archive.
-    let retention_secs = 300;
+    let retention_minutes = env_u64("TSPI_SOAK_RETENTION_MINUTES", 30);
+    let retention_secs = retention_minutes * 60;
+    let retention = format!("{retention_minutes}m");
     let needed = rate * retention_secs.min(secs) * 3 * 460 + rate * secs * 420 + (2 << 30);
     let free = free_bytes();
     assert!(
@@ -90,7 +95,7 @@ async fn soak() {
         &cluster.urls(),
         RigOptions {
             receiver_counts_only: true,
-            stream_retention: Some("5m"),
+            stream_retention: Some(&retention),
             ..RigOptions::default()
         },
     )
