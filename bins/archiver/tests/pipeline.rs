@@ -173,6 +173,7 @@ async fn exact_archive_through_archiver_database_and_node_kills() {
                 day: Some(201),
                 duplicate_every: Some(9),
                 garbage_every: Some(25),
+                faults: Default::default(),
                 metrics_interval: None,
                 prefix: StreamPrefix::default(),
             };

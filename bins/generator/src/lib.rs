@@ -3,9 +3,11 @@
 //!
 //! Frame `n` is due at `start + n / rate` on the monotonic clock, so the rate holds over
 //! long runs (no accumulated sleep error); a frame that is late is still sent and counted
-//! as late. Optional fault injection (duplicates, garbage) exercises ingest the way a
-//! noisy range network does.
+//! as late. Optional fault injection (duplicates, garbage, and the sensor faults of
+//! [`faults`]: dropouts, clock jumps, reordering) exercises ingest the way a noisy range
+//! network does.
 
+pub mod faults;
 pub mod fleet;
 
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ pub struct GeneratorOptions {
     pub duplicate_every: Option<u64>,
     /// Make every Nth datagram sent garbage (bad length, type, version, random bytes).
     pub garbage_every: Option<u64>,
+    /// Sensor faults: dropouts, clock jumps, reordering.
+    pub faults: faults::Faults,
     /// Print a progress line this often.
     pub metrics_interval: Option<Duration>,
     pub prefix: StreamPrefix,
@@ -58,6 +62,10 @@ pub struct Summary {
     pub valid: u64,
     pub duplicates: u64,
     pub garbage: u64,
+    /// Valid datagrams not sent because their sensor was in a `--dropout`.
+    pub withheld: u64,
+    /// Valid datagrams sent after their sensor's next one (`--reorder-every`).
+    pub reordered: u64,
     pub late_frames: u64,
     pub send_errors: u64,
     pub elapsed_s: f64,
@@ -119,6 +127,16 @@ pub async fn run(
         },
         rng: rand::rngs::StdRng::seed_from_u64(options.fleet.seed ^ 0x9e37_79b9),
         cbor: Vec::with_capacity(512),
+        reorder_every: options.faults.reorder_every,
+        held: None,
+    };
+    // The TSPI (day, ticks) `t` seconds after the start (negative before it).
+    let stamp = |t: f64| {
+        let ticks_total = i64::from(ticks0) + (t * 10_000.0).round() as i64;
+        let days_on = ticks_total.div_euclid(i64::from(TICKS_PER_DAY));
+        let day = ((i64::from(day0) - 1 + days_on).rem_euclid(366) + 1) as u16;
+        let ticks = ticks_total.rem_euclid(i64::from(TICKS_PER_DAY)) as u32;
+        (day, ticks)
     };
 
     let start = Instant::now();
@@ -138,14 +156,26 @@ pub async fn run(
             sender.summary.late_frames += 1;
         }
         let t = n as f64 / options.rate_hz;
-        let ticks_total = u64::from(ticks0) + (t * 10_000.0).round() as u64;
-        let days_on = ticks_total / u64::from(TICKS_PER_DAY);
-        let day = ((u64::from(day0) - 1 + days_on) % 366 + 1) as u16;
-        let ticks = (ticks_total % u64::from(TICKS_PER_DAY)) as u32;
+        let (day, ticks) = stamp(t);
         for i in 0..fleet.len() {
-            if let Some(d) = fleet.datagram(i, t, day, ticks) {
+            if let Some(mut d) = fleet.datagram(i, t, day, ticks) {
+                if options.faults.silent(d.sensor_id, t) {
+                    sender.summary.withheld += 1;
+                    continue;
+                }
+                let offset = options.faults.clock_offset_s(d.sensor_id, t);
+                if offset != 0.0 {
+                    (d.day, d.time_ticks) = stamp(t + offset);
+                }
+                // Held back only behind the sensor's very next frame: not across its
+                // dropout or clock jump, which would make it a different fault.
+                let next = t + 1.0 / options.rate_hz;
+                let hold = sender.reorder_due()
+                    && !options.faults.silent(d.sensor_id, next)
+                    && options.faults.clock_offset_s(d.sensor_id, next) == offset
+                    && total_frames.is_none_or(|total| n + 1 < total);
                 sender
-                    .send_valid(&d, options.duplicate_every, options.garbage_every)
+                    .send_valid(&d, hold, options.duplicate_every, options.garbage_every)
                     .await;
             }
         }
@@ -166,6 +196,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(end.into()) => {}
         }
     }
+    sender.send_held().await;
     let elapsed = start.elapsed();
     drop(sender.tx.take());
     if let Some(mut handle) = publisher {
@@ -192,25 +223,55 @@ struct Sender {
     summary: Summary,
     rng: rand::rngs::StdRng,
     cbor: Vec<u8>,
+    reorder_every: Option<u64>,
+    /// A datagram held back to go after the next one.
+    held: Option<Datagram>,
 }
 
 impl Sender {
+    /// Whether the next valid datagram would be one `--reorder-every` holds back.
+    fn reorder_due(&self) -> bool {
+        self.held.is_none()
+            && self
+                .reorder_every
+                .is_some_and(|k| (self.summary.valid + 1) % k == 0)
+    }
+
+    /// Send `d`; with `hold`, keep it back until its sensor's next datagram is out.
     async fn send_valid(
         &mut self,
         d: &Datagram,
+        hold: bool,
         duplicate_every: Option<u64>,
         garbage_every: Option<u64>,
     ) {
+        if hold && self.held.is_none() {
+            self.held = Some(*d);
+            return;
+        }
         let bytes = d.encode();
         self.maybe_garbage(garbage_every).await;
         self.send_udp(&bytes).await;
         self.publish(d).await;
         self.summary.valid += 1;
+        if self.held.is_some_and(|h| h.sensor_id == d.sensor_id) {
+            self.send_held().await;
+        }
         if duplicate_every.is_some_and(|k| k > 0 && self.summary.valid % k == 0) {
             self.maybe_garbage(garbage_every).await;
             self.send_udp(&bytes).await;
             self.publish(d).await;
             self.summary.duplicates += 1;
+        }
+    }
+
+    /// The datagram held back, now that its successor is out.
+    async fn send_held(&mut self) {
+        if let Some(d) = self.held.take() {
+            self.send_udp(&d.encode()).await;
+            self.publish(&d).await;
+            self.summary.valid += 1;
+            self.summary.reordered += 1;
         }
     }
 

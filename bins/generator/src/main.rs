@@ -89,6 +89,18 @@ struct Cli {
     /// Make every Nth datagram sent a malformed one (fault injection).
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
     garbage_every: Option<u64>,
+    /// SENSOR@T+D: sensor SENSOR falls silent from T to T+D seconds after the start
+    /// (repeatable; fault injection).
+    #[arg(long = "dropout", value_parser = tspi_generator::faults::parse_dropout)]
+    dropouts: Vec<tspi_generator::faults::Dropout>,
+    /// SENSOR@T:OFFSET: from T seconds after the start, sensor SENSOR's clock is OFFSET
+    /// seconds off, e.g. 4@10:+30 (repeatable; the latest in force wins; 0 puts it back).
+    #[arg(long = "clock-jump", value_parser = tspi_generator::faults::parse_clock_jump)]
+    clock_jumps: Vec<tspi_generator::faults::ClockJump>,
+    /// Hold every Nth valid datagram back and send it after its sensor's next one (fault
+    /// injection: out of order).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
+    reorder_every: Option<u64>,
     /// Print a progress summary line this often.
     #[arg(long, value_parser = parse_duration)]
     metrics_interval: Option<Duration>,
@@ -146,6 +158,11 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         day: cli.day,
         duplicate_every: cli.duplicate_every,
         garbage_every: cli.garbage_every,
+        faults: tspi_generator::faults::Faults {
+            dropouts: cli.dropouts.clone(),
+            clock_jumps: cli.clock_jumps.clone(),
+            reorder_every: cli.reorder_every,
+        },
         metrics_interval: cli.metrics_interval,
         prefix: prefix.clone(),
     };

@@ -8,13 +8,15 @@
 //! cannot be queued is counted, never silently lost.
 
 pub mod metrics;
+pub mod quality;
 pub mod udp;
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quality::{QualityTracker, SensorStats};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +38,8 @@ pub struct ProducerOptions {
     pub drain_timeout: Duration,
     /// Period of the counters line in the log (0 = off).
     pub stats_interval: Duration,
+    /// Sensors with quality series of their own; the rest are summed as "other".
+    pub max_sensor_series: usize,
 }
 
 impl Default for ProducerOptions {
@@ -47,6 +51,7 @@ impl Default for ProducerOptions {
             publisher: PublisherOptions::default(),
             drain_timeout: Duration::from_secs(10),
             stats_interval: Duration::from_secs(10),
+            max_sensor_series: 64,
         }
     }
 }
@@ -72,15 +77,17 @@ pub async fn run(
         abandon.clone(),
     ));
     let socket = Arc::new(socket);
+    let quality = Arc::new(Mutex::new(QualityTracker::new(options.max_sensor_series)));
     let stats = tokio::spawn(report_stats(
         socket.clone(),
         tx.downgrade(),
+        quality.clone(),
         metrics.clone(),
         options.stats_interval,
         shutdown.clone(),
     ));
 
-    read_loop(&options, &socket, &tx, &metrics, &shutdown).await;
+    read_loop(&options, &socket, &tx, &quality, &metrics, &shutdown).await;
     drop(tx);
 
     let drained = tokio::time::timeout(options.drain_timeout, &mut publisher).await;
@@ -98,6 +105,7 @@ async fn read_loop(
     options: &ProducerOptions,
     socket: &UdpSocket,
     tx: &mpsc::Sender<Received>,
+    quality: &Mutex<QualityTracker>,
     metrics: &ProducerMetrics,
     shutdown: &CancellationToken,
 ) {
@@ -107,6 +115,7 @@ async fn read_loop(
     let mut ingest = Ingest {
         options,
         tx,
+        quality,
         metrics,
         log: RateLimitedLog::default(),
     };
@@ -161,6 +170,7 @@ struct Received {
 struct Ingest<'a> {
     options: &'a ProducerOptions,
     tx: &'a mpsc::Sender<Received>,
+    quality: &'a Mutex<QualityTracker>,
     metrics: &'a ProducerMetrics,
     log: RateLimitedLog,
 }
@@ -186,10 +196,14 @@ impl Ingest<'_> {
                 return true;
             }
         }
-        let received = Received {
-            datagram,
-            epoch_us: now_epoch_us(),
-        };
+        let epoch_us = now_epoch_us();
+        lock(self.quality).observe(
+            datagram.sensor_id,
+            datagram.day,
+            datagram.time_ticks,
+            epoch_us,
+        );
+        let received = Received { datagram, epoch_us };
         match self.tx.try_send(received) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -275,9 +289,118 @@ impl RateLimitedLog {
     }
 }
 
+/// The tracker is shared by the read loop and the reporter; a panic elsewhere while it
+/// was held leaves plain counters behind, still good to use.
+fn lock(quality: &Mutex<QualityTracker>) -> std::sync::MutexGuard<'_, QualityTracker> {
+    quality
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the reporter last exported per series, to move the counters forward by the
+/// difference and to compute each sensor's rate.
+#[derive(Default)]
+struct QualityExport {
+    last: HashMap<String, SensorStats>,
+    at: Option<Instant>,
+    /// Totals at the last log line, for the interval's figures.
+    logged: HashMap<String, SensorStats>,
+    /// Datagrams of sensors beyond the tracker's limit.
+    untracked: u64,
+}
+
+impl QualityExport {
+    fn export(&mut self, quality: &Mutex<QualityTracker>, metrics: &ProducerMetrics) {
+        let (named, other, untracked) = {
+            let mut q = lock(quality);
+            q.settle(now_epoch_us());
+            let (named, other) = q.snapshot();
+            (named, other, q.untracked)
+        };
+        self.untracked = untracked;
+        let elapsed = self.at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.at = Some(Instant::now());
+        let series = named
+            .into_iter()
+            .map(|(id, s)| (id.to_string(), s, true))
+            .chain(other.map(|s| ("other".to_owned(), s, false)));
+        for (label, stats, figures) in series {
+            let before = self.last.remove(&label).unwrap_or_default();
+            let rate = if elapsed > 0.0 {
+                stats.datagrams.saturating_sub(before.datagrams) as f64 / elapsed
+            } else {
+                0.0
+            };
+            metrics
+                .sensors
+                .export(&label, &stats, &before, rate, figures);
+            self.last.insert(label, stats);
+        }
+    }
+
+    /// One summary line, then one per sensor (at most 10) with quality events since the
+    /// last one.
+    fn log(&mut self) {
+        let mut troubled = Vec::new();
+        let mut total = SensorStats::default();
+        for (label, now) in &self.last {
+            let then = self.logged.get(label).cloned().unwrap_or_default();
+            let d = SensorStats {
+                gaps: now.gaps.saturating_sub(then.gaps),
+                missed: now.missed.saturating_sub(then.missed),
+                clock_jumps: now.clock_jumps.saturating_sub(then.clock_jumps),
+                out_of_order: now.out_of_order.saturating_sub(then.out_of_order),
+                late: now.late.saturating_sub(then.late),
+                skew_p50_s: now.skew_p50_s,
+                ..SensorStats::default()
+            };
+            total.gaps += d.gaps;
+            total.missed += d.missed;
+            total.clock_jumps += d.clock_jumps;
+            total.out_of_order += d.out_of_order;
+            total.late += d.late;
+            if d.gaps + d.clock_jumps + d.out_of_order + d.late > 0 {
+                troubled.push((label.clone(), d));
+            }
+        }
+        tracing::info!(
+            sensors = self.last.len(),
+            gaps = total.gaps,
+            missed_frames = total.missed,
+            clock_jumps = total.clock_jumps,
+            out_of_order = total.out_of_order,
+            late = total.late,
+            untracked_datagrams = self.untracked,
+            "quality"
+        );
+        troubled.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = troubled.len().saturating_sub(10);
+        for (sensor, d) in troubled.into_iter().take(10) {
+            tracing::warn!(
+                %sensor,
+                gaps = d.gaps,
+                missed_frames = d.missed,
+                clock_jumps = d.clock_jumps,
+                out_of_order = d.out_of_order,
+                late = d.late,
+                skew_p50_s = d.skew_p50_s,
+                "sensor quality"
+            );
+        }
+        if more > 0 {
+            tracing::warn!(
+                more,
+                "more sensors with quality events (see tspi_producer_sensor_*)"
+            );
+        }
+        self.logged = self.last.clone();
+    }
+}
+
 async fn report_stats(
     socket: Arc<UdpSocket>,
     queue: mpsc::WeakSender<Received>,
+    quality: Arc<Mutex<QualityTracker>>,
     metrics: ProducerMetrics,
     interval: Duration,
     shutdown: CancellationToken,
@@ -285,6 +408,7 @@ async fn report_stats(
     let mut last_drops = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut since_log = Instant::now();
+    let mut export = QualityExport::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -299,10 +423,12 @@ async fn report_stats(
                 .queued
                 .set(i64::try_from(depth).unwrap_or(i64::MAX));
         }
+        export.export(&quality, &metrics);
         update_kernel_drops(&socket, &metrics, &mut last_drops);
         if !interval.is_zero() && since_log.elapsed() >= interval {
             since_log = Instant::now();
             log_counters(&metrics, "producer counters");
+            export.log();
         }
     }
 }

@@ -59,9 +59,13 @@ struct Cli {
     /// On shutdown, how long to wait for outstanding acks.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// Period of the counters line in the log (0 turns it off).
+    /// Period of the counters and quality lines in the log (0 turns them off).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     stats_interval: Duration,
+    /// Sensors with quality series of their own (tspi_producer_sensor_*{sensor="ID"}), in
+    /// order of first appearance; the rest are summed under sensor="other".
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    max_sensor_series: u32,
     /// Runtime worker threads (the reader and the publisher); 1 leaves the other cores to
     /// a co-located nats-server.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -97,6 +101,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         },
         drain_timeout: cli.drain_timeout,
         stats_interval: cli.stats_interval,
+        max_sensor_series: cli.max_sensor_series as usize,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(cli.worker_threads))

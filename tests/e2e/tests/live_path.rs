@@ -48,6 +48,7 @@ fn generator_options() -> GeneratorOptions {
         day: Some(200),
         duplicate_every: Some(7),
         garbage_every: Some(10),
+        faults: Default::default(),
         metrics_interval: None,
         prefix: StreamPrefix::default(),
     }

@@ -372,6 +372,7 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
         day: Some(300),
         duplicate_every: None,
         garbage_every: None,
+        faults: Default::default(),
         metrics_interval: None,
         prefix: StreamPrefix::default(),
     };

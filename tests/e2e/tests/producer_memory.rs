@@ -11,9 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use chaos::{metric, peak_rss_kb, programs_for, report, scrape};
+use chaos::{metric, peak_rss_kb, report, scrape, LoneProducer};
 use tspi_core::{Datagram, GeocentricRaw, Payload};
-use tspi_test_support::{free_port, wait_until, NatsServer};
+use tspi_test_support::{wait_until, NatsServer};
 
 const SENT: u64 = 400_000;
 const DEFAULT_QUEUE: u64 = 262_144;
@@ -22,18 +22,14 @@ const DEFAULT_QUEUE: u64 = 262_144;
 async fn a_full_queue_keeps_the_producer_small_and_loses_nothing_uncounted() {
     chaos::init_logging();
     let mut server = NatsServer::start().await;
-    let urls = [server.url()];
-    let programs = programs_for(&urls);
-    let udp_port = common::free_udp_port();
-    let metrics_port = free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let mut producer = programs.producer(udp_port, &["--metrics-addr", &metrics_addr]);
-    let admin = async_nats::jetstream::new(tspi_e2e::client(&urls).await);
-    let ready = wait_until(Duration::from_secs(60), || async {
-        !scrape(metrics_port).is_empty() && admin.get_stream("TSPI").await.is_ok()
-    })
-    .await;
-    assert!(ready.is_some(), "producer not up: {}", producer.stderr());
+    let LoneProducer {
+        programs: _logs,
+        mut producer,
+        udp_port,
+        metrics_port,
+        admin,
+        ..
+    } = LoneProducer::start(&[server.url()]).await;
     let baseline_kb = peak_rss_kb(producer.pid());
 
     server.kill();

@@ -480,6 +480,38 @@ fn http_answers(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
+/// A producer alone on `urls`, its metrics on their own port, up and `TSPI` there.
+pub struct LoneProducer {
+    pub programs: Programs<'static>,
+    pub producer: Running,
+    pub udp_port: u16,
+    pub metrics_port: u16,
+    pub admin: jetstream::Context,
+}
+
+impl LoneProducer {
+    pub async fn start(urls: &[String]) -> LoneProducer {
+        let programs = programs_for(urls);
+        let udp_port = free_udp_port();
+        let metrics_port = free_port();
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        let producer = programs.producer(udp_port, &["--metrics-addr", &metrics_addr]);
+        let admin = jetstream::new(tspi_e2e::client(urls).await);
+        let ready = wait_until(Duration::from_secs(60), || async {
+            http_answers(metrics_port) && admin.get_stream("TSPI").await.is_ok()
+        })
+        .await;
+        assert!(ready.is_some(), "producer not up: {}", producer.stderr());
+        LoneProducer {
+            programs,
+            producer,
+            udp_port,
+            metrics_port,
+            admin,
+        }
+    }
+}
+
 /// `GET /metrics` from a `--metrics-addr` port (empty when it does not answer).
 pub fn scrape(port: u16) -> String {
     use std::io::Write;
