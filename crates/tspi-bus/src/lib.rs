@@ -8,6 +8,7 @@
 //!   messages, retried with the same `Nats-Msg-Id` until acknowledged.
 
 pub mod connect;
+pub mod fast;
 pub mod operator;
 pub mod publisher;
 pub mod streams;
