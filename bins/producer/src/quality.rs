@@ -180,7 +180,14 @@ impl Sensor {
         self.steps.push_back(step);
         // Three steps before a cadence is trusted: one odd step must not set it.
         if self.steps.len() >= 3 {
-            self.cadence_ticks = Some(median(self.steps.iter().copied()));
+            // On the stack: this runs for every regular datagram.
+            let mut steps = [0i64; CADENCE_STEPS];
+            let n = self.steps.len();
+            for (slot, step) in steps.iter_mut().zip(&self.steps) {
+                *slot = *step;
+            }
+            steps[..n].sort_unstable();
+            self.cadence_ticks = Some(quantile(&steps[..n], 0.5));
         }
     }
 

@@ -132,10 +132,10 @@ async fn a_full_queue_keeps_the_producer_small_and_loses_nothing_uncounted() {
 
 /// `tspi_producer_datagrams_dropped_total{reason="<reason>"}`.
 fn dropped(exposition: &str, reason: &str) -> f64 {
-    let series = format!("tspi_producer_datagrams_dropped_total{{reason=\"{reason}\"}} ");
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    chaos::labelled_metric(
+        exposition,
+        "tspi_producer_datagrams_dropped_total",
+        "reason",
+        reason,
+    )
 }

@@ -15,12 +15,7 @@ use tspi_test_support::{wait_until, workspace_bin, NatsServer};
 
 /// `name{sensor="<sensor>"}` in an exposition (0 when absent).
 fn sensor_metric(exposition: &str, name: &str, sensor: &str) -> f64 {
-    let series = format!("{name}{{sensor=\"{sensor}\"}} ");
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    chaos::labelled_metric(exposition, name, "sensor", sensor)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

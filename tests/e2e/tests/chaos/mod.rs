@@ -538,6 +538,16 @@ pub fn metric(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The one series `name{label="value"}` in an exposition (0 when absent).
+pub fn labelled_metric(exposition: &str, name: &str, label: &str, value: &str) -> f64 {
+    let series = format!("{name}{{{label}=\"{value}\"}} ");
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
