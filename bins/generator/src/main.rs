@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tspi_bus::{connect, ensure_stream, NatsArgs, PublisherOptions, StreamArgs, StreamSpec};
+use tspi_bus::{
+    connect, ensure_stream, use_fast_batches, NatsArgs, PublisherOptions, StreamArgs, StreamSpec,
+};
 use tspi_core::StreamPrefix;
 use tspi_generator::{run, FleetOptions, GeneratorOptions, Kind, Sinks, Style};
 use tspi_runtime::{exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs};
@@ -186,10 +188,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             if cli.jetstream {
                 let client = connect(&cli.nats, "tspi-generator").await?;
                 let js = async_nats::jetstream::new(client.clone());
-                ensure_stream(&client, &js, &StreamSpec::tspi(&cli.stream, &prefix)?).await?;
+                let info =
+                    ensure_stream(&client, &js, &StreamSpec::tspi(&cli.stream, &prefix)?).await?;
                 sinks.jetstream = Some((
                     client.clone(),
                     PublisherOptions {
+                        fast: use_fast_batches(cli.stream.publish_mode, &info)?,
                         max_in_flight: cli.max_in_flight.max(1),
                         ..PublisherOptions::default()
                     },

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tspi_bus::{connect, ensure_stream, NatsArgs, PublisherOptions, StreamArgs, StreamSpec};
+use tspi_bus::{
+    connect, ensure_stream, use_fast_batches, NatsArgs, PublisherOptions, StreamArgs, StreamSpec,
+};
 use tspi_core::StreamPrefix;
 use tspi_producer::{run, udp, ProducerMetrics, ProducerOptions};
 use tspi_runtime::{
@@ -89,7 +91,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     init_logging(&cli.log)?;
     let prefix = StreamPrefix::new(&cli.stream_prefix).context("--stream-prefix")?;
     let spec = StreamSpec::tspi(&cli.stream, &prefix)?;
-    let options = ProducerOptions {
+    let mut options = ProducerOptions {
         prefix,
         sensor_filter: (!cli.sensor_ids.is_empty())
             .then(|| cli.sensor_ids.iter().copied().collect::<HashSet<u16>>()),
@@ -118,11 +120,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let socket = tokio::net::UdpSocket::from_std(std_socket)?;
             let client = connect(&cli.nats, "tspi-producer").await?;
             let js = async_nats::jetstream::new(client.clone());
-            ensure_stream(&client, &js, &spec).await?;
+            let info = ensure_stream(&client, &js, &spec).await?;
+            options.publisher.fast = use_fast_batches(cli.stream.publish_mode, &info)?;
             let mut registry = Registry::with_prefix("tspi_producer");
             let metrics = ProducerMetrics::new(&mut registry);
             cli.metrics.serve(registry, shutdown.clone()).await?;
-            tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, "producer running");
+            tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, fast_batches = options.publisher.fast, "producer running");
             run(options, socket, client.clone(), metrics, shutdown).await?;
             client.flush().await.ok();
             Ok(())

@@ -9,7 +9,10 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tspi_bus::{connect, ensure_stream, NatsArgs, PublishMetrics, PublisherOptions, StreamSpec};
+use tspi_bus::{
+    connect, ensure_stream, use_fast_batches, NatsArgs, PublishMetrics, PublishMode,
+    PublisherOptions, StreamSpec,
+};
 use tspi_core::StreamPrefix;
 use tspi_replayer::pcap_replay::{self, PcapOptions};
 use tspi_replayer::session::{Clock, ReplayContext, SessionSpec};
@@ -136,6 +139,10 @@ struct PcapArgs {
     /// Subject prefix for --jetstream.
     #[arg(long, default_value = "tspi")]
     stream_prefix: String,
+    /// With --jetstream: fast-ingest batches (`fast`), one ack per message (`window`), or
+    /// fast when the stream allows it (`auto`).
+    #[arg(long, value_enum, default_value_t = PublishMode::Auto)]
+    publish_mode: PublishMode,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -262,14 +269,22 @@ async fn pcap(args: PcapArgs) -> anyhow::Result<()> {
     let (tx, publisher) = if args.jetstream && !args.dry_run {
         let client = connect(&args.nats, "tspi-replayer-pcap").await?;
         let js = async_nats::jetstream::new(client.clone());
-        let spec = StreamSpec::tspi(&tspi_bus::StreamArgs::default(), &options.prefix)?;
-        ensure_stream(&client, &js, &spec).await?;
+        let stream = tspi_bus::StreamArgs {
+            publish_mode: args.publish_mode,
+            ..tspi_bus::StreamArgs::default()
+        };
+        let spec = StreamSpec::tspi(&stream, &options.prefix)?;
+        let info = ensure_stream(&client, &js, &spec).await?;
+        let fast = use_fast_batches(args.publish_mode, &info)?;
         let (tx, rx) = mpsc::channel(4096);
         let task = tokio::spawn(tspi_bus::run_publisher(
             client,
             rx,
             Some::<tspi_bus::OutMessage>,
-            PublisherOptions::default(),
+            PublisherOptions {
+                fast,
+                ..PublisherOptions::default()
+            },
             metrics.clone(),
             CancellationToken::new(),
         ));

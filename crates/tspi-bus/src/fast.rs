@@ -89,6 +89,11 @@ pub enum Reply {
     Refused {
         error: ApiError,
     },
+    /// An ordinary publish ack: the server stored the message but knows nothing of fast
+    /// batches (older than 2.14). Only the start can get one: it is sent alone.
+    PlainAck {
+        duplicate: bool,
+    },
     Unreadable(String),
 }
 
@@ -101,6 +106,7 @@ struct Wire {
     last_seq: Option<u64>,
     error: Option<ApiError>,
     count: Option<u64>,
+    stream: Option<String>,
     #[serde(default)]
     duplicate: bool,
 }
@@ -129,6 +135,9 @@ pub fn classify(payload: &[u8]) -> Reply {
         (None, None) => match wire.count {
             Some(count) => Reply::Terminal {
                 count,
+                duplicate: wire.duplicate,
+            },
+            None if wire.stream.is_some() => Reply::PlainAck {
                 duplicate: wire.duplicate,
             },
             None => Reply::Unreadable("a publish ack without a batch count".into()),
@@ -191,7 +200,8 @@ pub struct FastBatch<M> {
 }
 
 impl<M> FastBatch<M> {
-    /// `id` must be unique per batch and at most 64 characters (the server's limit).
+    /// `id` is the reply prefix; its last token is the batch id the server keys on, which
+    /// must be unique on the stream (across clients) and at most 64 characters.
     pub fn new(id: &str, flow: u16, max_outstanding_acks: u16) -> Self {
         let flow = flow.max(1);
         FastBatch {
@@ -248,6 +258,16 @@ impl<M> FastBatch<M> {
 
     fn reply(&self, seq: u64, op: Op) -> String {
         format!("{}{seq}.{}.$FI", self.reply_prefix, op as u8)
+    }
+
+    /// Whether an end of batch may go now (something sent, not failing or ending).
+    pub fn can_commit(&self) -> bool {
+        self.sent > 0 && !self.committing && !self.failing
+    }
+
+    /// The oldest message not confirmed.
+    pub fn first_unconfirmed(&self) -> Option<&M> {
+        self.unconfirmed.front().map(|(_, m)| m)
     }
 
     pub fn unconfirmed_len(&self) -> usize {
@@ -354,6 +374,12 @@ impl<M> FastBatch<M> {
                     },
                 });
             }
+            Reply::PlainAck { duplicate } => {
+                if self.sent == 1 {
+                    self.confirm_through(1, &mut out, duplicate);
+                }
+                out.ended = Some(Ended::NotEnabled);
+            }
             Reply::Unreadable(why) => {
                 tracing::debug!(%why, "unreadable fast batch reply");
             }
@@ -415,6 +441,10 @@ mod tests {
             classify(br#"{"error":{"code":400,"err_code":10205,"description":"batch publish is disabled"}}"#),
             Reply::Refused { error } if error.err_code == codes::NOT_ENABLED
         ));
+        assert_eq!(
+            classify(br#"{"stream":"TSPI","seq":5}"#),
+            Reply::PlainAck { duplicate: false }
+        );
         for bad in [&b"\xff"[..], b"[]", b"{}", br#"{"type":"zap"}"#, b"null"] {
             assert!(matches!(classify(bad), Reply::Unreadable(_)), "{bad:?}");
         }
@@ -523,6 +553,16 @@ mod tests {
         assert_eq!(out.confirmed, vec![(0, true)]);
         assert!(matches!(out.ended, Some(Ended::Restart { .. })));
         assert!(b.into_unconfirmed().is_empty(), "only the start had gone");
+    }
+
+    #[test]
+    fn a_server_without_fast_batches_stores_the_start_and_is_told_apart() {
+        let mut b = FastBatch::new("b.1", 10, 2);
+        send_all(&mut b, 5);
+        let out = b.on_reply(Reply::PlainAck { duplicate: false });
+        assert_eq!(out.confirmed, vec![(0, false)]);
+        assert_eq!(out.ended, Some(Ended::NotEnabled));
+        assert!(b.into_unconfirmed().is_empty());
     }
 
     #[test]

@@ -5,17 +5,19 @@
 //! - [`streams`]: the SPEC §4 stream definitions, created or updated idempotently.
 //! - [`operator`]: display commands and tags, validated, then published and acknowledged.
 //! - [`publisher`]: JetStream publishing with a bounded window of unacknowledged
-//!   messages, retried with the same `Nats-Msg-Id` until acknowledged.
+//!   messages, retried with the same `Nats-Msg-Id` until acknowledged; or with fast-ingest
+//!   batches ([`fast`], nats-server ≥ 2.14) when the stream allows them.
 
 pub mod connect;
 pub mod fast;
+mod fast_publisher;
 pub mod operator;
 pub mod publisher;
 pub mod streams;
 
 pub use connect::{connect, connect_observed, NatsArgs};
-pub use publisher::{run_publisher, OutMessage, PublishMetrics, PublisherOptions};
-pub use streams::{ensure_stream, StreamArgs, StreamSpec};
+pub use publisher::{run_publisher, OutMessage, PublishMetrics, PublishMode, PublisherOptions};
+pub use streams::{ensure_stream, use_fast_batches, StreamArgs, StreamSpec};
 
 use thiserror::Error;
 

@@ -35,8 +35,22 @@ pub struct OutMessage {
     pub received: Instant,
 }
 
+/// How a program publishes to JetStream (`--publish-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PublishMode {
+    /// Fast-ingest batches when the stream allows them, else the per-message window.
+    #[default]
+    Auto,
+    /// Fast-ingest batches; the stream must allow them.
+    Fast,
+    /// One ack per message, a bounded window of them in flight.
+    Window,
+}
+
 #[derive(Debug, Clone)]
 pub struct PublisherOptions {
+    /// Publish with fast-ingest batches (falls back to the window if the stream refuses).
+    pub fast: bool,
     /// Unacknowledged publishes allowed at once.
     pub max_in_flight: usize,
     /// How long to wait for an ack before publishing again.
@@ -48,6 +62,7 @@ pub struct PublisherOptions {
 impl Default for PublisherOptions {
     fn default() -> Self {
         PublisherOptions {
+            fast: false,
             max_in_flight: 1024,
             publish_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
@@ -70,6 +85,8 @@ pub struct PublishMetrics {
     pub ack_latency: Histogram,
     /// Messages waiting in the input queue for a publish slot (after each take).
     pub queued: Gauge,
+    /// Fast-ingest batches started (none with the per-message window).
+    pub batches: Counter,
 }
 
 impl Default for PublishMetrics {
@@ -81,6 +98,7 @@ impl Default for PublishMetrics {
             failed: Counter::default(),
             ack_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
             queued: Gauge::default(),
+            batches: Counter::default(),
         }
     }
 }
@@ -111,6 +129,11 @@ impl PublishMetrics {
             "publish_queue_depth",
             "Messages waiting for a publish slot",
             self.queued.clone(),
+        );
+        registry.register(
+            "publish_batches",
+            "Fast-ingest batches started (0 when publishing with the per-message window)",
+            self.batches.clone(),
         );
         registry.register(
             "ack_latency_seconds",
@@ -294,10 +317,64 @@ impl Window {
 /// caller can queue something smaller than an encoded message (the producer queues raw
 /// datagrams): only the window, not the queue, then holds encoded payloads. An item for
 /// which it returns `None` is counted as failed (the caller logs why).
+///
+/// With `options.fast` the messages go in fast-ingest batches; if the stream refuses them
+/// (allow_batched off, or a server older than 2.14) the publisher says so once and goes
+/// on with the per-message window, starting with what the batches had not confirmed.
 pub async fn run_publisher<T: Send>(
     client: async_nats::Client,
     mut rx: mpsc::Receiver<T>,
     mut prepare: impl FnMut(T) -> Option<OutMessage> + Send,
+    options: PublisherOptions,
+    metrics: PublishMetrics,
+    abandon: CancellationToken,
+) {
+    let mut first = Vec::new();
+    if options.fast {
+        match crate::fast_publisher::run_fast(
+            client.clone(),
+            &mut rx,
+            &mut prepare,
+            &options,
+            &metrics,
+            &abandon,
+        )
+        .await
+        {
+            crate::fast_publisher::FastEnd::Done => return,
+            crate::fast_publisher::FastEnd::NotEnabled(left) => {
+                tracing::warn!(
+                    unconfirmed = left.len(),
+                    "the stream refuses fast-ingest batches (allow_batched off, or a server older than 2.14): publishing with the per-message window from now on"
+                );
+                first = left;
+            }
+        }
+    }
+    run_window(client, rx, prepare, first, options, metrics, abandon).await;
+}
+
+/// Count what was not published: `left` plus whatever is still queued.
+pub(crate) async fn fail_rest<T>(rx: &mut mpsc::Receiver<T>, metrics: &PublishMetrics, left: u64) {
+    rx.close();
+    let mut left = left;
+    while rx.try_recv().is_ok() {
+        left += 1;
+    }
+    if left > 0 {
+        metrics.failed.inc_by(left);
+        tracing::error!(
+            unacknowledged = left,
+            "drain deadline passed: messages not confirmed by JetStream (counted as publish_failed)"
+        );
+    }
+}
+
+async fn run_window<T: Send>(
+    client: async_nats::Client,
+    mut rx: mpsc::Receiver<T>,
+    mut prepare: impl FnMut(T) -> Option<OutMessage> + Send,
+    first: Vec<OutMessage>,
     options: PublisherOptions,
     metrics: PublishMetrics,
     abandon: CancellationToken,
@@ -307,16 +384,12 @@ pub async fn run_publisher<T: Send>(
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot subscribe to the ack inbox; nothing can be published");
-            rx.close();
-            let mut left = 0;
-            while rx.recv().await.is_some() {
-                left += 1;
-            }
-            metrics.failed.inc_by(left);
+            fail_rest(&mut rx, &metrics, first.len() as u64).await;
             return;
         }
     };
     let max_in_flight = options.max_in_flight.max(1);
+    let now = Instant::now();
     let mut w = Window {
         client,
         abandon: abandon.clone(),
@@ -326,7 +399,13 @@ pub async fn run_publisher<T: Send>(
         next_id: 0,
         in_flight: HashMap::with_capacity(max_in_flight * 2),
         deadlines: VecDeque::with_capacity(max_in_flight * 2),
-        retries: VecDeque::new(),
+        retries: first
+            .into_iter()
+            .map(|msg| Retry {
+                pending: Pending { msg, attempts: 0 },
+                not_before: now,
+            })
+            .collect(),
         last_warning: None,
     };
     let mut input_open = true;
@@ -393,18 +472,7 @@ pub async fn run_publisher<T: Send>(
     }
 
     // Only reached with work left when the drain deadline passed (or acks stopped).
-    rx.close();
-    let mut left = w.outstanding() as u64;
-    while rx.try_recv().is_ok() {
-        left += 1;
-    }
-    if left > 0 {
-        w.metrics.failed.inc_by(left);
-        tracing::error!(
-            unacknowledged = left,
-            "drain deadline passed: messages not confirmed by JetStream (counted as publish_failed)"
-        );
-    }
+    fail_rest(&mut rx, &w.metrics, w.outstanding() as u64).await;
     let _ = acks.unsubscribe().await;
 }
 

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, stream};
 use clap::Args;
 use tspi_core::StreamPrefix;
 
-use crate::BusError;
+use crate::{BusError, PublishMode};
 
 /// Minimum duplicate window: SPEC §4 requires at least two minutes so that retries after
 /// a node failure are still de-duplicated.
@@ -32,6 +32,11 @@ pub struct StreamArgs {
     /// JetStream duplicate window for Nats-Msg-Id (at least 2m).
     #[arg(long, default_value = "2m", value_parser = tspi_runtime::parse_duration)]
     pub duplicate_window: Duration,
+    /// Publish with fast-ingest batches (`fast`, nats-server ≥ 2.14, stream option
+    /// allow_batched), one ack per message (`window`), or fast when the stream allows it
+    /// (`auto`).
+    #[arg(long, value_enum, default_value_t = PublishMode::Auto)]
+    pub publish_mode: PublishMode,
 }
 
 impl Default for StreamArgs {
@@ -42,6 +47,7 @@ impl Default for StreamArgs {
             replicas: None,
             max_age: Duration::from_secs(7 * 86_400),
             duplicate_window: MIN_DUPLICATE_WINDOW,
+            publish_mode: PublishMode::Auto,
         }
     }
 }
@@ -55,6 +61,9 @@ pub struct StreamSpec {
     pub max_age: Duration,
     pub duplicate_window: Duration,
     pub create: bool,
+    /// Turn on fast-ingest batches (`allow_batched`) when the server supports them; never
+    /// turned off here (an operator's choice stays).
+    pub allow_batched: bool,
 }
 
 impl StreamSpec {
@@ -67,6 +76,7 @@ impl StreamSpec {
             max_age,
             duplicate_window: MIN_DUPLICATE_WINDOW.min(max_age),
             create,
+            allow_batched: false,
         }
     }
 
@@ -121,6 +131,7 @@ impl StreamSpec {
             max_age: args.max_age,
             duplicate_window: args.duplicate_window,
             create: !args.no_create_stream,
+            allow_batched: args.publish_mode != PublishMode::Window,
         })
     }
 }
@@ -133,6 +144,40 @@ fn auto_replicas(client: &async_nats::Client) -> usize {
         return 1;
     }
     info.connect_urls.len().clamp(1, 3)
+}
+
+/// Whether a server version (`2.14.0`, `2.15.1-dev`) has fast-ingest batches (ADR-50).
+pub fn version_has_fast_batches(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (2, 14),
+        _ => false,
+    }
+}
+
+/// Fast batches or the window, from `--publish-mode` and the stream as it is: `auto`
+/// says once when it cannot use them; `fast` on a stream without them is an error.
+pub fn use_fast_batches(mode: PublishMode, info: &stream::Info) -> Result<bool, BusError> {
+    let allowed = info.config.allow_batch_publish;
+    match mode {
+        PublishMode::Window => Ok(false),
+        PublishMode::Fast if allowed => Ok(true),
+        PublishMode::Fast => Err(BusError::Stream {
+            name: info.config.name.clone(),
+            reason: "--publish-mode fast needs allow_batched on the stream (nats-server ≥ 2.14; \
+                     turn it on, or use --publish-mode auto or window)"
+                .into(),
+        }),
+        PublishMode::Auto => {
+            if !allowed {
+                tracing::info!(stream = %info.config.name, "the stream does not allow fast-ingest batches (allow_batched off, or a server older than 2.14): publishing with the per-message window");
+            }
+            Ok(allowed)
+        }
+    }
 }
 
 /// Make sure the stream exists with our fields; create it, or update what differs.
@@ -208,6 +253,7 @@ async fn ensure_stream_once(
         });
     }
     let replicas = spec.replicas.unwrap_or_else(|| auto_replicas(client));
+    let batched = spec.allow_batched && version_has_fast_batches(&client.server_info().version);
     match existing {
         None => {
             let config = stream::Config {
@@ -219,6 +265,7 @@ async fn ensure_stream_once(
                 duplicate_window: spec.duplicate_window,
                 discard: stream::DiscardPolicy::Old,
                 allow_direct: true,
+                allow_batch_publish: batched,
                 description: Some("TSPI telemetry, display commands and tags".into()),
                 ..Default::default()
             };
@@ -242,7 +289,8 @@ async fn ensure_stream_once(
                 || config.storage != stream::StorageType::File
                 || config.num_replicas != wanted_replicas
                 || config.max_age != spec.max_age
-                || config.duplicate_window != spec.duplicate_window;
+                || config.duplicate_window != spec.duplicate_window
+                || (batched && !config.allow_batch_publish);
             if !differs {
                 return Ok(info);
             }
@@ -256,6 +304,7 @@ async fn ensure_stream_once(
             config.num_replicas = wanted_replicas;
             config.max_age = spec.max_age;
             config.duplicate_window = spec.duplicate_window;
+            config.allow_batch_publish |= batched;
             let updated = js
                 .update_stream(&config)
                 .await
@@ -276,6 +325,27 @@ fn conflict_or_error(name: &str, text: String) -> BusError {
         BusError::Stream {
             name: name.to_owned(),
             reason: text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_batches_from_2_14() {
+        for (v, has) in [
+            ("2.14.0", true),
+            ("2.15.1", true),
+            ("v2.14.0-RC.1", true),
+            ("3.0.0", true),
+            ("2.12.3", false),
+            ("2.9.25", false),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(version_has_fast_batches(v), has, "{v}");
         }
     }
 }

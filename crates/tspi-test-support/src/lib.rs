@@ -766,6 +766,21 @@ pub async fn stream_info(
         .clone()
 }
 
+/// The index (0-based) of the node leading `stream` on a [`NatsCluster`] (nodes are
+/// named n1, n2, …).
+pub async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> usize {
+    let leader = stream_info(js, stream)
+        .await
+        .cluster
+        .and_then(|c| c.leader)
+        .unwrap_or_else(|| panic!("stream {stream} has no leader"));
+    leader
+        .trim_start_matches('n')
+        .parse::<usize>()
+        .unwrap_or_else(|e| panic!("node name {leader:?}: {e}"))
+        - 1
+}
+
 /// A durable consumer's state (pending, ack-pending), for "nothing left behind" checks.
 pub async fn consumer_info(
     js: &async_nats::jetstream::Context,

@@ -1,7 +1,10 @@
-//! End-to-end load bench (not a test): producer throughput with zero loss against the
-//! same server's ceiling measured in the same run, UDP-in → receiver-line latency, and the
-//! producer's peak RSS. Machines here are shared and noisy, so every throughput figure is
-//! reported next to its same-run baseline as a ratio.
+//! End-to-end load bench (not a test), on R1 and on a three-node R3 cluster: the producer's
+//! zero-loss rate with fast-ingest batches and with the per-message window, against the
+//! bare ceilings of both publishing styles measured in the same run; its CPU per datagram
+//! at 40,000 /s; UDP-in → receiver-line latency at 5,000 /s next to a bare client's
+//! publish → consumer-delivery latency; the producer's peak RSS sustained and at overload.
+//! Machines here are shared and noisy, so every figure is reported next to its same-run
+//! baseline as a ratio.
 //!
 //! `cargo bench -p tspi-e2e --bench load` (builds the release producer first if needed).
 //! Environment: `TSPI_BENCH_QUICK=1` shortens every phase (smoke run).
@@ -25,6 +28,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+use tspi_bus::{run_publisher, OutMessage, PublishMetrics, PublisherOptions};
 use tspi_core::{
     subject::write_msg_id, Datagram, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord,
 };
@@ -101,6 +105,71 @@ async fn bare_publish_ceiling(urls: &[String], n: u64, day: u16) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The fast-ingest ceiling: the same records through tspi-bus's fast-batch publisher
+/// alone (no socket, no decoding), as fast as its flow control lets them go.
+async fn bare_fast_ceiling(urls: &[String], n: u64, day: u16) -> f64 {
+    let client = tspi_e2e::client(urls).await;
+    let prefix = StreamPrefix::default();
+    let now = tspi_runtime::now_epoch_ms();
+    let (tx, rx) = tokio::sync::mpsc::channel(n as usize + 1);
+    for i in 0..n {
+        let d = datagram(i, day);
+        let mut id = String::new();
+        write_msg_id(&mut id, d.sensor_id, d.day, d.time_ticks);
+        let cbor = TelemetryRecord::from_datagram(&d, now).to_cbor();
+        let _ = tx.try_send(OutMessage {
+            subject: prefix.subject(d.kind(), d.sensor_id).into(),
+            msg_id: id,
+            payload: Bytes::from(cbor),
+            received: Instant::now(),
+        });
+    }
+    drop(tx);
+    let metrics = PublishMetrics::default();
+    let start = Instant::now();
+    run_publisher(
+        client,
+        rx,
+        Some::<OutMessage>,
+        PublisherOptions {
+            fast: true,
+            max_in_flight: WINDOW,
+            ..PublisherOptions::default()
+        },
+        metrics.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        metrics.published.get(),
+        n,
+        "the fast ceiling run confirmed everything"
+    );
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// utime + stime of a process, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(100)
+}
+
 struct ProducerProcess {
     child: Child,
     udp: SocketAddr,
@@ -108,7 +177,7 @@ struct ProducerProcess {
 }
 
 impl ProducerProcess {
-    fn start(urls: &[String]) -> ProducerProcess {
+    fn start(urls: &[String], mode: &str) -> ProducerProcess {
         let bin = producer_binary();
         let (udp_port, metrics_port) = (free_port(), free_port());
         let mut cmd = Command::new(bin);
@@ -125,6 +194,7 @@ impl ProducerProcess {
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--stats-interval", "0", "--log-level", "warn"])
             .args(["--max-in-flight", &WINDOW.to_string()])
+            .args(["--publish-mode", mode])
             .args([
                 "--worker-threads",
                 &std::env::var("TSPI_BENCH_PRODUCER_THREADS").unwrap_or_else(|_| "2".into()),
@@ -237,6 +307,7 @@ struct Rung {
     send_s: f64,
     total_s: f64,
     rss_kib: u64,
+    cpu_us_per_datagram: f64,
 }
 
 impl Rung {
@@ -249,11 +320,12 @@ impl Rung {
     }
 }
 
-async fn producer_rung(urls: &[String], rate: f64, seconds: f64, day: u16) -> Rung {
+async fn producer_rung(urls: &[String], mode: &str, rate: f64, seconds: f64, day: u16) -> Rung {
     let client = tspi_e2e::client(urls).await;
     let js = jetstream::new(client);
     let before = stream_count(&js, "TSPI").await;
-    let producer = ProducerProcess::start(urls);
+    let producer = ProducerProcess::start(urls, mode);
+    let ticks_before = cpu_ticks(producer.child.id());
     let n = (rate * seconds) as u64;
     let start = Instant::now();
     let sender = blast(producer.udp, n, rate, day, start, None);
@@ -274,6 +346,7 @@ async fn producer_rung(urls: &[String], rate: f64, seconds: f64, day: u16) -> Ru
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let total = start.elapsed();
+    let ticks = cpu_ticks(producer.child.id()).saturating_sub(ticks_before);
     Rung {
         rate,
         sent: n,
@@ -283,19 +356,26 @@ async fn producer_rung(urls: &[String], rate: f64, seconds: f64, day: u16) -> Ru
         send_s: send.as_secs_f64(),
         total_s: total.as_secs_f64(),
         rss_kib: producer.peak_rss_kib(),
+        cpu_us_per_datagram: ticks as f64 * 1e6 / clock_ticks_per_second() as f64 / n.max(1) as f64,
     }
 }
 
 /// The highest offered rate the producer sustains with zero loss, stepping up from
 /// `start` by 10 % until it falls behind or loses anything.
-async fn sustained_rate(urls: &[String], start: f64, seconds: f64, day: &mut u16) -> Option<Rung> {
+async fn sustained_rate(
+    urls: &[String],
+    mode: &str,
+    start: f64,
+    seconds: f64,
+    day: &mut u16,
+) -> Option<Rung> {
     let mut best: Option<Rung> = None;
     let mut rate = start;
     for _ in 0..12 {
         *day += 1;
-        let rung = producer_rung(urls, rate, seconds, *day).await;
+        let rung = producer_rung(urls, mode, rate, seconds, *day).await;
         eprintln!(
-            "  offered {:>7.0}/s: {rung:?} sustained={}",
+            "  {mode} offered {:>7.0}/s: {rung:?} sustained={}",
             rate,
             rung.sustained()
         );
@@ -354,7 +434,7 @@ impl tokio::io::AsyncWrite for LatencyWriter {
 
 /// UDP-in → receiver-stdout latency (µs) at `rate` for `seconds`.
 async fn latency(urls: &[String], rate: f64, seconds: f64, day: u16) -> Histogram<u64> {
-    let producer = ProducerProcess::start(urls);
+    let producer = ProducerProcess::start(urls, "auto");
     let client = tspi_e2e::client(urls).await;
     let js = jetstream::new(client);
     let n = (rate * seconds) as u64;
@@ -393,6 +473,122 @@ async fn latency(urls: &[String], rate: f64, seconds: f64, day: u16) -> Histogra
     hist
 }
 
+/// Baseline for latency: a bare client publishing 8-byte send stamps at `rate` to a
+/// stream of its own with `replicas`, and a pull consumer (async-nats defaults, explicit
+/// acks) on it: publish → delivery (µs), the bus's own share of the producer's path.
+async fn bare_delivery_latency(
+    urls: &[String],
+    replicas: usize,
+    rate: f64,
+    seconds: f64,
+) -> Histogram<u64> {
+    use jetstream::{consumer, stream};
+    let client = tspi_e2e::client(urls).await;
+    let js = jetstream::new(client);
+    let subject = format!("bench.latency.{}", free_port());
+    let stream = js
+        .create_stream(stream::Config {
+            name: format!("BENCH_LATENCY_{}", free_port()),
+            subjects: vec![subject.clone()],
+            num_replicas: replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("latency stream: {e}"));
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("latency consumer: {e}"));
+    let mut messages = consumer
+        .messages()
+        .await
+        .unwrap_or_else(|e| panic!("latency messages: {e}"));
+    let n = (rate * seconds) as u64;
+    let base = Instant::now();
+    let publisher = tokio::spawn(async move {
+        let mut acks = FuturesUnordered::new();
+        let start = Instant::now();
+        for i in 0..n {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            if due > Instant::now() + Duration::from_micros(200) {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            while acks.len() >= WINDOW {
+                let _ = acks.next().await;
+            }
+            let stamp = (base.elapsed().as_nanos() as u64).to_be_bytes();
+            if let Ok(ack) = js
+                .publish(subject.clone(), Bytes::copy_from_slice(&stamp))
+                .await
+            {
+                acks.push(ack.into_future());
+            }
+        }
+        while acks.next().await.is_some() {}
+    });
+    let mut hist = Histogram::new(3).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds + 20.0);
+    let mut seen = 0;
+    while seen < n && Instant::now() < deadline {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        else {
+            break;
+        };
+        let now = base.elapsed().as_nanos() as u64;
+        if let Ok(stamp) = <[u8; 8]>::try_from(&m.payload[..]) {
+            let sent = u64::from_be_bytes(stamp);
+            let _ = hist.record(now.saturating_sub(sent) / 1000);
+        }
+        let _ = m.ack().await;
+        seen += 1;
+    }
+    let _ = publisher.await;
+    hist
+}
+
+/// The producer's peak RSS at overload: every server stopped (SIGSTOP), `n` datagrams
+/// offered as fast as the sender goes, so its queue fills to `--queue-capacity` and the
+/// rest is dropped and counted; then the servers come back and the queue drains.
+/// Returns (peak RSS KiB, published, dropped) after the drain.
+async fn overload_rss(
+    urls: &[String],
+    pause: impl FnOnce() -> Vec<tspi_test_support::fault::Paused>,
+    n: u64,
+    day: u16,
+) -> (u64, u64, u64) {
+    let producer = ProducerProcess::start(urls, "auto");
+    let paused = pause();
+    let sender = blast(producer.udp, n, 200_000.0, day, Instant::now(), None);
+    let _ = tokio::task::spawn_blocking(move || sender.join()).await;
+    // Until the producer has read or lost everything it can.
+    let mut last = (0, Instant::now());
+    while last.1.elapsed() < Duration::from_secs(2) {
+        let seen = producer.scrape("datagrams_received_total").unwrap_or(0);
+        if seen != last.0 {
+            last = (seen, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss = producer.peak_rss_kib();
+    drop(paused);
+    let received = producer.scrape("datagrams_received_total").unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let published = producer.scrape("published_total").unwrap_or(0);
+        let dropped = producer
+            .scrape("datagrams_dropped_total{reason=\"queue_full\"}")
+            .unwrap_or(0);
+        if published + dropped >= received || Instant::now() > deadline {
+            return (rss, published, dropped);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Baseline for latency: core NATS request/reply round trip on the same server (µs).
 async fn nats_rtt(urls: &[String], n: usize) -> Histogram<u64> {
     let client = tspi_e2e::client(urls).await;
@@ -418,6 +614,26 @@ async fn nats_rtt(urls: &[String], n: usize) -> Histogram<u64> {
     hist
 }
 
+fn latency_figures(
+    h: &Histogram<u64>,
+    bare: &Histogram<u64>,
+    rtt: &Histogram<u64>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "samples": h.len(),
+        "p50_us": h.value_at_quantile(0.5),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+        "baseline_bare_delivery_samples": bare.len(),
+        "baseline_bare_delivery_p50_us": bare.value_at_quantile(0.5),
+        "baseline_bare_delivery_p99_us": bare.value_at_quantile(0.99),
+        "baseline_nats_rtt_p50_us": rtt.value_at_quantile(0.5),
+        "baseline_nats_rtt_p99_us": rtt.value_at_quantile(0.99),
+        "p99_over_bare_delivery_p99": (h.value_at_quantile(0.99) as f64 / bare.value_at_quantile(0.99).max(1) as f64 * 100.0).round() / 100.0,
+    })
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -435,7 +651,7 @@ fn main() {
                 continue;
             }
             eprintln!("== {label}: starting {nodes} node(s)");
-            let (_single, _cluster, urls) = if nodes == 1 {
+            let (mut single, mut cluster, urls) = if nodes == 1 {
                 let s = NatsServer::start().await;
                 let urls = vec![s.url()];
                 (Some(s), None, urls)
@@ -445,55 +661,78 @@ fn main() {
                 (None, Some(c), urls)
             };
             // Create the stream with the producer's own definition.
-            drop(ProducerProcess::start(&urls));
+            drop(ProducerProcess::start(&urls, "auto"));
             // Latency first, on a fresh stream: measured after the throughput ladder it
             // would include the server digesting a million messages.
-            if nodes == 1 {
-                day += 1;
-                let lat_seconds = if quick() { 2.0 } else { 10.0 };
-                let h = latency(&urls, 5000.0, lat_seconds, day).await;
-                let rtt = nats_rtt(&urls, if quick() { 500 } else { 3000 }).await;
-                eprintln!(
-                    "  latency UDP-in → receiver line at 5000/s: p50 {} µs, p99 {} µs, max {} µs ({} samples); NATS RTT baseline p50 {} µs p99 {} µs",
-                    h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max(), h.len(),
-                    rtt.value_at_quantile(0.5), rtt.value_at_quantile(0.99)
-                );
-                report.insert(
-                    "latency_R1_5000_per_s".into(),
-                    serde_json::json!({
-                        "samples": h.len(),
-                        "p50_us": h.value_at_quantile(0.5),
-                        "p99_us": h.value_at_quantile(0.99),
-                        "p999_us": h.value_at_quantile(0.999),
-                        "max_us": h.max(),
-                        "baseline_nats_rtt_p50_us": rtt.value_at_quantile(0.5),
-                        "baseline_nats_rtt_p99_us": rtt.value_at_quantile(0.99),
-                        "p99_over_rtt_p99": (h.value_at_quantile(0.99) as f64 / rtt.value_at_quantile(0.99).max(1) as f64 * 100.0).round() / 100.0,
-                    }),
-                );
-            }
             day += 1;
-            let ceiling = bare_publish_ceiling(&urls, n_ceiling, day).await;
-            eprintln!("  ceiling (bare publish loop, window {WINDOW}): {ceiling:.0}/s");
-            let start_rate = (ceiling * 0.5).max(1000.0);
-            let best = sustained_rate(&urls, start_rate, seconds, &mut day).await;
-            day += 1;
-            let ceiling_after = bare_publish_ceiling(&urls, n_ceiling, day).await;
-            let ceiling_mean = (ceiling + ceiling_after) / 2.0;
-            let (rate, rss) = best.as_ref().map_or((0.0, 0), |b| (b.rate, b.rss_kib));
+            let lat_seconds = if quick() { 2.0 } else { 10.0 };
+            let h = latency(&urls, 5000.0, lat_seconds, day).await;
+            let bare = bare_delivery_latency(&urls, nodes, 5000.0, lat_seconds).await;
+            let rtt = nats_rtt(&urls, if quick() { 500 } else { 3000 }).await;
             eprintln!(
-                "  {label}: producer sustained {rate:.0}/s zero-loss; ceiling {ceiling:.0}/s before, {ceiling_after:.0}/s after; ratio {:.2}; peak RSS {} MiB",
-                rate / ceiling_mean,
-                rss / 1024
+                "  {label} latency UDP-in → receiver line at 5000/s: p50 {} µs, p99 {} µs, max {} µs ({} samples); bare publish → delivery p50 {} µs p99 {} µs; NATS RTT p50 {} µs p99 {} µs",
+                h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max(), h.len(),
+                bare.value_at_quantile(0.5), bare.value_at_quantile(0.99),
+                rtt.value_at_quantile(0.5), rtt.value_at_quantile(0.99)
             );
+            report.insert(format!("latency_{label}_5000_per_s"), latency_figures(&h, &bare, &rtt));
+
+            day += 1;
+            let window_before = bare_publish_ceiling(&urls, n_ceiling, day).await;
+            day += 1;
+            let fast_before = bare_fast_ceiling(&urls, n_ceiling, day).await;
+            eprintln!("  ceilings before: per-message window {window_before:.0}/s, fast batches {fast_before:.0}/s");
+            let best_window = sustained_rate(&urls, "window", (window_before * 0.5).max(1000.0), seconds, &mut day).await;
+            let best_fast = sustained_rate(&urls, "fast", (window_before * 0.5).max(1000.0), seconds, &mut day).await;
+            day += 1;
+            let window_after = bare_publish_ceiling(&urls, n_ceiling, day).await;
+            day += 1;
+            let fast_after = bare_fast_ceiling(&urls, n_ceiling, day).await;
+            let window_mean = (window_before + window_after) / 2.0;
+            let fast_mean = (fast_before + fast_after) / 2.0;
+            day += 1;
+            let cpu = producer_rung(&urls, "fast", 40_000.0, seconds.max(3.0), day).await;
+            day += 1;
+            let overload = if quick() { 50_000 } else { 400_000 };
+            let (overload_kib, overload_published, overload_dropped) = overload_rss(
+                &urls,
+                || match (single.as_mut(), cluster.as_mut()) {
+                    (Some(s), _) => s.pause().into_iter().collect(),
+                    (_, Some(c)) => (0..c.len()).filter_map(|i| c.node(i).pause()).collect(),
+                    _ => Vec::new(),
+                },
+                overload,
+                day,
+            )
+            .await;
+            let rate = |b: &Option<Rung>| b.as_ref().map_or(0.0, |b| b.rate);
+            let rss = |b: &Option<Rung>| b.as_ref().map_or(0, |b| b.rss_kib);
+            let (w, f) = (rate(&best_window), rate(&best_fast));
+            eprintln!(
+                "  {label}: producer zero-loss window {w:.0}/s, fast {f:.0}/s (fast/window {:.2}); ceilings window {window_before:.0}/{window_after:.0}, fast {fast_before:.0}/{fast_after:.0}; fast over the per-message ceiling {:.2}; CPU at 40,000/s {:.2} µs/datagram ({cpu:?}); peak RSS sustained {} MiB, at overload {} MiB ({overload} offered: {overload_published} published, {overload_dropped} dropped)",
+                f / w.max(1.0),
+                f / window_mean,
+                cpu.cpu_us_per_datagram,
+                rss(&best_fast) / 1024,
+                overload_kib / 1024,
+            );
+            let round = |x: f64| (x * 1000.0).round() / 1000.0;
             report.insert(
                 label.into(),
                 serde_json::json!({
-                    "ceiling_per_s": [ceiling.round(), ceiling_after.round()],
-                    "producer_sustained_zero_loss_per_s": rate.round(),
-                    "producer_over_ceiling": (rate / ceiling_mean * 1000.0).round() / 1000.0,
-                    "producer_peak_rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
-                    "rung": best.map(|b| format!("{b:?}")),
+                    "ceiling_window_per_s": [window_before.round(), window_after.round()],
+                    "ceiling_fast_per_s": [fast_before.round(), fast_after.round()],
+                    "producer_zero_loss_window_per_s": w.round(),
+                    "producer_zero_loss_fast_per_s": f.round(),
+                    "fast_over_window": round(f / w.max(1.0)),
+                    "fast_over_window_ceiling": round(f / window_mean),
+                    "fast_over_fast_ceiling": round(f / fast_mean),
+                    "cpu_us_per_datagram_at_40000": round(cpu.cpu_us_per_datagram),
+                    "cpu_rung": format!("{cpu:?}"),
+                    "peak_rss_sustained_mib": [round(rss(&best_window) as f64 / 1024.0), round(rss(&best_fast) as f64 / 1024.0)],
+                    "peak_rss_overload_mib": round(overload_kib as f64 / 1024.0),
+                    "overload": {"offered": overload, "published": overload_published, "dropped_queue_full": overload_dropped},
+                    "rungs": [best_window.map(|b| format!("{b:?}")), best_fast.map(|b| format!("{b:?}"))],
                 }),
             );
         }

@@ -15,6 +15,20 @@ use tspi_core::StreamPrefix;
 use tspi_producer::{ProducerMetrics, ProducerOptions};
 
 /// Connect a plain client to the given servers.
+/// A valid geocentric datagram at the origin: what counts in a test is its
+/// (sensor, day, time), which makes its `Nats-Msg-Id`.
+pub fn still_datagram(sensor_id: u16, day: u16, time_ticks: u32) -> [u8; 37] {
+    tspi_core::Datagram {
+        sensor_id,
+        day,
+        time_ticks,
+        status: 0xFF,
+        status_flags: 1,
+        payload: tspi_core::Payload::Geocentric(tspi_core::GeocentricRaw::default()),
+    }
+    .encode()
+}
+
 pub async fn client(urls: &[String]) -> async_nats::Client {
     tspi_bus::connect(&NatsArgs::for_urls(urls), "tspi-e2e")
         .await

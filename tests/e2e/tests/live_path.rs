@@ -227,22 +227,7 @@ async fn cluster_ingest_survives_kill_9_of_the_stream_leader() {
     let mut cluster = NatsCluster::start(3).await;
     let producer = RunningProducer::start(&cluster.urls(), 1024, Duration::from_secs(2)).await;
     let js = jetstream::new(producer.client.clone());
-    let leader = js
-        .get_stream("TSPI")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .cluster
-        .as_ref()
-        .and_then(|c| c.leader.clone())
-        .expect("R3 stream has a leader");
-    let victim = leader
-        .trim_start_matches('n')
-        .parse::<usize>()
-        .expect("node names are n1..n3")
-        - 1;
+    let victim = tspi_test_support::stream_leader(&js, "TSPI").await;
 
     let generator = tokio::spawn(run_generator(producer.udp_addr));
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -260,7 +245,8 @@ async fn cluster_ingest_survives_kill_9_of_the_stream_leader() {
     let stored = stream_contents(&js, "TSPI").await;
     check_stream(&stored);
     eprintln!(
-        "leader {leader} killed: retries={} duplicates acked={}",
+        "leader n{} killed: retries={} duplicates acked={}",
+        victim + 1,
         metrics.publish.retries.get(),
         metrics.publish.duplicates.get()
     );

@@ -12,7 +12,6 @@ mod common;
 use std::time::Duration;
 
 use chaos::{metric, peak_rss_kb, report, scrape, LoneProducer};
-use tspi_core::{Datagram, GeocentricRaw, Payload};
 use tspi_test_support::{wait_until, NatsServer};
 
 const SENT: u64 = 400_000;
@@ -41,17 +40,8 @@ async fn a_full_queue_keeps_the_producer_small_and_loses_nothing_uncounted() {
     // In bursts the producer can read: what the kernel still drops is counted apart and
     // simply never reaches the queue.
     for i in 0..SENT {
-        let d = Datagram {
-            sensor_id: (i % 50) as u16 + 1,
-            day: 100,
-            time_ticks: (i / 50) as u32,
-            status: 0xFF,
-            status_flags: 1,
-            payload: Payload::Geocentric(GeocentricRaw::default()),
-        };
-        sender
-            .send_to(&d.encode(), ("127.0.0.1", udp_port))
-            .unwrap();
+        let d = tspi_e2e::still_datagram((i % 50) as u16 + 1, 100, (i / 50) as u32);
+        sender.send_to(&d, ("127.0.0.1", udp_port)).unwrap();
         if i % 2_000 == 1_999 {
             let read = wait_until(Duration::from_secs(30), || async {
                 let m = scrape(metrics_port);

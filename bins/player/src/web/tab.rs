@@ -97,6 +97,9 @@ struct Tab {
     backlog: bool,
     mode_dirty: bool,
     fill_live: bool,
+    /// A group replay was just joined: its picture starts empty and fills from its frames
+    /// (a replay already under way sends no snapshot).
+    channel_opened: bool,
     ping_ms: Option<f64>,
     bucket: f64,
     bucket_at: Instant,
@@ -195,6 +198,7 @@ pub async fn run(
         backlog: false,
         mode_dirty: true,
         fill_live: true,
+        channel_opened: false,
         ping_ms: None,
         bucket: REQUEST_BURST,
         bucket_at: Instant::now(),
@@ -669,7 +673,10 @@ impl Tab {
                     self.room = None;
                     self.fill_live = true;
                 }
-                Effect::Open(FeedSpec::Channel { .. }) => self.room = None,
+                Effect::Open(FeedSpec::Channel { .. }) => {
+                    self.room = None;
+                    self.channel_opened = true;
+                }
                 Effect::Open(FeedSpec::Room { room }) => {
                     match feed::room(&self.ctx.client, &room).await {
                         Ok(f) => self.room = Some(Box::pin(f)),
@@ -693,6 +700,11 @@ impl Tab {
                     self.picture.clear();
                     self.snapshot_rows.clear();
                     self.push(json!({"t": "reset", "gen": self.generation}));
+                    if std::mem::take(&mut self.channel_opened) {
+                        // Not the live picture under a group-replay banner until the
+                        // replay's first segment is ready.
+                        self.push(json!({"t": "ready", "gen": self.generation, "segment": null}));
+                    }
                 }
                 Effect::Frame { snapshot, .. } => {
                     let Some(fix) = fix else { continue };
