@@ -193,7 +193,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 sinks.jetstream = Some((
                     client.clone(),
                     PublisherOptions {
-                        fast: use_fast_batches(cli.stream.publish_mode, &info)?,
+                        fast: use_fast_batches(cli.stream.publish_mode, &info, &prefix)?,
                         max_in_flight: cli.max_in_flight.max(1),
                         ..PublisherOptions::default()
                     },

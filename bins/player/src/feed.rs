@@ -159,8 +159,15 @@ pub async fn live_latest(
             .subscribe(subject.to_string())
             .await
             .with_context(|| format!("subscribing to {subject}"))?;
+        // Our publishers end fast batches on `<prefix>.batch`; a foreign one may end them
+        // on a telemetry subject (empty, never stored): not telemetry, nor malformed.
         feeds.push(
-            sub.map(|m| Incoming {
+            sub.filter(|m| {
+                std::future::ready(!tspi_bus::fast::is_batch_control(
+                    m.reply.as_ref().map(|r| r.as_str()),
+                ))
+            })
+            .map(|m| Incoming {
                 subject: m.subject.to_string(),
                 payload: m.payload,
                 replayed: None,

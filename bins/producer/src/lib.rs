@@ -109,9 +109,7 @@ async fn read_loop(
     metrics: &ProducerMetrics,
     shutdown: &CancellationToken,
 ) {
-    // One byte more than any valid datagram would need is not enough to see how long an
-    // oversized one was; a full UDP payload buffer is, and it is allocated once.
-    let mut buf = vec![0u8; 65_536];
+    let mut batch = udp::BatchReceiver::default();
     let mut ingest = Ingest {
         options,
         tx,
@@ -120,37 +118,36 @@ async fn read_loop(
         log: RateLimitedLog::default(),
     };
     loop {
-        let received = tokio::select! {
+        let ready = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            r = socket.recv_from(&mut buf) => r,
+            r = socket.readable() => r,
         };
-        match received {
-            Ok((len, peer)) => {
-                if !ingest.handle(&buf[..len], peer) {
-                    return;
-                }
-            }
-            Err(e) => {
-                // ICMP errors and the like surface here; keep reading.
-                tracing::warn!(error = %e, "UDP receive error");
-                continue;
-            }
+        if let Err(e) = ready {
+            tracing::warn!(error = %e, "UDP socket not readable");
+            continue;
         }
-        // Under load more datagrams are already queued: take a bounded run of them
-        // without a trip through the scheduler for each.
-        for _ in 0..256 {
-            let Ok((len, peer)) = socket.try_recv_from(&mut buf) else {
-                break;
-            };
-            if !ingest.handle(&buf[..len], peer) {
-                return;
+        // Up to 16 system calls of 64 datagrams each, then back to the scheduler (and the
+        // shutdown check); an empty socket ends the run and clears its readiness.
+        for _ in 0..16 {
+            match socket.try_io(tokio::io::Interest::READABLE, || batch.recv(socket)) {
+                Ok(n) => {
+                    if !ingest.batch(&batch, n) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors and the like surface here; keep reading.
+                    tracing::warn!(error = %e, "UDP receive error");
+                    break;
+                }
             }
         }
     }
     // Datagrams already in the kernel queue when the signal came are part of the drain.
-    while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
-        if !ingest.handle(&buf[..len], peer) {
+    while let Ok(n) = batch.recv(socket) {
+        if n == 0 || !ingest.batch(&batch, n) {
             return;
         }
     }
@@ -176,15 +173,31 @@ struct Ingest<'a> {
 }
 
 impl Ingest<'_> {
+    /// The first `n` datagrams of `batch`; false when the publisher is gone.
+    fn batch(&mut self, batch: &udp::BatchReceiver, n: usize) -> bool {
+        (0..n).all(|i| {
+            batch
+                .get(i)
+                .is_none_or(|(bytes, len, peer)| self.handle(bytes, len, peer))
+        })
+    }
+
+    /// One datagram: `bytes` as kept (a long one is cut), `len` its true length.
     /// Returns false when the publisher is gone.
-    fn handle(&mut self, bytes: &[u8], peer: std::net::SocketAddr) -> bool {
+    fn handle(&mut self, bytes: &[u8], len: usize, peer: Option<std::net::SocketAddr>) -> bool {
         let metrics = self.metrics;
         metrics.received.inc();
-        let datagram = match decode(bytes) {
+        let decoded = if len == bytes.len() {
+            decode(bytes)
+        } else {
+            Err(tspi_core::DatagramError::BadLength { len })
+        };
+        let datagram = match decoded {
             Ok(d) => d,
             Err(error) => {
                 metrics.invalid[error.reason_index()].inc();
                 self.log.log(|suppressed| {
+                    let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
                     tracing::warn!(%peer, reason = error.reason(), %error, suppressed, "invalid datagram");
                 });
                 return true;
@@ -232,14 +245,33 @@ fn now_epoch_us() -> i64 {
 struct Encoder {
     prefix: StreamPrefix,
     cbor: Vec<u8>,
+    /// Each sensor's subject, built once (a clone shares its bytes).
+    subjects: HashMap<(tspi_core::MessageKind, u16), async_nats::Subject>,
 }
+
+/// Subjects cached at most; made-up sensor ids beyond it are built each time.
+const MAX_CACHED_SUBJECTS: usize = 4096;
 
 impl Encoder {
     fn new(prefix: &StreamPrefix) -> Self {
         Encoder {
             prefix: prefix.clone(),
             cbor: Vec::with_capacity(512),
+            subjects: HashMap::new(),
         }
+    }
+
+    fn subject(&mut self, kind: tspi_core::MessageKind, sensor_id: u16) -> async_nats::Subject {
+        if let Some(s) = self.subjects.get(&(kind, sensor_id)) {
+            return s.clone();
+        }
+        let mut subject = String::with_capacity(self.prefix.as_str().len() + 18);
+        self.prefix.write_subject(&mut subject, kind, sensor_id);
+        let subject = async_nats::Subject::from(subject);
+        if self.subjects.len() < MAX_CACHED_SUBJECTS {
+            self.subjects.insert((kind, sensor_id), subject.clone());
+        }
+        subject
     }
 
     fn encode(&mut self, r: &Received) -> OutMessage {
@@ -253,13 +285,11 @@ impl Encoder {
         let record = TelemetryRecord::from_datagram(d, r.epoch_us.div_euclid(1000));
         self.cbor.clear();
         record.write_cbor(&mut self.cbor);
-        let mut subject = String::with_capacity(self.prefix.as_str().len() + 18);
-        self.prefix
-            .write_subject(&mut subject, d.kind(), d.sensor_id);
+        let subject = self.subject(d.kind(), d.sensor_id);
         let mut msg_id = String::with_capacity(24);
         write_msg_id(&mut msg_id, d.sensor_id, d.day, d.time_ticks);
         OutMessage {
-            subject: subject.into(),
+            subject,
             msg_id,
             payload: Bytes::copy_from_slice(&self.cbor),
             received,

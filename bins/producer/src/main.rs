@@ -121,11 +121,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli.nats, "tspi-producer").await?;
             let js = async_nats::jetstream::new(client.clone());
             let info = ensure_stream(&client, &js, &spec).await?;
-            options.publisher.fast = use_fast_batches(cli.stream.publish_mode, &info)?;
+            options.publisher.fast =
+                use_fast_batches(cli.stream.publish_mode, &info, &options.prefix)?;
             let mut registry = Registry::with_prefix("tspi_producer");
             let metrics = ProducerMetrics::new(&mut registry);
             cli.metrics.serve(registry, shutdown.clone()).await?;
-            tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, fast_batches = options.publisher.fast, "producer running");
+            tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, fast_batches = options.publisher.fast.is_some(), "producer running");
             run(options, socket, client.clone(), metrics, shutdown).await?;
             client.flush().await.ok();
             Ok(())

@@ -275,7 +275,7 @@ async fn pcap(args: PcapArgs) -> anyhow::Result<()> {
         };
         let spec = StreamSpec::tspi(&stream, &options.prefix)?;
         let info = ensure_stream(&client, &js, &spec).await?;
-        let fast = use_fast_batches(args.publish_mode, &info)?;
+        let fast = use_fast_batches(args.publish_mode, &info, &options.prefix)?;
         let (tx, rx) = mpsc::channel(4096);
         let task = tokio::spawn(tspi_bus::run_publisher(
             client,

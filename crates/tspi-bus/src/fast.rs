@@ -44,6 +44,18 @@ pub mod codes {
     pub const TOO_MANY_INFLIGHT: u64 = 10211;
 }
 
+/// Whether a message seen on a stream subject by a plain subscriber is a fast batch's end
+/// of batch or ping (empty, not stored in the stream): not data, to be passed over.
+pub fn is_batch_control(reply: Option<&str>) -> bool {
+    let Some(rest) = reply.and_then(|r| r.strip_suffix(".$FI")) else {
+        return false;
+    };
+    matches!(
+        rest.rsplit('.').next(),
+        Some(op) if op == (Op::CommitEob as u8).to_string() || op == (Op::Ping as u8).to_string()
+    )
+}
+
 /// An API error as the server sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ApiError {
@@ -447,6 +459,25 @@ mod tests {
         );
         for bad in [&b"\xff"[..], b"[]", b"{}", br#"{"type":"zap"}"#, b"null"] {
             assert!(matches!(classify(bad), Reply::Unreadable(_)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn end_of_batch_and_pings_are_told_from_data() {
+        let mut b = FastBatch::<u32>::new("_INBOX.abc.x-1", 100, 2);
+        let (start, _) = b.next_reply();
+        b.record_sent(1, 0);
+        let (append, _) = b.next_reply();
+        let ping = b.ping_reply().unwrap();
+        let commit = b.commit_reply().unwrap();
+        assert!(is_batch_control(Some(&ping)) && is_batch_control(Some(&commit)));
+        for data in [
+            Some(start.as_str()),
+            Some(append.as_str()),
+            Some("_INBOX.a.3"),
+            None,
+        ] {
+            assert!(!is_batch_control(data), "{data:?}");
         }
     }
 

@@ -58,8 +58,8 @@ struct Fast<'a> {
     flow: u16,
     batch_no: u64,
     batch: Option<FastBatch<Sent>>,
-    /// The subject of the batch's last message (end of batch and pings go there).
-    last_subject: Option<Subject>,
+    /// Where end of batch and pings go: a subject of the stream that carries no data.
+    control: Subject,
     last_send: Instant,
     /// Last reply of the current batch (or its start).
     last_reply: Instant,
@@ -108,7 +108,6 @@ impl Fast<'_> {
         };
         let now = Instant::now();
         self.last_send = now;
-        self.last_subject = Some(msg.subject.clone());
         batch.record_sent(seq, Sent { msg, sent_at: now });
         if let Err(e) = sent {
             self.restart(&format!("publish failed: {e}"), true);
@@ -116,9 +115,10 @@ impl Fast<'_> {
         true
     }
 
-    /// End of batch (or a ping) on the subject of the batch's last message.
+    /// End of batch (or a ping), on the control subject.
     async fn control(&mut self, commit: bool) {
-        let (Some(batch), Some(subject)) = (self.batch.as_mut(), self.last_subject.clone()) else {
+        let subject = self.control.clone();
+        let Some(batch) = self.batch.as_mut() else {
             return;
         };
         let reply = if commit {
@@ -291,6 +291,7 @@ fn batch_of(subject: &str, inbox: &str, unique: &str) -> Option<u64> {
 /// `abandon` fires, or the stream turns out not to take fast batches.
 pub(crate) async fn run_fast<T: Send>(
     client: async_nats::Client,
+    control: Subject,
     rx: &mut mpsc::Receiver<T>,
     prepare: &mut (impl FnMut(T) -> Option<OutMessage> + Send),
     options: &PublisherOptions,
@@ -320,7 +321,7 @@ pub(crate) async fn run_fast<T: Send>(
         .unwrap_or(1),
         batch_no: 0,
         batch: None,
-        last_subject: None,
+        control,
         last_send: now,
         last_reply: now,
         last_ping: now,

@@ -49,8 +49,10 @@ pub enum PublishMode {
 
 #[derive(Debug, Clone)]
 pub struct PublisherOptions {
-    /// Publish with fast-ingest batches (falls back to the window if the stream refuses).
-    pub fast: bool,
+    /// Publish with fast-ingest batches, ending them and pinging on this subject (one of
+    /// the stream's that carries no data); falls back to the window if the stream
+    /// refuses. `None`: the per-message window.
+    pub fast: Option<Subject>,
     /// Unacknowledged publishes allowed at once.
     pub max_in_flight: usize,
     /// How long to wait for an ack before publishing again.
@@ -62,7 +64,7 @@ pub struct PublisherOptions {
 impl Default for PublisherOptions {
     fn default() -> Self {
         PublisherOptions {
-            fast: false,
+            fast: None,
             max_in_flight: 1024,
             publish_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
@@ -330,9 +332,10 @@ pub async fn run_publisher<T: Send>(
     abandon: CancellationToken,
 ) {
     let mut first = Vec::new();
-    if options.fast {
+    if let Some(control) = options.fast.clone() {
         match crate::fast_publisher::run_fast(
             client.clone(),
+            control,
             &mut rx,
             &mut prepare,
             &options,

@@ -126,7 +126,13 @@ impl StreamSpec {
         let [geo, sph] = prefix.telemetry_wildcards();
         Ok(StreamSpec {
             name: args.stream_name.clone(),
-            subjects: vec![geo, sph, "tspi.cmd.>".into(), "tags.>".into()],
+            subjects: vec![
+                geo,
+                sph,
+                "tspi.cmd.>".into(),
+                "tags.>".into(),
+                prefix.batch_control_subject(),
+            ],
             replicas: args.replicas.map(usize::from),
             max_age: args.max_age,
             duplicate_window: args.duplicate_window,
@@ -158,24 +164,36 @@ pub fn version_has_fast_batches(version: &str) -> bool {
     }
 }
 
-/// Fast batches or the window, from `--publish-mode` and the stream as it is: `auto`
-/// says once when it cannot use them; `fast` on a stream without them is an error.
-pub fn use_fast_batches(mode: PublishMode, info: &stream::Info) -> Result<bool, BusError> {
-    let allowed = info.config.allow_batch_publish;
-    match mode {
-        PublishMode::Window => Ok(false),
-        PublishMode::Fast if allowed => Ok(true),
-        PublishMode::Fast => Err(BusError::Stream {
+/// Fast batches or the window, from `--publish-mode` and the stream as it is: the
+/// subject for end-of-batch and pings (`<prefix>.batch`, which must be one of the
+/// stream's) when batches are used. `auto` says once when it cannot use them; `fast` on
+/// a stream without them is an error.
+pub fn use_fast_batches(
+    mode: PublishMode,
+    info: &stream::Info,
+    prefix: &StreamPrefix,
+) -> Result<Option<async_nats::Subject>, BusError> {
+    let control = prefix.batch_control_subject();
+    let missing = if !info.config.allow_batch_publish {
+        Some("allow_batched is off (or the server is older than 2.14)".to_owned())
+    } else if !info.config.subjects.contains(&control) {
+        Some(format!("its subjects lack {control}, where batches end"))
+    } else {
+        None
+    };
+    match (mode, missing) {
+        (PublishMode::Window, _) => Ok(None),
+        (_, None) => Ok(Some(control.into())),
+        (PublishMode::Fast, Some(why)) => Err(BusError::Stream {
             name: info.config.name.clone(),
-            reason: "--publish-mode fast needs allow_batched on the stream (nats-server ≥ 2.14; \
-                     turn it on, or use --publish-mode auto or window)"
-                .into(),
+            reason: format!(
+                "--publish-mode fast needs a stream that allows fast-ingest batches: {why} \
+                 (let the producer create or update it, or use --publish-mode auto or window)"
+            ),
         }),
-        PublishMode::Auto => {
-            if !allowed {
-                tracing::info!(stream = %info.config.name, "the stream does not allow fast-ingest batches (allow_batched off, or a server older than 2.14): publishing with the per-message window");
-            }
-            Ok(allowed)
+        (PublishMode::Auto, Some(why)) => {
+            tracing::info!(stream = %info.config.name, reason = %why, "the stream does not allow fast-ingest batches: publishing with the per-message window");
+            Ok(None)
         }
     }
 }

@@ -45,7 +45,7 @@ fn start(client: &async_nats::Client, fast: bool) -> Run {
         rx,
         Some::<OutMessage>,
         PublisherOptions {
-            fast,
+            fast: fast.then(|| StreamPrefix::default().batch_control_subject().into()),
             publish_timeout: Duration::from_secs(2),
             ..PublisherOptions::default()
         },

@@ -69,6 +69,14 @@ impl StreamPrefix {
         let _ = write!(out, "{}.{}.{}", self.0, kind.as_str(), sensor_id);
     }
 
+    /// `<prefix>.batch`: where fast-ingest publishers send their end-of-batch and ping
+    /// messages. A subject of the `TSPI` stream that carries no data (those messages are
+    /// never stored), kept off the telemetry subjects so that plain subscribers to
+    /// telemetry see telemetry only.
+    pub fn batch_control_subject(&self) -> String {
+        format!("{}.batch", self.0)
+    }
+
     /// Wildcard subjects covering every telemetry message under this prefix.
     pub fn telemetry_wildcards(&self) -> [String; 2] {
         [

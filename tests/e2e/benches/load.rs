@@ -132,7 +132,7 @@ async fn bare_fast_ceiling(urls: &[String], n: u64, day: u16) -> f64 {
         rx,
         Some::<OutMessage>,
         PublisherOptions {
-            fast: true,
+            fast: Some(prefix.batch_control_subject().into()),
             max_in_flight: WINDOW,
             ..PublisherOptions::default()
         },
