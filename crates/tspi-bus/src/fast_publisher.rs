@@ -31,9 +31,9 @@ pub const IDLE_COMMIT: Duration = Duration::from_millis(5);
 pub const MAX_UNCONFIRMED_AGE: Duration = Duration::from_millis(250);
 /// The most a client asks the server to let through between flow acks (its own cap is
 /// 500): smaller flows confirm sooner at a few more acks.
-const MAX_FLOW: usize = 128;
+const MAX_FLOW: usize = 500;
 /// Flow windows a batch may have unconfirmed at once.
-const OUTSTANDING_ACKS: u16 = 3;
+const OUTSTANDING_ACKS: u16 = 2;
 
 /// How the fast publisher stopped.
 pub(crate) enum FastEnd {
