@@ -277,6 +277,12 @@ impl<M> FastBatch<M> {
         self.sent > 0 && !self.committing && !self.failing
     }
 
+    /// Whether the batch waits on the server: messages not confirmed, or its end of batch
+    /// not answered yet.
+    pub fn awaits_reply(&self) -> bool {
+        !self.unconfirmed.is_empty() || self.committing
+    }
+
     /// The oldest message not confirmed.
     pub fn first_unconfirmed(&self) -> Option<&M> {
         self.unconfirmed.front().map(|(_, m)| m)
@@ -528,6 +534,22 @@ mod tests {
         assert_eq!(out.confirmed.len(), 37);
         assert_eq!(out.ended, Some(Ended::Committed));
         assert_eq!(b.unconfirmed_len(), 0);
+    }
+
+    #[test]
+    fn a_batch_all_confirmed_still_awaits_the_answer_to_its_end() {
+        let mut b = FastBatch::new("b.1", 10, 2);
+        send_all(&mut b, 1);
+        b.on_reply(Reply::FlowAck { seq: 0, msgs: 10 });
+        send_all(&mut b, 9);
+        b.on_reply(Reply::FlowAck { seq: 10, msgs: 10 });
+        assert_eq!(b.unconfirmed_len(), 0);
+        assert!(!b.awaits_reply(), "nothing asked of the server");
+        assert!(b.commit_reply().is_some());
+        assert!(
+            b.awaits_reply(),
+            "a lost answer to the end of batch must time out, not hold the batch"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::fast::{classify, Ended, FastBatch};
-use crate::publisher::{OutMessage, PublishMetrics, PublisherOptions};
+use crate::publisher::{sleep_until_or_never, take, OutMessage, PublishMetrics, PublisherOptions};
 
 /// Input idle this long ends the batch, so the tail of a burst is confirmed.
 pub const IDLE_COMMIT: Duration = Duration::from_millis(5);
@@ -76,7 +76,7 @@ impl Fast<'_> {
         format!("{}.{}-{}", self.inbox, self.unique, self.batch_no)
     }
 
-    async fn send(&mut self, msg: OutMessage, abandon: &CancellationToken) -> bool {
+    async fn send(&mut self, msg: OutMessage, abandon: &CancellationToken) {
         if self.batch.is_none() {
             self.batch_no += 1;
             self.metrics.batches.inc();
@@ -88,7 +88,7 @@ impl Fast<'_> {
             self.last_reply = Instant::now();
         }
         let Some(batch) = self.batch.as_mut() else {
-            return false;
+            return;
         };
         let (reply, seq) = batch.next_reply();
         let mut headers = HeaderMap::new();
@@ -103,7 +103,7 @@ impl Fast<'_> {
             r = publish => r,
             _ = abandon.cancelled() => {
                 self.resend.push_front(msg);
-                return false;
+                return;
             }
         };
         let now = Instant::now();
@@ -112,7 +112,6 @@ impl Fast<'_> {
         if let Err(e) = sent {
             self.restart(&format!("publish failed: {e}"), true);
         }
-        true
     }
 
     /// End of batch (or a ping), on the control subject.
@@ -241,6 +240,8 @@ impl Fast<'_> {
             if batch.unconfirmed_len() > 0 {
                 let ping_every = self.options.publish_timeout / 3;
                 earliest(self.last_reply.max(self.last_ping) + ping_every);
+            }
+            if batch.awaits_reply() {
                 earliest(self.last_reply + self.options.publish_timeout);
             }
         }
@@ -254,7 +255,8 @@ impl Fast<'_> {
         }
         let Some(batch) = &self.batch else { return };
         let unconfirmed = batch.unconfirmed_len() > 0;
-        if unconfirmed && self.last_reply + self.options.publish_timeout <= now {
+        // An end of batch whose answer was lost (a restart) would hold the batch for ever.
+        if batch.awaits_reply() && self.last_reply + self.options.publish_timeout <= now {
             self.restart("timed out waiting for the batch's acks", true);
             return;
         }
@@ -277,6 +279,17 @@ impl Fast<'_> {
 
     fn outstanding(&self) -> usize {
         self.resend.len() + self.batch.as_ref().map_or(0, |b| b.unconfirmed_len())
+    }
+
+    /// Everything not confirmed, in order, for another publisher.
+    fn take_unconfirmed(&mut self) -> Vec<OutMessage> {
+        let mut left: Vec<OutMessage> = self
+            .batch
+            .take()
+            .map(|b| b.into_unconfirmed().into_iter().map(|s| s.msg).collect())
+            .unwrap_or_default();
+        left.extend(self.resend.drain(..));
+        left
     }
 }
 
@@ -344,13 +357,7 @@ pub(crate) async fn run_fast<T: Send>(
         }
         let input_waiting = !rx.is_empty();
         let wake = f.wake_at(input_waiting);
-        let timer = async {
-            match wake {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let take = input_open && f.resend.is_empty() && f.can_send();
+        let taking = input_open && f.resend.is_empty() && f.can_send();
         tokio::select! {
             biased;
             _ = abandon.cancelled() => break,
@@ -361,24 +368,16 @@ pub(crate) async fn run_fast<T: Send>(
                 };
                 if let Some(no) = batch_of(&reply.subject, &f.inbox, &f.unique) {
                     if f.reply(no, reply.status, &reply.payload).is_some() {
-                        let mut left: Vec<OutMessage> = f
-                            .batch
-                            .take()
-                            .map(|b| b.into_unconfirmed().into_iter().map(|s| s.msg).collect())
-                            .unwrap_or_default();
-                        left.extend(f.resend.drain(..));
-                        end = FastEnd::NotEnabled(left);
+                        end = FastEnd::NotEnabled(f.take_unconfirmed());
                         break;
                     }
                 }
             }
-            _ = timer => f.due(Instant::now(), !rx.is_empty()).await,
-            next = rx.recv(), if take => match next {
+            _ = sleep_until_or_never(wake) => f.due(Instant::now(), !rx.is_empty()).await,
+            next = rx.recv(), if taking => match next {
                 Some(item) => {
-                    metrics.queued.set(rx.len() as i64);
-                    match prepare(item) {
-                        Some(msg) => { f.send(msg, abandon).await; }
-                        None => { metrics.failed.inc(); }
+                    if let Some(msg) = take(item, rx.len(), prepare, metrics) {
+                        f.send(msg, abandon).await;
                     }
                 }
                 None => input_open = false,

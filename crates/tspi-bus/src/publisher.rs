@@ -357,6 +357,30 @@ pub async fn run_publisher<T: Send>(
     run_window(client, rx, prepare, first, options, metrics, abandon).await;
 }
 
+/// An item taken from the queue, as its message: records the queue's depth, and counts
+/// an item `prepare` cannot turn into a message as failed.
+pub(crate) fn take<T>(
+    item: T,
+    queued: usize,
+    prepare: &mut impl FnMut(T) -> Option<OutMessage>,
+    metrics: &PublishMetrics,
+) -> Option<OutMessage> {
+    metrics.queued.set(queued as i64);
+    let msg = prepare(item);
+    if msg.is_none() {
+        metrics.failed.inc();
+    }
+    msg
+}
+
+/// Sleep until `at`, or for ever when there is nothing to wake up for.
+pub(crate) async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Count what was not published: `left` plus whatever is still queued.
 pub(crate) async fn fail_rest<T>(rx: &mut mpsc::Receiver<T>, metrics: &PublishMetrics, left: u64) {
     rx.close();
@@ -438,12 +462,6 @@ async fn run_window<T: Send>(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timer = async {
-            match wake {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
             _ = abandon.cancelled() => break,
@@ -456,16 +474,12 @@ async fn run_window<T: Send>(
                     w.acked(id, ack.status, &ack.payload);
                 }
             }
-            _ = timer => w.expire(Instant::now()),
+            _ = sleep_until_or_never(wake) => w.expire(Instant::now()),
             next = rx.recv(), if input_open && window_free && w.retries.is_empty() => {
                 match next {
                     Some(item) => {
-                        w.metrics.queued.set(rx.len() as i64);
-                        match prepare(item) {
-                            Some(msg) => w.send(Pending { msg, attempts: 0 }).await,
-                            None => {
-                                w.metrics.failed.inc();
-                            }
+                        if let Some(msg) = take(item, rx.len(), &mut prepare, &w.metrics) {
+                            w.send(Pending { msg, attempts: 0 }).await;
                         }
                     }
                     None => input_open = false,

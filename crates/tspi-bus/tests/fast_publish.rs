@@ -18,7 +18,7 @@ use tspi_bus::{
     StreamSpec,
 };
 use tspi_core::StreamPrefix;
-use tspi_test_support::{stream_leader, NatsCluster, NatsServer};
+use tspi_test_support::{stream_leader, wait_until, NatsCluster, NatsServer};
 
 const SUBJECT: &str = "tspi.geocentric.7";
 
@@ -202,10 +202,24 @@ async fn the_stream_leader_killed_during_a_batch_loses_nothing() {
             let _ = kill_tx.send(());
         }
     });
+    let js = jetstream::new(client.clone());
     let killing = async {
         if kill_rx.recv().await.is_some() {
             cluster.node(index).kill();
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // Back once the others have elected a new leader, mid-traffic.
+            let moved = wait_until(Duration::from_secs(30), || async {
+                let Ok(mut stream) = js.get_stream("TSPI").await else {
+                    return false;
+                };
+                stream.info().await.is_ok_and(|i| {
+                    i.cluster
+                        .as_ref()
+                        .and_then(|c| c.leader.as_deref())
+                        .is_some_and(|l| l != format!("n{}", index + 1))
+                })
+            })
+            .await;
+            assert!(moved.is_some(), "a new stream leader");
             cluster.node(index).restart();
         }
     };

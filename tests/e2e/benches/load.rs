@@ -33,7 +33,7 @@ use tspi_core::{
     subject::write_msg_id, Datagram, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord,
 };
 use tspi_e2e::stream_count;
-use tspi_test_support::{free_port, workspace_root, NatsCluster, NatsServer};
+use tspi_test_support::{free_port, wait_until, workspace_root, NatsCluster, NatsServer};
 
 const WINDOW: usize = 1024;
 
@@ -564,29 +564,41 @@ async fn overload_rss(
     let paused = pause();
     let sender = blast(producer.udp, n, 200_000.0, day, Instant::now(), None);
     let _ = tokio::task::spawn_blocking(move || sender.join()).await;
-    // Until the producer has read or lost everything it can.
-    let mut last = (0, Instant::now());
-    while last.1.elapsed() < Duration::from_secs(2) {
-        let seen = producer.scrape("datagrams_received_total").unwrap_or(0);
-        if seen != last.0 {
-            last = (seen, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Until every datagram is read by the producer or counted as dropped by the kernel.
+    let kernel_dropped = || {
+        producer
+            .scrape("datagrams_dropped_total{reason=\"kernel_receive_queue\"}")
+            .unwrap_or(0)
+    };
+    let all_in = wait_until(Duration::from_secs(60), || async {
+        producer.scrape("datagrams_received_total").unwrap_or(0) + kernel_dropped() >= n
+    })
+    .await;
+    assert!(
+        all_in.is_some(),
+        "the producer read or counted every datagram"
+    );
     let rss = producer.peak_rss_kib();
     drop(paused);
     let received = producer.scrape("datagrams_received_total").unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let published = producer.scrape("published_total").unwrap_or(0);
-        let dropped = producer
+    let queue_dropped = || {
+        producer
             .scrape("datagrams_dropped_total{reason=\"queue_full\"}")
-            .unwrap_or(0);
-        if published + dropped >= received || Instant::now() > deadline {
-            return (rss, published, dropped);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .unwrap_or(0)
+    };
+    let drained = wait_until(Duration::from_secs(120), || async {
+        producer.scrape("published_total").unwrap_or(0) + queue_dropped() >= received
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "the queue drained once the servers came back"
+    );
+    (
+        rss,
+        producer.scrape("published_total").unwrap_or(0),
+        queue_dropped(),
+    )
 }
 
 /// Baseline for latency: core NATS request/reply round trip on the same server (µs).
