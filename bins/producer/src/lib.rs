@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use quality::{QualityTracker, SensorStats};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -129,6 +129,7 @@ async fn read_loop(
         }
         // Up to 16 system calls of 64 datagrams each, then back to the scheduler (and the
         // shutdown check); an empty socket ends the run and clears its readiness.
+        let mut drained = false;
         for _ in 0..16 {
             match socket.try_io(tokio::io::Interest::READABLE, || batch.recv(socket)) {
                 Ok(n) => {
@@ -136,13 +137,21 @@ async fn read_loop(
                         return;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) => {
                     // ICMP errors and the like surface here; keep reading.
                     tracing::warn!(error = %e, "UDP receive error");
                     break;
                 }
             }
+        }
+        if !drained {
+            // Still readable: let the publisher and the NATS connection run first (on
+            // the default single thread they wait for this task to yield).
+            tokio::task::yield_now().await;
         }
     }
     // Datagrams already in the kernel queue when the signal came are part of the drain.
@@ -240,24 +249,31 @@ fn now_epoch_us() -> i64 {
         .map_or(0, |t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// Turns a queued datagram into its message when the publisher takes it. Reuses buffers
-/// across datagrams; only the final payload and strings are allocated.
+/// Turns a queued datagram into its message when the publisher takes it, with no
+/// allocation of its own for most datagrams: payloads are cut from a shared 32 KiB
+/// buffer, subjects come from a cache.
 struct Encoder {
     prefix: StreamPrefix,
     cbor: Vec<u8>,
+    /// Payloads of recent messages, each a frozen slice of it (one allocation per ~100; below 64 KiB, whose free would make glibc consolidate its heap).
+    payloads: BytesMut,
     /// Each sensor's subject, built once (a clone shares its bytes).
-    subjects: HashMap<(tspi_core::MessageKind, u16), async_nats::Subject>,
+    subjects:
+        HashMap<(tspi_core::MessageKind, u16), async_nats::Subject, foldhash::fast::RandomState>,
 }
 
 /// Subjects cached at most; made-up sensor ids beyond it are built each time.
 const MAX_CACHED_SUBJECTS: usize = 4096;
+/// Size of the shared payload buffer.
+const PAYLOAD_CHUNK: usize = 32 * 1024;
 
 impl Encoder {
     fn new(prefix: &StreamPrefix) -> Self {
         Encoder {
             prefix: prefix.clone(),
             cbor: Vec::with_capacity(512),
-            subjects: HashMap::new(),
+            payloads: BytesMut::with_capacity(PAYLOAD_CHUNK),
+            subjects: HashMap::default(),
         }
     }
 
@@ -282,16 +298,21 @@ impl Encoder {
         );
         let now = Instant::now();
         let received = now.checked_sub(queued_for).unwrap_or(now);
-        let record = TelemetryRecord::from_datagram(d, r.epoch_us.div_euclid(1000));
         self.cbor.clear();
-        record.write_cbor(&mut self.cbor);
+        TelemetryRecord::write_datagram_cbor(d, r.epoch_us.div_euclid(1000), &mut self.cbor);
+        if self.payloads.capacity() < self.cbor.len() {
+            // A new chunk; the old one is freed when its last message is confirmed.
+            self.payloads = BytesMut::with_capacity(PAYLOAD_CHUNK.max(self.cbor.len()));
+        }
+        self.payloads.extend_from_slice(&self.cbor);
+        let payload = self.payloads.split().freeze();
         let subject = self.subject(d.kind(), d.sensor_id);
         let mut msg_id = String::with_capacity(24);
         write_msg_id(&mut msg_id, d.sensor_id, d.day, d.time_ticks);
         OutMessage {
             subject,
             msg_id,
-            payload: Bytes::copy_from_slice(&self.cbor),
+            payload,
             received,
         }
     }

@@ -269,7 +269,16 @@ impl<M> FastBatch<M> {
     }
 
     fn reply(&self, seq: u64, op: Op) -> String {
-        format!("{}{seq}.{}.$FI", self.reply_prefix, op as u8)
+        // Once per message: built without the formatting machinery.
+        let mut digits = itoa::Buffer::new();
+        let seq = digits.format(seq);
+        let mut s = String::with_capacity(self.reply_prefix.len() + seq.len() + 6);
+        s.push_str(&self.reply_prefix);
+        s.push_str(seq);
+        s.push('.');
+        s.push(char::from(b'0' + op as u8));
+        s.push_str(".$FI");
+        s
     }
 
     /// Whether an end of batch may go now (something sent, not failing or ending).

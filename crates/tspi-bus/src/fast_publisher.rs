@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::fast::{classify, Ended, FastBatch};
-use crate::publisher::{sleep_until_or_never, take, OutMessage, PublishMetrics, PublisherOptions};
+use crate::publisher::{take, OutMessage, PublishMetrics, PublisherOptions, Timer, MAX_RUN};
 
 /// Input idle this long ends the batch, so the tail of a burst is confirmed.
 pub const IDLE_COMMIT: Duration = Duration::from_millis(5);
@@ -345,6 +345,7 @@ pub(crate) async fn run_fast<T: Send>(
     };
     let mut input_open = true;
     let mut end = FastEnd::Done;
+    let mut timer = Timer::new();
     loop {
         if !input_open && f.outstanding() == 0 {
             break;
@@ -356,7 +357,7 @@ pub(crate) async fn run_fast<T: Send>(
             }
         }
         let input_waiting = !rx.is_empty();
-        let wake = f.wake_at(input_waiting);
+        timer.set(f.wake_at(input_waiting));
         let taking = input_open && f.resend.is_empty() && f.can_send();
         tokio::select! {
             biased;
@@ -373,11 +374,23 @@ pub(crate) async fn run_fast<T: Send>(
                     }
                 }
             }
-            _ = sleep_until_or_never(wake) => f.due(Instant::now(), !rx.is_empty()).await,
+            _ = timer.fired() => f.due(Instant::now(), !rx.is_empty()).await,
             next = rx.recv(), if taking => match next {
                 Some(item) => {
                     if let Some(msg) = take(item, rx.len(), prepare, metrics) {
                         f.send(msg, abandon).await;
+                    }
+                    // What else is queued goes in the same turn, as far as the flow
+                    // window allows: one wake-up and one timer update for a run of
+                    // datagrams, not one each.
+                    for _ in 1..MAX_RUN {
+                        if !f.can_send() || !f.resend.is_empty() {
+                            break;
+                        }
+                        let Ok(item) = rx.try_recv() else { break };
+                        if let Some(msg) = take(item, rx.len(), prepare, metrics) {
+                            f.send(msg, abandon).await;
+                        }
                     }
                 }
                 None => input_open = false,

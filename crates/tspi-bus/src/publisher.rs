@@ -373,11 +373,41 @@ pub(crate) fn take<T>(
     msg
 }
 
-/// Sleep until `at`, or for ever when there is nothing to wake up for.
-pub(crate) async fn sleep_until_or_never(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
+/// Items a publisher takes from its queue in one turn before it looks at acks again.
+pub(crate) const MAX_RUN: usize = 256;
+
+/// One timer for a publisher's loop, moved only when its deadline changes: a fresh
+/// `sleep` per turn would register and cancel a timer entry for every message.
+pub(crate) struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    at: Option<Instant>,
+}
+
+impl Timer {
+    pub(crate) fn new() -> Self {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            at: None,
+        }
+    }
+
+    /// Fire at `at`; never when `None`.
+    pub(crate) fn set(&mut self, at: Option<Instant>) {
+        if at != self.at {
+            self.at = at;
+            if let Some(t) = at {
+                self.sleep.as_mut().reset(t.into());
+            }
+        }
+    }
+
+    /// Resolves when the deadline is reached; pending for ever without one.
+    pub(crate) async fn fired(&mut self) {
+        if self.at.is_none() {
+            return std::future::pending().await;
+        }
+        (&mut self.sleep).await;
+        self.at = None;
     }
 }
 
@@ -436,6 +466,7 @@ async fn run_window<T: Send>(
         last_warning: None,
     };
     let mut input_open = true;
+    let mut timer = Timer::new();
 
     loop {
         if !input_open && w.outstanding() == 0 {
@@ -458,10 +489,10 @@ async fn run_window<T: Send>(
             .front()
             .map(|r| r.not_before)
             .filter(|_| window_free);
-        let wake = match (next_deadline, next_retry) {
+        timer.set(match (next_deadline, next_retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
+        });
         tokio::select! {
             biased;
             _ = abandon.cancelled() => break,
@@ -474,12 +505,22 @@ async fn run_window<T: Send>(
                     w.acked(id, ack.status, &ack.payload);
                 }
             }
-            _ = sleep_until_or_never(wake) => w.expire(Instant::now()),
+            _ = timer.fired() => w.expire(Instant::now()),
             next = rx.recv(), if input_open && window_free && w.retries.is_empty() => {
                 match next {
                     Some(item) => {
                         if let Some(msg) = take(item, rx.len(), &mut prepare, &w.metrics) {
                             w.send(Pending { msg, attempts: 0 }).await;
+                        }
+                        // The rest of what is queued, within the window, in this turn.
+                        for _ in 1..MAX_RUN {
+                            if w.in_flight.len() >= max_in_flight || !w.retries.is_empty() {
+                                break;
+                            }
+                            let Ok(item) = rx.try_recv() else { break };
+                            if let Some(msg) = take(item, rx.len(), &mut prepare, &w.metrics) {
+                                w.send(Pending { msg, attempts: 0 }).await;
+                            }
                         }
                     }
                     None => input_open = false,
@@ -497,6 +538,35 @@ async fn run_window<T: Send>(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_timer_fires_at_its_deadline_again_after_a_reset_and_never_without_one() {
+        let mut timer = Timer::new();
+        let never = tokio::time::timeout(Duration::from_millis(30), timer.fired()).await;
+        assert!(never.is_err(), "no deadline: must not fire");
+        let at = Instant::now() + Duration::from_millis(10);
+        timer.set(Some(at));
+        tokio::time::timeout(Duration::from_secs(5), timer.fired())
+            .await
+            .expect("fires at its deadline");
+        assert!(Instant::now() >= at);
+        // The same deadline once more (a loop that recomputes it) fires again at once.
+        timer.set(Some(at));
+        tokio::time::timeout(Duration::from_secs(5), timer.fired())
+            .await
+            .expect("a past deadline fires at once");
+        // A later deadline replaces an earlier one that has not fired.
+        timer.set(Some(Instant::now() + Duration::from_millis(5)));
+        let later = Instant::now() + Duration::from_millis(60);
+        timer.set(Some(later));
+        tokio::time::timeout(Duration::from_secs(5), timer.fired())
+            .await
+            .expect("fires at the later deadline");
+        assert!(Instant::now() >= later);
+        timer.set(None);
+        let never = tokio::time::timeout(Duration::from_millis(30), timer.fired()).await;
+        assert!(never.is_err(), "deadline cleared: must not fire");
+    }
 
     #[test]
     fn ack_outcomes() {

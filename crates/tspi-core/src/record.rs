@@ -195,6 +195,33 @@ impl TelemetryRecord {
     /// Append the CBOR map to `out`: the same map serde would write, by hand, because
     /// this runs once per datagram.
     pub fn write_cbor(&self, out: &mut Vec<u8>) {
+        self.write_cbor_with_iso(&self.recv_iso, out);
+    }
+
+    /// `TelemetryRecord::from_datagram(d, recv_epoch_ms).write_cbor(out)` without building
+    /// the record's strings: the producer's per-datagram encoding.
+    pub fn write_datagram_cbor(d: &Datagram, recv_epoch_ms: i64, out: &mut Vec<u8>) {
+        let record = TelemetryRecord {
+            kind: d.kind(),
+            sensor_id: d.sensor_id,
+            day: d.day,
+            time_s: d.time_s(),
+            status: d.status,
+            status_flags: d.validity(),
+            recv_epoch_ms,
+            recv_iso: String::new(),
+            payload: RecordPayload::from(&d.payload),
+        };
+        match rfc3339::utc_millis_fixed(recv_epoch_ms) {
+            // ASCII only.
+            Some(iso) => {
+                record.write_cbor_with_iso(std::str::from_utf8(&iso).unwrap_or_default(), out)
+            }
+            None => record.write_cbor_with_iso(&rfc3339::format_utc_millis(recv_epoch_ms), out),
+        }
+    }
+
+    fn write_cbor_with_iso(&self, recv_iso: &str, out: &mut Vec<u8>) {
         use crate::cbor;
         cbor::map(out, 9);
         cbor::text(out, "type");
@@ -227,7 +254,7 @@ impl TelemetryRecord {
         cbor::text(out, "recv_epoch_ms");
         cbor::int(out, self.recv_epoch_ms);
         cbor::text(out, "recv_iso");
-        cbor::text(out, &self.recv_iso);
+        cbor::text(out, recv_iso);
         cbor::text(out, "payload");
         cbor::map(out, 9);
         for (name, v) in self.payload.values() {

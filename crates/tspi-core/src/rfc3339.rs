@@ -36,6 +36,15 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// Append `epoch_ms` as RFC 3339 UTC with millisecond precision,
 /// e.g. `2025-09-28T11:00:00.123Z`.
 pub fn write_utc_millis(out: &mut String, epoch_ms: i64) {
+    match utc_millis_fixed(epoch_ms) {
+        // The fixed form is ASCII digits and separators only.
+        Some(text) => out.push_str(std::str::from_utf8(&text).unwrap_or_default()),
+        None => write_utc_millis_fmt(out, epoch_ms),
+    }
+}
+
+/// The general form, for years outside 0000..=9999 (five digits, or a sign).
+fn write_utc_millis_fmt(out: &mut String, epoch_ms: i64) {
     let days = epoch_ms.div_euclid(MS_PER_DAY);
     let ms_of_day = epoch_ms.rem_euclid(MS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
@@ -51,6 +60,34 @@ pub fn write_utc_millis(out: &mut String, epoch_ms: i64) {
         secs % 60,
         ms_of_day % 1000
     );
+}
+
+/// `epoch_ms` as the 24 bytes of `YYYY-MM-DDTHH:MM:SS.mmmZ`, digit by digit (the
+/// formatting machinery costs more than the rest of a record's encoding); `None` for a
+/// year outside 0000..=9999.
+pub fn utc_millis_fixed(epoch_ms: i64) -> Option<[u8; 24]> {
+    let days = epoch_ms.div_euclid(MS_PER_DAY);
+    let ms_of_day = epoch_ms.rem_euclid(MS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let year = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+    // Bounded by the calendar: < 86,400,000.
+    let ms_of_day = ms_of_day as u32;
+    let secs = ms_of_day / 1000;
+    let mut t = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            t[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, secs / 3600);
+    put(14, 2, (secs / 60) % 60);
+    put(17, 2, secs % 60);
+    put(20, 3, ms_of_day % 1000);
+    Some(t)
 }
 
 /// `epoch_ms` as an RFC 3339 UTC string.
@@ -76,6 +113,40 @@ pub fn day_and_ticks(epoch_us: i64) -> (u16, u32) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fixed_form_matches_the_general_one() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut moments = vec![
+            0,
+            -1,
+            1,
+            MS_PER_DAY - 1,
+            253_402_300_799_999, // 9999-12-31T23:59:59.999Z
+            253_402_300_800_000, // 10000-01-01: general form only
+            -62_167_219_200_000, // 0000-01-01T00:00:00.000Z
+            -62_167_219_200_001, // before year 0: general form only
+            951_782_400_000,     // 2000-02-29
+        ];
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            moments.push((state % 300_000_000_000_000) as i64 - 62_200_000_000_000);
+        }
+        for ms in moments {
+            let mut general = String::new();
+            write_utc_millis_fmt(&mut general, ms);
+            let mut fast = String::new();
+            write_utc_millis(&mut fast, ms);
+            assert_eq!(fast, general, "{ms}");
+            assert_eq!(
+                utc_millis_fixed(ms).is_some(),
+                (-62_167_219_200_000..=253_402_300_799_999).contains(&ms),
+                "{ms}"
+            );
+        }
+    }
 
     #[test]
     fn known_instants() {

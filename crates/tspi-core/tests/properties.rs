@@ -74,6 +74,16 @@ proptest! {
     }
 
     #[test]
+    fn direct_cbor_is_the_records_cbor(bytes in valid_datagram(), ms in -70_000_000_000_000i64..300_000_000_000_000) {
+        let d = decode(&bytes).expect("valid by construction");
+        let mut direct = vec![0xAA];
+        TelemetryRecord::write_datagram_cbor(&d, ms, &mut direct);
+        let mut via_record = vec![0xAA];
+        TelemetryRecord::from_datagram(&d, ms).write_cbor(&mut via_record);
+        prop_assert_eq!(direct, via_record);
+    }
+
+    #[test]
     fn fast_and_general_cbor_decoders_agree(
         bytes in valid_datagram(),
         ms in -1_000i64..4_102_444_800_000,

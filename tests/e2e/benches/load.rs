@@ -195,10 +195,12 @@ impl ProducerProcess {
             .args(["--stats-interval", "0", "--log-level", "warn"])
             .args(["--max-in-flight", &WINDOW.to_string()])
             .args(["--publish-mode", mode])
-            .args([
-                "--worker-threads",
-                &std::env::var("TSPI_BENCH_PRODUCER_THREADS").unwrap_or_else(|_| "2".into()),
-            ])
+            // The producer's own default (one thread) unless the run asks for more.
+            .args(
+                std::env::var("TSPI_BENCH_PRODUCER_THREADS")
+                    .map(|n| vec!["--worker-threads".to_owned(), n])
+                    .unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start producer: {e}"));
@@ -688,6 +690,9 @@ fn main() {
                 rtt.value_at_quantile(0.5), rtt.value_at_quantile(0.99)
             );
             report.insert(format!("latency_{label}_5000_per_s"), latency_figures(&h, &bare, &rtt));
+            if std::env::var("TSPI_BENCH_PART").as_deref() == Ok("latency") {
+                continue;
+            }
 
             day += 1;
             let window_before = bare_publish_ceiling(&urls, n_ceiling, day).await;
