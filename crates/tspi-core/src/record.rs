@@ -180,6 +180,14 @@ impl TelemetryRecord {
     /// Build the bus record for a datagram received at `recv_epoch_ms`.
     pub fn from_datagram(d: &Datagram, recv_epoch_ms: i64) -> Self {
         TelemetryRecord {
+            recv_iso: rfc3339::format_utc_millis(recv_epoch_ms),
+            ..Self::without_iso(d, recv_epoch_ms)
+        }
+    }
+
+    /// The record with an empty `recv_iso` (no allocation).
+    fn without_iso(d: &Datagram, recv_epoch_ms: i64) -> Self {
+        TelemetryRecord {
             kind: d.kind(),
             sensor_id: d.sensor_id,
             day: d.day,
@@ -187,7 +195,7 @@ impl TelemetryRecord {
             status: d.status,
             status_flags: d.validity(),
             recv_epoch_ms,
-            recv_iso: rfc3339::format_utc_millis(recv_epoch_ms),
+            recv_iso: String::new(),
             payload: RecordPayload::from(&d.payload),
         }
     }
@@ -201,17 +209,7 @@ impl TelemetryRecord {
     /// `TelemetryRecord::from_datagram(d, recv_epoch_ms).write_cbor(out)` without building
     /// the record's strings: the producer's per-datagram encoding.
     pub fn write_datagram_cbor(d: &Datagram, recv_epoch_ms: i64, out: &mut Vec<u8>) {
-        let record = TelemetryRecord {
-            kind: d.kind(),
-            sensor_id: d.sensor_id,
-            day: d.day,
-            time_s: d.time_s(),
-            status: d.status,
-            status_flags: d.validity(),
-            recv_epoch_ms,
-            recv_iso: String::new(),
-            payload: RecordPayload::from(&d.payload),
-        };
+        let record = Self::without_iso(d, recv_epoch_ms);
         match rfc3339::utc_millis_fixed(recv_epoch_ms) {
             // ASCII only.
             Some(iso) => {
