@@ -150,7 +150,12 @@ async fn bare_fast_ceiling(urls: &[String], n: u64, day: u16) -> f64 {
 
 /// utime + stime of a process, in clock ticks (`/proc/<pid>/stat`).
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime in a `stat` file of /proc.
+fn stat_cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = rest
@@ -436,7 +441,8 @@ impl tokio::io::AsyncWrite for LatencyWriter {
 
 /// UDP-in → receiver-stdout latency (µs) at `rate` for `seconds`.
 async fn latency(urls: &[String], rate: f64, seconds: f64, day: u16) -> Histogram<u64> {
-    let producer = ProducerProcess::start(urls, "auto");
+    let mode = std::env::var("TSPI_BENCH_LATENCY_MODE").unwrap_or_else(|_| "auto".into());
+    let producer = ProducerProcess::start(urls, &mode);
     let client = tspi_e2e::client(urls).await;
     let js = jetstream::new(client);
     let n = (rate * seconds) as u64;
@@ -550,6 +556,74 @@ async fn bare_delivery_latency(
     }
     let _ = publisher.await;
     hist
+}
+
+/// The CPU floor of publishing: the same records, built beforehand, offered at `rate` in
+/// 1 ms slices to tspi-bus's fast-batch publisher on one thread of its own (with its own
+/// client, whose connection task runs there too), as the producer does by default.
+/// Returns that thread's CPU µs per message: what the bus client alone costs, without the
+/// socket, decoding, encoding or quality tracking.
+fn publish_path_cpu(urls: &[String], rate: f64, seconds: f64, day: u16) -> f64 {
+    let urls = urls.to_vec();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async move {
+            let client = tspi_e2e::client(&urls).await;
+            let prefix = StreamPrefix::default();
+            let now = tspi_runtime::now_epoch_ms();
+            let n = (rate * seconds) as u64;
+            let messages: Vec<OutMessage> = (0..n)
+                .map(|i| {
+                    let d = datagram(i, day);
+                    let mut id = String::new();
+                    write_msg_id(&mut id, d.sensor_id, d.day, d.time_ticks);
+                    OutMessage {
+                        subject: prefix.subject(d.kind(), d.sensor_id).into(),
+                        msg_id: id,
+                        payload: Bytes::from(TelemetryRecord::from_datagram(&d, now).to_cbor()),
+                        received: Instant::now(),
+                    }
+                })
+                .collect();
+            let (tx, rx) = tokio::sync::mpsc::channel(n as usize + 1);
+            let metrics = PublishMetrics::default();
+            let before = stat_cpu_ticks("/proc/thread-self/stat");
+            let publisher = tokio::spawn(run_publisher(
+                client,
+                rx,
+                Some::<OutMessage>,
+                PublisherOptions {
+                    fast: Some(prefix.batch_control_subject().into()),
+                    max_in_flight: WINDOW,
+                    ..PublisherOptions::default()
+                },
+                metrics.clone(),
+                CancellationToken::new(),
+            ));
+            let start = Instant::now();
+            for (i, m) in messages.into_iter().enumerate() {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                if due > Instant::now() + Duration::from_micros(200) {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let _ = tx.try_send(m);
+            }
+            drop(tx);
+            let _ = publisher.await;
+            let ticks = stat_cpu_ticks("/proc/thread-self/stat").saturating_sub(before);
+            assert_eq!(
+                metrics.published.get(),
+                n,
+                "the publish-path run confirmed everything"
+            );
+            ticks as f64 * 1e6 / clock_ticks_per_second() as f64 / n.max(1) as f64
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("publish-path thread panicked"))
 }
 
 /// The producer's peak RSS at overload: every server stopped (SIGSTOP), `n` datagrams
@@ -710,6 +784,14 @@ fn main() {
             day += 1;
             let cpu = producer_rung(&urls, "fast", 40_000.0, seconds.max(3.0), day).await;
             day += 1;
+            let cpu_floor = {
+                let urls = urls.clone();
+                let s = seconds.max(3.0);
+                tokio::task::spawn_blocking(move || publish_path_cpu(&urls, 40_000.0, s, day))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            };
+            day += 1;
             let overload = if quick() { 50_000 } else { 400_000 };
             let (overload_kib, overload_published, overload_dropped) = overload_rss(
                 &urls,
@@ -726,7 +808,7 @@ fn main() {
             let rss = |b: &Option<Rung>| b.as_ref().map_or(0, |b| b.rss_kib);
             let (w, f) = (rate(&best_window), rate(&best_fast));
             eprintln!(
-                "  {label}: producer zero-loss window {w:.0}/s, fast {f:.0}/s (fast/window {:.2}); ceilings window {window_before:.0}/{window_after:.0}, fast {fast_before:.0}/{fast_after:.0}; fast over the per-message ceiling {:.2}; CPU at 40,000/s {:.2} µs/datagram ({cpu:?}); peak RSS sustained {} MiB, at overload {} MiB ({overload} offered: {overload_published} published, {overload_dropped} dropped)",
+                "  {label}: producer zero-loss window {w:.0}/s, fast {f:.0}/s (fast/window {:.2}); ceilings window {window_before:.0}/{window_after:.0}, fast {fast_before:.0}/{fast_after:.0}; fast over the per-message ceiling {:.2}; CPU at 40,000/s {:.2} µs/datagram ({cpu:?}), the publish path alone {cpu_floor:.2} µs/message; peak RSS sustained {} MiB, at overload {} MiB ({overload} offered: {overload_published} published, {overload_dropped} dropped)",
                 f / w.max(1.0),
                 f / window_mean,
                 cpu.cpu_us_per_datagram,
@@ -745,6 +827,7 @@ fn main() {
                     "fast_over_window_ceiling": round(f / window_mean),
                     "fast_over_fast_ceiling": round(f / fast_mean),
                     "cpu_us_per_datagram_at_40000": round(cpu.cpu_us_per_datagram),
+                    "publish_path_cpu_us_per_message_at_40000": round(cpu_floor),
                     "cpu_rung": format!("{cpu:?}"),
                     "peak_rss_sustained_mib": [round(rss(&best_window) as f64 / 1024.0), round(rss(&best_fast) as f64 / 1024.0)],
                     "peak_rss_overload_mib": round(overload_kib as f64 / 1024.0),
