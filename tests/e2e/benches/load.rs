@@ -105,6 +105,19 @@ async fn bare_publish_ceiling(urls: &[String], n: u64, day: u16) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Datagram `i`'s message as the producer would publish it, received `now`.
+fn out_message(i: u64, day: u16, prefix: &StreamPrefix, now: i64) -> OutMessage {
+    let d = datagram(i, day);
+    let mut id = String::new();
+    write_msg_id(&mut id, d.sensor_id, d.day, d.time_ticks);
+    OutMessage {
+        subject: prefix.subject(d.kind(), d.sensor_id).into(),
+        msg_id: id,
+        payload: Bytes::from(TelemetryRecord::from_datagram(&d, now).to_cbor()),
+        received: Instant::now(),
+    }
+}
+
 /// The fast-ingest ceiling: the same records through tspi-bus's fast-batch publisher
 /// alone (no socket, no decoding), as fast as its flow control lets them go.
 async fn bare_fast_ceiling(urls: &[String], n: u64, day: u16) -> f64 {
@@ -113,16 +126,7 @@ async fn bare_fast_ceiling(urls: &[String], n: u64, day: u16) -> f64 {
     let now = tspi_runtime::now_epoch_ms();
     let (tx, rx) = tokio::sync::mpsc::channel(n as usize + 1);
     for i in 0..n {
-        let d = datagram(i, day);
-        let mut id = String::new();
-        write_msg_id(&mut id, d.sensor_id, d.day, d.time_ticks);
-        let cbor = TelemetryRecord::from_datagram(&d, now).to_cbor();
-        let _ = tx.try_send(OutMessage {
-            subject: prefix.subject(d.kind(), d.sensor_id).into(),
-            msg_id: id,
-            payload: Bytes::from(cbor),
-            received: Instant::now(),
-        });
+        let _ = tx.try_send(out_message(i, day, &prefix, now));
     }
     drop(tx);
     let metrics = PublishMetrics::default();
@@ -575,19 +579,8 @@ fn publish_path_cpu(urls: &[String], rate: f64, seconds: f64, day: u16) -> f64 {
             let prefix = StreamPrefix::default();
             let now = tspi_runtime::now_epoch_ms();
             let n = (rate * seconds) as u64;
-            let messages: Vec<OutMessage> = (0..n)
-                .map(|i| {
-                    let d = datagram(i, day);
-                    let mut id = String::new();
-                    write_msg_id(&mut id, d.sensor_id, d.day, d.time_ticks);
-                    OutMessage {
-                        subject: prefix.subject(d.kind(), d.sensor_id).into(),
-                        msg_id: id,
-                        payload: Bytes::from(TelemetryRecord::from_datagram(&d, now).to_cbor()),
-                        received: Instant::now(),
-                    }
-                })
-                .collect();
+            let messages: Vec<OutMessage> =
+                (0..n).map(|i| out_message(i, day, &prefix, now)).collect();
             let (tx, rx) = tokio::sync::mpsc::channel(n as usize + 1);
             let metrics = PublishMetrics::default();
             let before = stat_cpu_ticks("/proc/thread-self/stat");
