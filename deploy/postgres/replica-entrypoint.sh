@@ -10,4 +10,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pg_basebackup -h "$PRIMARY_HOST" -p 5432 -U replicator -D "$PGDATA" -R -X stream --checkpoint=fast
   chmod 700 "$PGDATA"
 fi
-exec postgres -D "$PGDATA"
+exec postgres -D "$PGDATA" -c timescaledb.telemetry_level=off

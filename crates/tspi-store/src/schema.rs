@@ -205,8 +205,21 @@ async fn timescale(client: &mut Client, options: &SchemaOptions) -> Result<bool,
         )
         .await?
         .get(0);
-    let created = if available {
-        // Fails when the library is not in shared_preload_libraries: then plain PostgreSQL.
+    // Without the library in shared_preload_libraries, CREATE EXTENSION does not merely
+    // fail: TimescaleDB 2.28 ends the session. So look first.
+    let preloaded: bool = client
+        .query_one(
+            "SELECT current_setting('shared_preload_libraries') ~ '(^|[ ,])\"?timescaledb\"?($|[ ,])'",
+            &[],
+        )
+        .await?
+        .get(0);
+    if available && !preloaded {
+        tracing::warn!(
+            "timescaledb is installed but not in shared_preload_libraries; using plain PostgreSQL"
+        );
+    }
+    let created = if available && preloaded {
         match client
             .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             .await

@@ -15,7 +15,7 @@ pub use browser::Browser;
 pub use fault::{
     bounce, wait_until, wait_until_blocking, Bounce, BouncePlan, LinkProxy, LinkState, Paused,
 };
-pub use postgres::{pg_bindir, BackgroundQuery, PgServer, PG_USER};
+pub use postgres::{pg_bindir, timescaledb_installed, BackgroundQuery, PgServer, PG_USER};
 pub use power_cut::{CutReport, PowerCutMount};
 
 use std::collections::HashSet;

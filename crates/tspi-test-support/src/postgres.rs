@@ -38,6 +38,24 @@ pub fn pg_bindir() -> PathBuf {
     })
 }
 
+/// Whether the PostgreSQL of [`pg_bindir`] has TimescaleDB (its loader library beside the
+/// server's); the reason when not.
+pub fn timescaledb_installed() -> Result<(), String> {
+    let bindir = pg_bindir();
+    let lib = bindir.join("../lib/timescaledb.so");
+    if lib.is_file() {
+        Ok(())
+    } else {
+        Err(format!(
+            "TimescaleDB is not installed for the PostgreSQL in {} ({} is missing); \
+             tests/install-deps.sh builds it from the vendored source \
+             (../shared/vendor/timescaledb-2.28.3.tar.gz, or TSPI_TIMESCALEDB_SOURCE)",
+            bindir.display(),
+            lib.display()
+        ))
+    }
+}
+
 const NOBODY: u32 = 65_534;
 
 fn running_as_root() -> bool {
@@ -122,6 +140,23 @@ impl PgServer {
 
     /// `initdb` and start a primary that accepts replication connections.
     pub fn start_primary() -> PgServer {
+        Self::start_primary_with("")
+    }
+
+    /// A primary with TimescaleDB preloaded and its telemetry off (a range network is
+    /// air-gapped), or `None` when this machine's PostgreSQL has no TimescaleDB: then the
+    /// calling test says it was skipped and why, once, on stderr.
+    pub fn start_timescaledb(test: &str) -> Option<PgServer> {
+        if let Err(why) = timescaledb_installed() {
+            eprintln!("SKIPPED {test}: {why}");
+            return None;
+        }
+        Some(Self::start_primary_with(
+            "shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n",
+        ))
+    }
+
+    fn start_primary_with(extra_conf: &str) -> PgServer {
         let bindir = pg_bindir();
         let (dir, data, socket_dir, log) = Self::layout("tspi-pg-primary-");
         give_to_server_user(dir.path());
@@ -140,6 +175,7 @@ impl PgServer {
                     hot_standby = on\nfsync = on\nsynchronous_commit = on\n";
         let mut pg_conf = fs::read_to_string(data.join("postgresql.conf")).unwrap_or_default();
         pg_conf.push_str(conf);
+        pg_conf.push_str(extra_conf);
         fs::write(data.join("postgresql.conf"), pg_conf).unwrap_or_else(|e| panic!("{e}"));
         let mut hba = fs::read_to_string(data.join("pg_hba.conf")).unwrap_or_default();
         hba.push_str("host replication all 127.0.0.1/32 trust\n");
