@@ -1,6 +1,7 @@
 //! The replayer against a real NATS server and a real PostgreSQL archive filled by the
 //! real archiver: pacing at 1x and 10x, order, command state and earlier tags first,
-//! `--tag` windows, and `serve` obeying pause, seek (to a tag) and stop.
+//! `--tag` windows, and `serve` obeying pause, seek (to a tag) and stop; on plain
+//! PostgreSQL and on compressed TimescaleDB chunks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -322,12 +323,35 @@ fn check_playout(got: &[Got], expected_state: &[&str], window: usize, speed: f64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_paces_orders_and_obeys_controls() {
+    replay_and_controls(PgServer::start_primary(), Default::default()).await;
+}
+
+/// The same replay, seek and tag windows read from TimescaleDB chunks that were
+/// compressed once the archive was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reads_compressed_timescaledb_chunks() {
+    let Some(pg) = PgServer::start_timescaledb("replay_reads_compressed_timescaledb_chunks") else {
+        return;
+    };
+    replay_and_controls(
+        pg,
+        tspi_store::SchemaOptions {
+            timescale: tspi_store::TimescaleMode::Require,
+            chunk_interval: Some(Duration::from_secs(3600)),
+            compress_after: Some(Duration::from_secs(7 * 86_400)),
+            retain: None,
+        },
+    )
+    .await;
+}
+
+async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
+    let compress = schema.compress_after.is_some();
     let nats = NatsServer::start().await;
-    let pg = PgServer::start_primary();
     let db = pg.create_database("replay");
     let url = pg.url(&db);
     let pool = tspi_store::pool(&url, 4).unwrap();
-    tspi_store::migrate(&mut pool.get().await.unwrap(), &Default::default())
+    tspi_store::migrate(&mut pool.get().await.unwrap(), &schema)
         .await
         .unwrap();
 
@@ -356,6 +380,21 @@ async fn replay_paces_orders_and_obeys_controls() {
     }
     stop_archiver.cancel();
     archiver.await.unwrap().unwrap();
+    if compress {
+        pg.psql(
+            &db,
+            "SELECT count(compress_chunk(c)) FROM show_chunks('messages') c",
+        );
+        assert_eq!(
+            pg.psql(
+                &db,
+                "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks \
+                 WHERE hypertable_name = 'messages'"
+            ),
+            "t",
+            "every chunk the replay reads is compressed"
+        );
+    }
     let window = window_count(&pg, &db, rec.window_start, rec.window_end).await;
     assert!(window > 900, "{window} messages in the 10 s window");
 

@@ -206,10 +206,12 @@ async fn timescale(client: &mut Client, options: &SchemaOptions) -> Result<bool,
         .await?
         .get(0);
     // Without the library in shared_preload_libraries, CREATE EXTENSION does not merely
-    // fail: TimescaleDB 2.28 ends the session. So look first.
+    // fail: TimescaleDB 2.28 ends the session. So look first, at a setting only its
+    // preloaded loader defines (shared_preload_libraries itself needs a superuser, or
+    // pg_read_all_settings, to read).
     let preloaded: bool = client
         .query_one(
-            "SELECT current_setting('shared_preload_libraries') ~ '(^|[ ,])\"?timescaledb\"?($|[ ,])'",
+            "SELECT current_setting('timescaledb.disable_load', true) IS NOT NULL",
             &[],
         )
         .await?
