@@ -337,27 +337,24 @@ async fn exact_rows(mut pg: PgServer, schema: SchemaOptions) {
         again.clone(),
         shutdown.clone(),
     ));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    // Done when the second consumer has had every message and acknowledged it.
+    let finished = tspi_test_support::wait_until(Duration::from_secs(60), || async {
         let stream = js.get_stream("TSPI").await.unwrap();
         let consumer = stream
             .get_consumer::<jetstream::consumer::pull::Config>("archiver-again")
             .await;
-        if let Ok(mut c) = consumer {
-            let info = c.info().await.unwrap();
-            if info.num_pending == 0
-                && info.num_ack_pending == 0
-                && info.delivered.stream_sequence >= total
-            {
-                break;
+        match consumer {
+            Ok(mut c) => {
+                let info = c.info().await.unwrap();
+                info.num_pending == 0
+                    && info.num_ack_pending == 0
+                    && info.delivered.stream_sequence >= total
             }
+            Err(_) => false,
         }
-        assert!(
-            Instant::now() < deadline,
-            "the second archiver did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(finished.is_some(), "the second archiver did not finish");
     shutdown.cancel();
     task.await.unwrap().unwrap();
     exactly_once(&pg, "a full redelivery added no row");

@@ -634,13 +634,14 @@ async fn overload_rss(
     let sender = blast(producer.udp, n, 200_000.0, day, Instant::now(), None);
     let _ = tokio::task::spawn_blocking(move || sender.join()).await;
     // Until every datagram is read by the producer or counted as dropped by the kernel.
-    let kernel_dropped = || {
+    let dropped = |reason: &str| {
         producer
-            .scrape("datagrams_dropped_total{reason=\"kernel_receive_queue\"}")
+            .scrape(&format!("datagrams_dropped_total{{reason=\"{reason}\"}}"))
             .unwrap_or(0)
     };
     let all_in = wait_until(Duration::from_secs(60), || async {
-        producer.scrape("datagrams_received_total").unwrap_or(0) + kernel_dropped() >= n
+        producer.scrape("datagrams_received_total").unwrap_or(0) + dropped("kernel_receive_queue")
+            >= n
     })
     .await;
     assert!(
@@ -650,13 +651,8 @@ async fn overload_rss(
     let rss = producer.peak_rss_kib();
     drop(paused);
     let received = producer.scrape("datagrams_received_total").unwrap_or(0);
-    let queue_dropped = || {
-        producer
-            .scrape("datagrams_dropped_total{reason=\"queue_full\"}")
-            .unwrap_or(0)
-    };
     let drained = wait_until(Duration::from_secs(120), || async {
-        producer.scrape("published_total").unwrap_or(0) + queue_dropped() >= received
+        producer.scrape("published_total").unwrap_or(0) + dropped("queue_full") >= received
     })
     .await;
     assert!(
@@ -666,7 +662,7 @@ async fn overload_rss(
     (
         rss,
         producer.scrape("published_total").unwrap_or(0),
-        queue_dropped(),
+        dropped("queue_full"),
     )
 }
 
