@@ -1,7 +1,8 @@
 //! The replayer against a real NATS server and a real PostgreSQL archive filled by the
 //! real archiver: pacing at 1x and 10x, order, command state and earlier tags first,
 //! `--tag` windows, and `serve` obeying pause, seek (to a tag) and stop; on plain
-//! PostgreSQL and on compressed TimescaleDB chunks.
+//! PostgreSQL and on compressed TimescaleDB chunks, and while TimescaleDB's retention drops
+//! old chunks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -726,4 +727,135 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     server.await.unwrap().unwrap();
     task.abort();
     let _ = rec.tag_a;
+}
+
+/// TimescaleDB's retention policy drops old chunks while a replay reads a recent window:
+/// the drop does not wait for the replay, and the replay neither stalls nor loses a
+/// message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_chunks_while_a_replay_reads() {
+    let Some(pg) = PgServer::start_timescaledb("retention_drops_old_chunks_while_a_replay_reads")
+    else {
+        return;
+    };
+    let nats = NatsServer::start().await;
+    let db = pg.create_database("retention");
+    let pool = tspi_store::pool(&pg.url(&db), 4).unwrap();
+    let schema = tspi_store::SchemaOptions {
+        timescale: tspi_store::TimescaleMode::Require,
+        chunk_interval: Some(Duration::from_secs(3600)),
+        retain: Some(Duration::from_secs(30 * 86_400)),
+        ..Default::default()
+    };
+    tspi_store::migrate(&mut pool.get().await.unwrap(), &schema)
+        .await
+        .unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&client, &js, &spec).await.unwrap();
+    let stop_archiver = CancellationToken::new();
+    let archiver = tokio::spawn(tspi_archiver::run(
+        ArchiverOptions::default(),
+        js.clone(),
+        pool.clone(),
+        ArchiverMetrics::new(&mut Registry::default()),
+        stop_archiver.clone(),
+    ));
+    let rec = record(&js).await;
+    let archived = || {
+        let n = pg.psql(&db, "SELECT count(*) FROM messages");
+        async move { n.parse::<u64>().is_ok_and(|n| n >= rec.total) }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(30), archived)
+        .await
+        .expect("the archiver catches up");
+    stop_archiver.cancel();
+    archiver.await.unwrap().unwrap();
+
+    // Two days of older archive, 60 days back: 48 one-hour chunks past retention.
+    pg.psql(
+        &db,
+        "INSERT INTO messages (stream, stream_seq, stream_ts, subject, kind, msg_id, recv_ts,
+                               sensor_id, day, time_s, record, raw, error)
+         SELECT stream, stream_seq - 1000000 * (h + 1), stream_ts - interval '60 days' - interval '1 hour' * h,
+                subject, kind, msg_id, recv_ts - interval '60 days' - interval '1 hour' * h,
+                sensor_id, day, time_s, record, raw, error
+         FROM messages, generate_series(0, 47) h",
+    );
+    let old_chunks =
+        "SELECT count(*) FROM show_chunks('messages', older_than => interval '30 days')";
+    assert_eq!(pg.psql(&db, old_chunks), "48");
+    let window = window_count(&pg, &db, rec.window_start, rec.window_end).await;
+    assert!(window > 900, "{window} messages in the 10 s window");
+
+    let ctx = ReplayContext {
+        handle: tokio::runtime::Handle::current(),
+        pool: pool.clone(),
+        client: client.clone(),
+    };
+    let (task, got) = collect(client.subscribe("player.ret.playout.>").await.unwrap());
+    let replay = tokio::spawn(tspi_replayer::play(
+        ctx.clone(),
+        SessionSpec {
+            room: "ret".into(),
+            stream: "TSPI".into(),
+            start: rec.window_start,
+            end: rec.window_end,
+            speed: 1.0,
+            clock: Clock::Receive,
+            paused: false,
+            segment: None,
+            snapshot: None,
+        },
+        CancellationToken::new(),
+    ));
+    // Two seconds into the replay, the retention job runs.
+    let under_way = || {
+        let n = content(&got.lock().unwrap()).len();
+        async move { n > 200 }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(10), under_way)
+        .await
+        .expect("the replay is under way");
+    let job = pg.psql(
+        &db,
+        "SELECT job_id FROM timescaledb_information.jobs
+         WHERE proc_name = 'policy_retention' AND hypertable_name = 'messages'",
+    );
+    let dropping = Instant::now();
+    let (pg, db) = tokio::task::spawn_blocking(move || {
+        pg.psql(&db, &format!("CALL run_job({job})"));
+        (pg, db)
+    })
+    .await
+    .unwrap();
+    let drop_took = dropping.elapsed();
+    assert!(
+        !replay.is_finished(),
+        "the retention job finished while the replay was still reading ({drop_took:?})"
+    );
+    assert_eq!(pg.psql(&db, old_chunks), "0", "old chunks dropped");
+    let summary = replay.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    let got = got.lock().unwrap().clone();
+    let played = check_playout(
+        &got,
+        &[
+            "tspi.cmd.display.units",
+            "tspi.cmd.display.marker_color",
+            "tags.create",
+        ],
+        window,
+        1.0,
+    );
+    eprintln!("retention job took {drop_took:?} during the replay; replay took {played:.3} s");
+    assert!((played - 10.0).abs() <= 0.2, "1x window took {played:.3} s");
+    assert_eq!(summary.status.published as usize, window);
+    assert_eq!(
+        window_count(&pg, &db, rec.window_start, rec.window_end).await,
+        window,
+        "the recent window is untouched"
+    );
 }
