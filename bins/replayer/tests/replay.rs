@@ -193,6 +193,53 @@ async fn record(js: &jetstream::Context) -> Recorded {
     }
 }
 
+/// A recording (see [`record`]) archived by the real archiver into a fresh database.
+struct Archived {
+    _nats: NatsServer,
+    db: String,
+    pool: deadpool_postgres::Pool,
+    client: async_nats::Client,
+    rec: Recorded,
+}
+
+async fn archive_a_recording(pg: &PgServer, schema: &tspi_store::SchemaOptions) -> Archived {
+    let nats = NatsServer::start().await;
+    let db = pg.create_database("replay");
+    let pool = tspi_store::pool(&pg.url(&db), 4).unwrap();
+    tspi_store::migrate(&mut pool.get().await.unwrap(), schema)
+        .await
+        .unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&client, &js, &spec).await.unwrap();
+    let stop_archiver = CancellationToken::new();
+    let archiver = tokio::spawn(tspi_archiver::run(
+        ArchiverOptions::default(),
+        js.clone(),
+        pool.clone(),
+        ArchiverMetrics::new(&mut Registry::default()),
+        stop_archiver.clone(),
+    ));
+    let rec = record(&js).await;
+    let archived = || {
+        let n = pg.psql(&db, "SELECT count(*) FROM messages");
+        async move { n.parse::<u64>().is_ok_and(|n| n >= rec.total) }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(30), archived)
+        .await
+        .expect("the archiver catches up");
+    stop_archiver.cancel();
+    archiver.await.unwrap().unwrap();
+    Archived {
+        _nats: nats,
+        db,
+        pool,
+        client,
+        rec,
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Got {
     at: Instant,
@@ -348,39 +395,13 @@ async fn replay_reads_compressed_timescaledb_chunks() {
 
 async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     let compress = schema.compress_after.is_some();
-    let nats = NatsServer::start().await;
-    let db = pg.create_database("replay");
-    let url = pg.url(&db);
-    let pool = tspi_store::pool(&url, 4).unwrap();
-    tspi_store::migrate(&mut pool.get().await.unwrap(), &schema)
-        .await
-        .unwrap();
-
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
-    ensure_stream(&client, &js, &spec).await.unwrap();
-    let stop_archiver = CancellationToken::new();
-    let archiver = tokio::spawn(tspi_archiver::run(
-        ArchiverOptions::default(),
-        js.clone(),
-        pool.clone(),
-        ArchiverMetrics::new(&mut Registry::default()),
-        stop_archiver.clone(),
-    ));
-    let rec = record(&js).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pg
-        .psql(&db, "SELECT count(*) FROM messages")
-        .parse::<u64>()
-        .unwrap()
-        < rec.total
-    {
-        assert!(Instant::now() < deadline, "archiver did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop_archiver.cancel();
-    archiver.await.unwrap().unwrap();
+    let Archived {
+        _nats,
+        db,
+        pool,
+        client,
+        rec,
+    } = archive_a_recording(&pg, &schema).await;
     if compress {
         pg.psql(
             &db,
@@ -738,40 +759,19 @@ async fn retention_drops_old_chunks_while_a_replay_reads() {
     else {
         return;
     };
-    let nats = NatsServer::start().await;
-    let db = pg.create_database("retention");
-    let pool = tspi_store::pool(&pg.url(&db), 4).unwrap();
     let schema = tspi_store::SchemaOptions {
         timescale: tspi_store::TimescaleMode::Require,
         chunk_interval: Some(Duration::from_secs(3600)),
         retain: Some(Duration::from_secs(30 * 86_400)),
         ..Default::default()
     };
-    tspi_store::migrate(&mut pool.get().await.unwrap(), &schema)
-        .await
-        .unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
-    ensure_stream(&client, &js, &spec).await.unwrap();
-    let stop_archiver = CancellationToken::new();
-    let archiver = tokio::spawn(tspi_archiver::run(
-        ArchiverOptions::default(),
-        js.clone(),
-        pool.clone(),
-        ArchiverMetrics::new(&mut Registry::default()),
-        stop_archiver.clone(),
-    ));
-    let rec = record(&js).await;
-    let archived = || {
-        let n = pg.psql(&db, "SELECT count(*) FROM messages");
-        async move { n.parse::<u64>().is_ok_and(|n| n >= rec.total) }
-    };
-    tspi_test_support::wait_until(Duration::from_secs(30), archived)
-        .await
-        .expect("the archiver catches up");
-    stop_archiver.cancel();
-    archiver.await.unwrap().unwrap();
+    let Archived {
+        _nats,
+        db,
+        pool,
+        client,
+        rec,
+    } = archive_a_recording(&pg, &schema).await;
 
     // Two days of older archive, 60 days back: 48 one-hour chunks past retention.
     pg.psql(
