@@ -39,10 +39,14 @@ fn require_makes_hypertables_with_the_flags_policies_repeatably() {
     ];
     // Twice: the second run finds everything in place and changes nothing.
     migrate(&url, &flags);
-    let jobs = "SELECT hypertable_name || ' ' || proc_name || ' ' || \
-                coalesce(config->>'compress_after', config->>'drop_after') \
-                FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL \
-                ORDER BY hypertable_name, proc_name";
+    // Policies by what they serve (a continuous aggregate by its view's name).
+    let jobs = "SELECT coalesce(c.view_name, j.hypertable_name) || ' ' || j.proc_name || ' ' || \
+                coalesce(config->>'compress_after', config->>'drop_after', \
+                         (config->>'start_offset') || ' to ' || (config->>'end_offset')) \
+                FROM timescaledb_information.jobs j \
+                LEFT JOIN timescaledb_information.continuous_aggregates c \
+                  ON c.materialization_hypertable_name = j.hypertable_name \
+                WHERE j.hypertable_name IS NOT NULL ORDER BY 1";
     let jobs_first = pg.psql(&db, jobs);
     migrate(&url, &flags);
     assert_eq!(
@@ -55,7 +59,7 @@ fn require_makes_hypertables_with_the_flags_policies_repeatably() {
         pg.psql(
             &db,
             "SELECT string_agg(hypertable_name, ',' ORDER BY hypertable_name) \
-             FROM timescaledb_information.hypertables"
+             FROM timescaledb_information.hypertables WHERE hypertable_schema = 'public'"
         ),
         "commands,messages"
     );
@@ -63,15 +67,27 @@ fn require_makes_hypertables_with_the_flags_policies_repeatably() {
         pg.psql(
             &db,
             "SELECT string_agg(hypertable_name || ' ' || column_name || ' ' || time_interval, ',' \
-             ORDER BY hypertable_name) FROM timescaledb_information.dimensions"
+             ORDER BY hypertable_name) FROM timescaledb_information.dimensions \
+             WHERE hypertable_schema = 'public'"
         ),
         "commands stream_ts 01:00:00,messages stream_ts 01:00:00"
+    );
+    // Sensor-quality history: a real-time continuous aggregate, refreshed each minute
+    // no further back than the retention (so it outlives the raw rows).
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT view_name || ' ' || materialized_only \
+             FROM timescaledb_information.continuous_aggregates"
+        ),
+        "sensor_quality_minute false"
     );
     assert_eq!(
         jobs_first,
         "commands policy_retention 720:00:00\n\
          messages policy_compression 02:00:00\n\
-         messages policy_retention 720:00:00"
+         messages policy_retention 720:00:00\n\
+         sensor_quality_minute policy_refresh_continuous_aggregate 720:00:00 to 00:01:00"
     );
     // The policies run: each job once, now, without an error.
     for job in pg
@@ -106,7 +122,8 @@ fn auto_uses_timescaledb_where_it_can_and_plain_tables_where_it_cannot() {
     assert_eq!(
         tsdb.psql(
             &db,
-            "SELECT count(*) FROM timescaledb_information.hypertables"
+            "SELECT count(*) FROM timescaledb_information.hypertables \
+             WHERE hypertable_schema = 'public'"
         ),
         "2"
     );

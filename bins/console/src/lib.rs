@@ -1,5 +1,8 @@
 //! The operator console (SPEC §5, issue 4): display commands and tags onto `TSPI`, the
-//! client roster from heartbeats. Everything is validated before anything is sent.
+//! client roster from heartbeats, the archive's sensor-quality history. Everything is
+//! validated before anything is sent.
+
+pub mod quality;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

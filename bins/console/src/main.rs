@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tspi_bus::{connect, ensure_stream, NatsArgs, StreamSpec};
+use tspi_console::quality::Moment;
 use tspi_core::units::UnitSystem;
 use tspi_core::DisplaySetting;
 use tspi_runtime::{exit_code, init_logging, parse_duration, LogArgs};
@@ -16,7 +17,9 @@ Examples:
   console marker-color '#ff8800'
   console session 'Sortie 7' S7
   console tag 'break left, flare' --at 2025-09-28T11:00:05Z
-  console clients --json";
+  console clients --json
+  console quality --since 12h --database-url 'host=db2 user=replayer dbname=tspi'
+  console quality --since 2025-09-28T06:00:00Z --until 2025-09-28T07:00:00Z --sensor 101 --json";
 
 /// Operator console: display commands, tags, client roster.
 #[derive(Debug, Parser)]
@@ -80,6 +83,34 @@ enum Command {
         #[arg(long, default_value = "15s", value_parser = parse_duration)]
         stale: Duration,
     },
+    /// Sensor-quality history from the archive: per sensor its rate, expected and missed
+    /// messages, gaps (start, length), undecodable messages and receive-time skew, per
+    /// minute of receive time. Reads the database only (a read-only replica is fine).
+    Quality {
+        /// Start of the span: a duration before now (1h, 12h, 7d) or an RFC 3339 time.
+        #[arg(long, default_value = "1h", value_parser = Moment::parse)]
+        since: Moment,
+        /// End of the span (exclusive), the same forms; default now.
+        #[arg(long, value_parser = Moment::parse)]
+        until: Option<Moment>,
+        /// One sensor only.
+        #[arg(long)]
+        sensor: Option<u16>,
+        /// One JSON document (every minute of every sensor) instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// List every minute, not only those with losses.
+        #[arg(long)]
+        minutes: bool,
+        /// Compute from the raw rows even where TimescaleDB keeps the continuous aggregate.
+        #[arg(long)]
+        raw: bool,
+        #[arg(long, default_value = "TSPI")]
+        stream: String,
+        /// The archive (libpq URL or key=value string).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +139,42 @@ enum ReplayCommand {
     },
 }
 
+/// `console quality`: the archive only, no NATS.
+fn quality(command: Command) -> anyhow::Result<()> {
+    let Command::Quality {
+        since,
+        until,
+        sensor,
+        json,
+        minutes,
+        raw,
+        stream,
+        database_url,
+    } = command
+    else {
+        anyhow::bail!("not a quality command");
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let (since, until) = (since.resolve(now), until.map_or(now, |u| u.resolve(now)));
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(tspi_console::quality::quality_report(
+            &database_url,
+            &stream,
+            since,
+            until,
+            sensor,
+            raw,
+        ))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", tspi_console::quality::render_table(&report, minutes));
+    }
+    Ok(())
+}
+
 fn parse_units(s: &str) -> Result<UnitSystem, String> {
     s.parse()
 }
@@ -125,6 +192,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             std::env::var("USER").unwrap_or_else(|_| "operator".into())
         )
     });
+    if matches!(cli.command, Command::Quality { .. }) {
+        return quality(cli.command);
+    }
     // Validate before connecting: bad input never reaches the bus.
     let setting = match &cli.command {
         Command::Units { units } => Some(DisplaySetting::Units(*units)),
@@ -149,6 +219,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         | Command::Replay(ReplayCommand::Stop { .. })
         | Command::Channels { .. }
         | Command::Directory { .. } => None,
+        Command::Quality { .. } => None,
     };
     if let Some(s) = &setting {
         tspi_core::DisplayCommand::new(
@@ -231,6 +302,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                     tspi_console::serve_directory(client.clone(), js.clone(), stream, shutdown)
                         .await?;
                 }
+                Command::Quality { .. } => anyhow::bail!("quality reads the archive, not NATS"),
                 Command::Clients {
                     json,
                     window,

@@ -11,6 +11,7 @@
 //! **Architecture Invariant:** no NATS here; rows in, rows out.
 
 mod display;
+mod quality;
 mod read;
 mod schema;
 mod write;
@@ -21,6 +22,10 @@ use tokio_postgres::NoTls;
 
 pub use display::{
     coverage, picture_at, tags_between, PictureSpec, TagSummary, CLOCK_SKEW, RECEIVE_MARGIN,
+};
+pub use quality::{
+    analyse as analyse_quality, quality_rows, Gap, MinuteQuality, QualityRow, QualitySource,
+    SensorQuality, BINS_PER_MINUTE, QUALITY_VIEW,
 };
 pub use read::{
     command_state_at, control_messages_between, tag_moment, tags_before, window_page, window_span,

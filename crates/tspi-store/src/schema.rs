@@ -91,6 +91,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
         CREATE INDEX messages_stream_ts_brin ON messages USING brin (stream_ts)
             WITH (pages_per_range = 16, autosummarize = on);",
     ),
+    (
+        5,
+        // Sensor-quality history (crate::quality): per-row helpers of its per-minute
+        // aggregate, IMMUTABLE plain-SQL expressions so PostgreSQL inlines them and a
+        // TimescaleDB continuous aggregate may use them.
+        crate::quality::FUNCTIONS,
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -144,7 +151,7 @@ pub struct SchemaState {
     pub timescaledb: bool,
 }
 
-fn interval(d: Duration) -> String {
+pub(crate) fn interval(d: Duration) -> String {
     format!("{} milliseconds", d.as_millis())
 }
 
@@ -283,6 +290,7 @@ async fn timescale(client: &mut Client, options: &SchemaOptions) -> Result<bool,
             .await?;
         }
     }
+    crate::quality::create_continuous_aggregate(&tx, options.retain).await?;
     tx.commit().await?;
     tracing::info!("messages and commands are TimescaleDB hypertables");
     Ok(true)
