@@ -1,5 +1,7 @@
 //! Archiver throughput against the bare-`COPY` ceiling measured in the same run, and
-//! archive lag (stream time → commit) at a steady 10,000 msg/s. Not a test: a report.
+//! archive lag (stream time → commit) at a steady 10,000 msg/s; the same throughput on a
+//! TimescaleDB hypertable where the machine has it, and bytes per row (compressed there).
+//! Not a test: a report.
 //!
 //! `cargo bench -p tspi-archiver --bench archive` (`TSPI_BENCH_QUICK=1` for a smoke run).
 //! Writes `target/bench-archive.json`.
@@ -15,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tspi_archiver::{ArchiverMetrics, ArchiverOptions};
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
 use tspi_core::{Datagram, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
-use tspi_store::{copy_messages, JsonText, MessageKind, MessageRow, RowDetail};
+use tspi_store::{
+    copy_messages, JsonText, MessageKind, MessageRow, RowDetail, SchemaOptions, TimescaleMode,
+};
 use tspi_test_support::{NatsServer, PgServer};
 
 fn quick() -> bool {
@@ -83,13 +87,90 @@ async fn publish(js: &jetstream::Context, from: u64, n: u64, day: u16, rate: Opt
     }
 }
 
-async fn migrated(pg: &PgServer, name: &str) -> (String, deadpool_postgres::Pool) {
+async fn migrated(
+    pg: &PgServer,
+    name: &str,
+    schema: &SchemaOptions,
+) -> (String, deadpool_postgres::Pool) {
     let db = pg.create_database(name);
     let pool = tspi_store::pool(&pg.url(&db), options().writers + 1).unwrap();
-    tspi_store::migrate(&mut pool.get().await.unwrap(), &Default::default())
+    tspi_store::migrate(&mut pool.get().await.unwrap(), schema)
         .await
         .unwrap();
     (db, pool)
+}
+
+/// The best of two alternating rounds of archiver and bare COPY into the same kind of
+/// database: (archiver, COPY in archiver-sized transactions, COPY in one), rows/s, and
+/// the last round's archiver database.
+async fn rounds(
+    pg: &PgServer,
+    schema: &SchemaOptions,
+    label: &str,
+    js: &jetstream::Context,
+    n: u64,
+) -> ((f64, f64, f64), deadpool_postgres::Pool) {
+    let mut best = (0.0f64, 0.0f64, 0.0f64);
+    let mut last = None;
+    for round in 0..2 {
+        let (_, pool) = migrated(pg, &format!("arch_{label}{round}"), schema).await;
+        let a = archiver_run(js, &pool, &format!("bench_{label}{round}"), n).await;
+        let rows = archived_rows(&pool).await;
+        assert_eq!(rows.len() as u64, n);
+        let (_, copy_pool) = migrated(pg, &format!("copy_{label}{round}"), schema).await;
+        let c = copy_ceiling(&copy_pool, &rows, options().batch_max).await;
+        let c1 = copy_ceiling(&copy_pool, &rows, rows.len()).await;
+        eprintln!("{label} round {round}: archiver {a:.0} rows/s; bare COPY {c:.0} rows/s in archiver-sized transactions, {c1:.0} rows/s in one");
+        best = (best.0.max(a), best.1.max(c), best.2.max(c1));
+        last = Some(pool);
+    }
+    (best, last.unwrap())
+}
+
+/// Bytes per row of `messages` (table, indexes and TOAST): as written, and on
+/// TimescaleDB after compressing every chunk.
+async fn bytes_per_row(
+    pool: &deadpool_postgres::Pool,
+    n: u64,
+    timescale: bool,
+) -> (f64, Option<f64>) {
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute("VACUUM ANALYZE messages")
+        .await
+        .unwrap();
+    let total: i64 = if timescale {
+        client
+            .query_one(
+                "SELECT sum(total_bytes)::int8 FROM chunks_detailed_size('messages')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    } else {
+        client
+            .query_one("SELECT pg_total_relation_size('messages')", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    if !timescale {
+        return (total as f64 / n as f64, None);
+    }
+    client
+        .batch_execute("SELECT count(compress_chunk(c)) FROM show_chunks('messages') c")
+        .await
+        .unwrap();
+    let compressed: i64 = client
+        .query_one(
+            "SELECT sum(after_compression_total_bytes)::int8 FROM chunk_compression_stats('messages')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (total as f64 / n as f64, Some(compressed as f64 / n as f64))
 }
 
 /// Archive everything in the stream with a fresh durable; rows/s from first to last row.
@@ -193,27 +274,32 @@ async fn main() {
     publish(&js, 0, n, 100, None).await;
 
     // Alternate archiver and ceiling twice; keep each one's best (noise only slows).
-    let mut archiver_best: f64 = 0.0;
-    let mut ceiling_best: f64 = 0.0;
-    let mut ceiling_one_tx_best: f64 = 0.0;
-    for round in 0..2 {
-        let (_, pool) = migrated(&pg, &format!("arch{round}")).await;
-        let a = archiver_run(&js, &pool, &format!("bench{round}"), n).await;
-        let rows = archived_rows(&pool).await;
-        assert_eq!(rows.len() as u64, n);
-        let (_, copy_pool) = migrated(&pg, &format!("copy{round}")).await;
-        let c = copy_ceiling(&copy_pool, &rows, options().batch_max).await;
-        let c1 = copy_ceiling(&copy_pool, &rows, rows.len()).await;
-        eprintln!("round {round}: archiver {a:.0} rows/s; bare COPY {c:.0} rows/s in archiver-sized transactions, {c1:.0} rows/s in one");
-        archiver_best = archiver_best.max(a);
-        ceiling_best = ceiling_best.max(c);
-        ceiling_one_tx_best = ceiling_one_tx_best.max(c1);
-    }
+    let plain = SchemaOptions::default();
+    let ((archiver_best, ceiling_best, ceiling_one_tx_best), plain_pool) =
+        rounds(&pg, &plain, "pg", &js, n).await;
+    let (plain_bytes, _) = bytes_per_row(&plain_pool, n, false).await;
+
+    // The same on TimescaleDB (a hypertable with compression configured), where this
+    // machine has it.
+    let tsdb = PgServer::start_timescaledb("archive bench on TimescaleDB");
+    let timescale = match &tsdb {
+        Some(tsdb) => {
+            let schema = SchemaOptions {
+                timescale: TimescaleMode::Require,
+                compress_after: Some(Duration::from_secs(7 * 86_400)),
+                ..Default::default()
+            };
+            let (best, pool) = rounds(tsdb, &schema, "tsdb", &js, n).await;
+            let (raw, compressed) = bytes_per_row(&pool, n, true).await;
+            Some((best, raw, compressed.unwrap_or(f64::NAN)))
+        }
+        None => None,
+    };
 
     // Archive lag at a steady 10,000 msg/s.
     let rate = 10_000.0;
     let seconds = if quick() { 3 } else { 10 };
-    let (_, pool) = migrated(&pg, "lag").await;
+    let (_, pool) = migrated(&pg, "lag", &plain).await;
     let metrics = ArchiverMetrics::new(&mut Registry::default());
     let stop = CancellationToken::new();
     // A durable that starts at the end: only the paced messages count.
@@ -259,6 +345,20 @@ async fn main() {
     println!("archiver: {archiver_best:.0} rows/s (best of 2, {n} rows)");
     println!("bare COPY, archiver-sized transactions: {ceiling_best:.0} rows/s → archiver/ceiling {ratio:.2}");
     println!("bare COPY, one transaction: {ceiling_one_tx_best:.0} rows/s → archiver/ceiling {ratio_one:.2}");
+    println!("bytes per telemetry row on plain PostgreSQL: {plain_bytes:.0}");
+    if let Some(((a, c, c1), raw, compressed)) = timescale {
+        println!(
+            "TimescaleDB: archiver {a:.0} rows/s; bare COPY into the hypertable {c:.0} rows/s in archiver-sized transactions → {:.2}, {c1:.0} in one → {:.2}",
+            a / c,
+            a / c1
+        );
+        println!(
+            "TimescaleDB bytes per telemetry row: {raw:.0} uncompressed, {compressed:.0} compressed ({:.1}x)",
+            raw / compressed
+        );
+    } else {
+        println!("TimescaleDB: not on this machine, skipped");
+    }
     println!(
         "archive lag at {rate:.0} msg/s for {seconds} s ({} rows): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         lag.len(),
@@ -277,6 +377,16 @@ async fn main() {
         "lag_p50_ms": p50 as f64 / 1e3,
         "lag_p99_ms": p99 as f64 / 1e3,
         "lag_max_ms": max as f64 / 1e3,
+        "plain_bytes_per_row": plain_bytes,
+        "timescaledb": timescale.map(|((a, c, c1), raw, compressed)| serde_json::json!({
+            "archiver_rows_per_s": a,
+            "copy_ceiling_rows_per_s": c,
+            "copy_one_tx_rows_per_s": c1,
+            "archiver_over_ceiling": a / c,
+            "archiver_over_one_tx_ceiling": a / c1,
+            "bytes_per_row_uncompressed": raw,
+            "bytes_per_row_compressed": compressed,
+        })),
     });
     let out = tspi_test_support::workspace_root().join("target/bench-archive.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&json).unwrap()).unwrap();

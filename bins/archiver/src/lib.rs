@@ -13,6 +13,7 @@
 //! same primary key and are skipped. Undecodable messages are stored raw with their
 //! error, counted, and acknowledged: they never block the stream.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,9 @@ pub struct ArchiverMetrics {
     pub archive_lag: Histogram,
     pub consumer_pending: Gauge,
     pub consumer_ack_pending: Gauge,
+    /// TimescaleDB jobs the archiver ran itself because the scheduler's runs failed.
+    pub policy_runs: Counter,
+    pub policy_run_errors: Counter,
     /// Stream time → commit, µs, at full resolution (benchmarks, shutdown report).
     pub lag_detail: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
 }
@@ -114,6 +118,8 @@ impl ArchiverMetrics {
             archive_lag: Histogram::new(exponential_buckets(0.000_5, 2.0, 18)),
             consumer_pending: Gauge::default(),
             consumer_ack_pending: Gauge::default(),
+            policy_runs: Counter::default(),
+            policy_run_errors: Counter::default(),
             lag_detail: Arc::new(Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
                     .unwrap_or_else(|_| unreachable!("static bounds are valid")),
@@ -163,6 +169,16 @@ impl ArchiverMetrics {
             "consumer_ack_pending",
             "Messages delivered but not yet acknowledged",
             m.consumer_ack_pending.clone(),
+        );
+        registry.register(
+            "policy_runs",
+            "TimescaleDB jobs run by the archiver because the scheduler's last run failed",
+            m.policy_runs.clone(),
+        );
+        registry.register(
+            "policy_run_errors",
+            "Of those, runs that failed here too",
+            m.policy_run_errors.clone(),
         );
         m
     }
@@ -356,6 +372,11 @@ pub async fn run(
         shutdown.clone(),
     ));
     let summarize = tokio::spawn(summarize_loop(pool.clone(), shutdown.clone()));
+    let policies = tokio::spawn(policy_fallback_loop(
+        pool.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let retention = options
         .retain
         .map(|retain| tokio::spawn(retention_loop(pool, retain, shutdown.clone())));
@@ -370,6 +391,7 @@ pub async fn run(
     }
     lag.abort();
     summarize.abort();
+    policies.abort();
     if let Some(r) = retention {
         r.abort();
     }
@@ -650,6 +672,59 @@ async fn summarize_loop(pool: Pool, shutdown: CancellationToken) {
         if let Ok(client) = pool.get().await {
             if let Err(e) = tspi_store::summarize_time_index(&client).await {
                 tracing::debug!(error = %e, "time index summary not updated");
+            }
+        }
+    }
+}
+
+/// TimescaleDB's scheduler can fail every job it starts while the same job works when run
+/// from a session (2.28.3 on PostgreSQL 15.20: `cannot drop portal "" while it is being
+/// set up`). Compression, retention and the quality aggregate's refresh would then never
+/// happen. While a job of ours last failed there, the archiver runs it itself, once per
+/// its schedule interval, and says so once per job.
+async fn policy_fallback_loop(pool: Pool, metrics: ArchiverMetrics, shutdown: CancellationToken) {
+    let mut last_run: HashMap<i32, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        let Ok(client) = pool.get().await else {
+            continue;
+        };
+        let failed = match tspi_store::failed_jobs(&client).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read TimescaleDB job stats");
+                continue;
+            }
+        };
+        for job in failed {
+            let due = last_run
+                .get(&job.job_id)
+                .is_none_or(|at| at.elapsed() >= job.schedule_interval);
+            if !due {
+                continue;
+            }
+            if !last_run.contains_key(&job.job_id) {
+                tracing::warn!(
+                    job = job.job_id,
+                    proc = %job.proc_name,
+                    error = job.error.as_deref().unwrap_or("unknown"),
+                    every = ?job.schedule_interval,
+                    "TimescaleDB's scheduler failed this job; the archiver runs it itself"
+                );
+            }
+            last_run.insert(job.job_id, Instant::now());
+            metrics.policy_runs.inc();
+            match tspi_store::run_job(&client, job.job_id).await {
+                Ok(()) => {
+                    tracing::info!(job = job.job_id, proc = %job.proc_name, "ran TimescaleDB job")
+                }
+                Err(e) => {
+                    metrics.policy_run_errors.inc();
+                    tracing::warn!(job = job.job_id, error = %e, "TimescaleDB job failed here too");
+                }
             }
         }
     }

@@ -166,3 +166,100 @@ fn auto_uses_timescaledb_where_it_can_and_plain_tables_where_it_cannot() {
     )
     .assert_clean_failure("timescaledb extension is not available");
 }
+
+/// Where TimescaleDB's scheduler fails the jobs it starts (2.28.3 on PostgreSQL 15.20
+/// does), the archiver runs its own jobs itself: the quality aggregate gets refreshed
+/// and compression happens. Where the scheduler works, its own runs succeed instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archiver_runs_policies_the_scheduler_fails() {
+    use prometheus_client::registry::Registry;
+    use tokio_util::sync::CancellationToken;
+    use tspi_archiver::{ArchiverMetrics, ArchiverOptions};
+    use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
+
+    let Some(pg) = PgServer::start_timescaledb("the_archiver_runs_policies_the_scheduler_fails")
+    else {
+        return;
+    };
+    let db = pg.create_database("tsdb_jobs");
+    let pool = tspi_store::pool(&pg.url(&db), 4).unwrap();
+    let schema = tspi_store::SchemaOptions {
+        timescale: tspi_store::TimescaleMode::Require,
+        chunk_interval: Some(Duration::from_secs(3600)),
+        compress_after: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    tspi_store::migrate(&mut pool.get().await.unwrap(), &schema)
+        .await
+        .unwrap();
+    // Telemetry from three hours ago: a chunk old enough to compress, minutes to refresh.
+    pg.psql(
+        &db,
+        "INSERT INTO messages (stream, stream_seq, stream_ts, subject, kind, recv_ts, sensor_id,
+                               day, time_s, raw)
+         SELECT 'TSPI', i, now() - interval '3 hours' + i * interval '100 ms',
+                'tspi.geocentric.7', 'telemetry', now() - interval '3 hours' + i * interval '100 ms',
+                7, 335, 0, '\\x00'
+         FROM generate_series(1, 3000) i",
+    );
+    let nats = tspi_test_support::NatsServer::start().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &Default::default()).unwrap();
+    ensure_stream(&client, &js, &spec).await.unwrap();
+    let metrics = ArchiverMetrics::new(&mut Registry::default());
+    let stop = CancellationToken::new();
+    let archiver = tokio::spawn(tspi_archiver::run(
+        ArchiverOptions::default(),
+        js,
+        pool.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let jobs_done = || {
+        let scheduler_failed: i64 = pg
+            .psql(
+                &db,
+                "SELECT count(*) FROM timescaledb_information.job_stats s
+                 JOIN timescaledb_information.jobs j USING (job_id)
+                 WHERE j.hypertable_name IS NOT NULL AND s.last_run_status = 'Failed'",
+            )
+            .parse()
+            .unwrap();
+        let compressed: i64 = pg
+            .psql(
+                &db,
+                "SELECT count(*) FROM timescaledb_information.chunks
+                 WHERE hypertable_name = 'messages' AND is_compressed",
+            )
+            .parse()
+            .unwrap();
+        let runs = metrics.policy_runs.get();
+        async move { (scheduler_failed == 0 || runs > 0) && compressed > 0 }
+    };
+    let took = tspi_test_support::wait_until(Duration::from_secs(120), jobs_done).await;
+    stop.cancel();
+    archiver.await.unwrap().unwrap();
+    assert!(
+        took.is_some(),
+        "no job ran: {} runs by the archiver",
+        metrics.policy_runs.get()
+    );
+    // Materialized, not computed on the fly: the aggregate's own hypertable holds them.
+    let materialization = pg.psql(
+        &db,
+        "SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+         FROM timescaledb_information.continuous_aggregates",
+    );
+    let materialized: i64 = pg
+        .psql(&db, &format!("SELECT count(*) FROM {materialization}"))
+        .parse()
+        .unwrap();
+    assert!(materialized > 0, "the quality aggregate was refreshed");
+    eprintln!(
+        "jobs done in {took:?}: {} run by the archiver ({} failed there too)",
+        metrics.policy_runs.get(),
+        metrics.policy_run_errors.get()
+    );
+    assert_eq!(metrics.policy_run_errors.get(), 0);
+}

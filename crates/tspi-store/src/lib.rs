@@ -31,7 +31,10 @@ pub use read::{
     command_state_at, control_messages_between, tag_moment, tags_before, window_page, window_span,
     ArchivedMessage, WindowSpan,
 };
-pub use schema::{known_version, migrate, SchemaOptions, SchemaState, TimescaleMode};
+pub use schema::{
+    failed_jobs, known_version, migrate, run_job, FailedJob, SchemaOptions, SchemaState,
+    TimescaleMode,
+};
 pub use write::{
     copy_messages, delete_older_than, summarize_time_index, write_batch, CommandRow, JsonText,
     MessageKind, MessageRow, RowDetail, TagRow, WriteOutcome,

@@ -302,3 +302,60 @@ fn policies_need_timescale(options: &SchemaOptions, timescale: bool) -> Result<b
     }
     Ok(timescale)
 }
+
+/// A TimescaleDB job of this role whose last run by TimescaleDB's scheduler failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedJob {
+    pub job_id: i32,
+    pub proc_name: String,
+    pub schedule_interval: Duration,
+    /// The scheduler's latest error for it.
+    pub error: Option<String>,
+}
+
+/// The current role's TimescaleDB jobs whose last scheduled run failed; none on plain
+/// PostgreSQL.
+pub async fn failed_jobs(client: &Client) -> Result<Vec<FailedJob>, StoreError> {
+    let timescale: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !timescale {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT j.job_id, j.proc_name::text,
+                    date_part('epoch', j.schedule_interval)::float8,
+                    (SELECT e.err_message FROM timescaledb_information.job_errors e
+                     WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC LIMIT 1)
+             FROM timescaledb_information.jobs j
+             JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
+             WHERE j.owner = current_user::regrole AND s.last_run_status = 'Failed'
+             ORDER BY j.job_id",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let seconds: f64 = r.try_get(2)?;
+            Ok(FailedJob {
+                job_id: r.try_get(0)?,
+                proc_name: r.try_get(1)?,
+                schedule_interval: Duration::try_from_secs_f64(seconds)
+                    .unwrap_or(Duration::from_secs(60)),
+                error: r.try_get(3)?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Runs a TimescaleDB job in this session (`CALL run_job`), as its owner.
+pub async fn run_job(client: &Client, job_id: i32) -> Result<(), StoreError> {
+    client.execute("CALL run_job($1)", &[&job_id]).await?;
+    Ok(())
+}
