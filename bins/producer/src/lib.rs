@@ -510,6 +510,36 @@ fn log_counters(m: &ProducerMetrics, what: &str) {
     );
 }
 
+/// Site mode: until the centre's stream sources this site's stream, keep asking (the WAN
+/// may be down at start, or the centre not yet up); ingest never waits for it.
+pub async fn provision_site(
+    client: async_nats::Client,
+    centre_domain: String,
+    central: String,
+    site: String,
+    shutdown: CancellationToken,
+) {
+    let mut last_warning: Option<std::time::Instant> = None;
+    loop {
+        match tspi_bus::sites::ensure_site_source(&client, &centre_domain, &central, &site).await {
+            Ok(change) => {
+                tracing::info!(site = %site, centre = %centre_domain, stream = %central, ?change, "the centre sources this site's stream");
+                return;
+            }
+            Err(e) => {
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    last_warning = Some(std::time::Instant::now());
+                    tracing::warn!(site = %site, centre = %centre_domain, error = %e, "cannot make the centre source this site yet (WAN down, centre not up, or no permission); retrying every 5 s");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

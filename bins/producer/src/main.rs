@@ -27,7 +27,10 @@ Examples:
   producer --sensor-id 101 --sensor-id 102 --no-create-stream
 
   # Generate traffic for it
-  generator --udp-target 127.0.0.1:30000 --count 50 --rate 50 --duration 60";
+  generator --udp-target 127.0.0.1:30000 --count 50 --rate 50 --duration 60
+
+  # A range site: its own nats-server (a leaf node of the centre, domain site-north)
+  producer --site north --site-retention 24h --nats-server nats://127.0.0.1:4222";
 
 /// UDP TSPI datagrams in, decoded CBOR records out on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -73,6 +76,17 @@ struct Cli {
     /// co-located nats-server. More threads spread a load beyond one core.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
     worker_threads: u16,
+    /// Site mode: store into this site's stream (TSPI_SITE_<NAME>) on the site's own
+    /// nats-server, a leaf node of the centre with JetStream domain site-<name>, and make
+    /// the centre's stream (--stream) source it. Ingest goes on with the WAN down.
+    #[arg(long, value_parser = parse_site)]
+    site: Option<String>,
+    /// How long the site stream keeps messages: the longest WAN outage it rides out.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    site_retention: Duration,
+    /// The centre's JetStream domain (site mode).
+    #[arg(long, default_value = "centre")]
+    centre_domain: String,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -83,6 +97,10 @@ struct Cli {
     log: LogArgs,
 }
 
+fn parse_site(s: &str) -> Result<String, String> {
+    tspi_bus::sites::check_site_name(s).map(|()| s.to_owned())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     exit_code(start(cli))
@@ -91,7 +109,12 @@ fn main() -> ExitCode {
 fn start(cli: Cli) -> anyhow::Result<()> {
     init_logging(&cli.log)?;
     let prefix = StreamPrefix::new(&cli.stream_prefix).context("--stream-prefix")?;
-    let spec = StreamSpec::tspi(&cli.stream, &prefix)?;
+    let spec = match &cli.site {
+        Some(site) => {
+            tspi_bus::sites::site_stream_spec(site, cli.site_retention, &cli.stream, &prefix)?
+        }
+        None => StreamSpec::tspi(&cli.stream, &prefix)?,
+    };
     let mut options = ProducerOptions {
         prefix,
         sensor_filter: (!cli.sensor_ids.is_empty())
@@ -136,6 +159,15 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let metrics = ProducerMetrics::new(&mut registry);
             cli.metrics.serve(registry, shutdown.clone()).await?;
             tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, fast_batches = options.publisher.fast.is_some(), "producer running");
+            if let Some(site) = cli.site.clone() {
+                tokio::spawn(tspi_producer::provision_site(
+                    client.clone(),
+                    cli.centre_domain.clone(),
+                    cli.stream.stream_name.clone(),
+                    site,
+                    shutdown.clone(),
+                ));
+            }
             run(options, socket, client.clone(), metrics, shutdown).await?;
             client.flush().await.ok();
             Ok(())

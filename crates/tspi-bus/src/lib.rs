@@ -13,6 +13,7 @@ pub mod fast;
 mod fast_publisher;
 pub mod operator;
 pub mod publisher;
+pub mod sites;
 pub mod streams;
 
 pub use connect::{connect, connect_observed, NatsArgs};

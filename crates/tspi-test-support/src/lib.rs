@@ -214,9 +214,42 @@ impl NatsServer {
         fs::write(&self.config, conf).unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
     }
 
+    /// A range site's nats-server: JetStream domain `site-<site>`, a leaf node of the
+    /// centre through `remotes` (leaf-node URLs, e.g. a [`fault::LinkProxy`] per centre
+    /// node, so the WAN can be cut). Telemetry (`tspi.>`) stays on the site: its stream
+    /// is sourced by the centre, never published there. Waits for JetStream.
+    pub async fn start_site(site: &str, remotes: &[String]) -> NatsServer {
+        let urls: Vec<String> = remotes.iter().map(|u| format!("{u:?}")).collect();
+        let s = Self::configure(
+            &format!("site-{site}"),
+            None,
+            &format!(
+                "leafnodes {{\n  reconnect: 1s\n  remotes: [\n    {{ urls: [{}], deny_exports: [\"tspi.>\"] }}\n  ]\n}}\n",
+                urls.join(", ")
+            ),
+        );
+        s.add_to_block("jetstream", &format!("domain: site-{site}"));
+        let mut s = s;
+        s.spawn();
+        s.wait_listening();
+        wait_jetstream(&s.url(), Duration::from_secs(20)).await;
+        s
+    }
+
     /// Start a single node with JetStream and wait until it accepts connections.
     pub async fn start() -> NatsServer {
         let s = Self::start_with_config("");
+        wait_jetstream(&s.url(), Duration::from_secs(20)).await;
+        s
+    }
+
+    /// A single node with `jetstream_lines` inside its `jetstream {}` block (e.g.
+    /// `sync_interval: always`); waits for JetStream.
+    pub async fn start_with_jetstream_lines(jetstream_lines: &str) -> NatsServer {
+        let mut s = Self::configure("n1", None, "");
+        s.add_to_block("jetstream", jetstream_lines);
+        s.spawn();
+        s.wait_listening();
         wait_jetstream(&s.url(), Duration::from_secs(20)).await;
         s
     }
@@ -555,6 +588,49 @@ impl NatsCluster {
             })
             .collect();
         Self::launch(nodes)
+    }
+
+    /// A range's centre: `n` routed nodes with JetStream domain `centre`, each accepting
+    /// leaf nodes (sites) on a port of its own ([`NatsCluster::leaf_addrs`]). Waits for
+    /// JetStream.
+    pub async fn start_centre(n: usize) -> NatsCluster {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_name = format!("tspi-centre-{}", free_port());
+        let nodes: Vec<NatsServer> = (0..n)
+            .map(|i| {
+                let leaf_port = free_port();
+                let node = NatsServer::configure(
+                    &format!("c{}", i + 1),
+                    Some((&cluster_name, cluster_ports[i], &cluster_ports)),
+                    // Not advertised: a site reaches the centre only through the
+                    // addresses it was given (a WAN link a test can cut).
+                    &format!(
+                        "leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n  no_advertise: true\n}}\n"
+                    ),
+                );
+                node.add_to_block("jetstream", "domain: centre");
+                node
+            })
+            .collect();
+        let cluster = Self::launch(nodes);
+        cluster.wait_jetstream(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// The leaf-node listen address of every node (centres from
+    /// [`NatsCluster::start_centre`]; empty otherwise).
+    pub fn leaf_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let conf = fs::read_to_string(&n.config).ok()?;
+                let block = conf.split("leafnodes {").nth(1)?;
+                let listen = block
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("listen:"))?;
+                listen.trim().parse().ok()
+            })
+            .collect()
     }
 
     fn launch(mut nodes: Vec<NatsServer>) -> NatsCluster {

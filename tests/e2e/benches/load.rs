@@ -711,6 +711,53 @@ fn latency_figures(
     })
 }
 
+/// What a range site's nats-server stores per second by fsync policy and size, the same
+/// bare publishers as the ceilings (per-message acks with the producer's window, and
+/// fast-ingest batches), `TSPI_BENCH_PART=sites`: docs/operations.md "Multiple sites".
+async fn site_durability(n: u64, day: &mut u16) {
+    let mut rows = Vec::new();
+    for (label, nodes, lines) in [
+        (
+            "1 node, sync_interval always",
+            1usize,
+            "sync_interval: always",
+        ),
+        ("1 node, sync_interval 1s", 1, "sync_interval: 1s"),
+        ("1 node, default interval (2 min)", 1, ""),
+        (
+            "3 nodes R3, sync_interval always",
+            3,
+            "sync_interval: always",
+        ),
+    ] {
+        let (_single, _cluster, urls) = if nodes == 1 {
+            let s = NatsServer::start_with_jetstream_lines(lines).await;
+            let urls = vec![s.url()];
+            (Some(s), None, urls)
+        } else {
+            let c = NatsCluster::start_with_block_lines(nodes, lines, "");
+            c.wait_jetstream(Duration::from_secs(60)).await;
+            let urls = c.urls();
+            (None, Some(c), urls)
+        };
+        drop(ProducerProcess::start(&urls, "auto"));
+        // Short runs under fsync-per-write: a fifth of the messages is plenty.
+        let count = if lines.contains("always") { n / 5 } else { n };
+        *day += 1;
+        let window = bare_publish_ceiling(&urls, count, *day).await;
+        *day += 1;
+        let fast = bare_fast_ceiling(&urls, count, *day).await;
+        eprintln!("  {label}: per-message {window:.0} msg/s, fast batches {fast:.0} msg/s");
+        rows.push(
+            serde_json::json!({"config": label, "per_message_per_s": window, "fast_per_s": fast}),
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&rows).unwrap_or_default()
+    );
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -722,6 +769,10 @@ fn main() {
         let mut day = 1u16;
         let mut report = serde_json::Map::new();
 
+        if std::env::var("TSPI_BENCH_PART").as_deref() == Ok("sites") {
+            site_durability(n_ceiling, &mut day).await;
+            return;
+        }
         let only = std::env::var("TSPI_BENCH_ONLY").unwrap_or_default();
         for (label, nodes) in [("R1", 1usize), ("R3", 3)] {
             if !only.is_empty() && only != label {
