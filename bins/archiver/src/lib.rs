@@ -684,11 +684,14 @@ async fn summarize_loop(pool: Pool, shutdown: CancellationToken) {
 /// its schedule interval, and says so once per job.
 async fn policy_fallback_loop(pool: Pool, metrics: ArchiverMetrics, shutdown: CancellationToken) {
     let mut last_run: HashMap<i32, Instant> = HashMap::new();
+    // Soon after start (the scheduler tries new jobs at once), then every 30 s.
+    let mut pause = Duration::from_secs(5);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
+        pause = Duration::from_secs(30);
         let Ok(client) = pool.get().await else {
             continue;
         };

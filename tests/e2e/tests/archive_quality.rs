@@ -44,8 +44,8 @@ fn plan() -> Plan {
         },
         None => Plan {
             sensors: 4,
-            seconds: 40,
-            dropouts: vec![(10001, 5.0, 6.0), (10002, 14.0, 10.0), (10003, 27.0, 4.0)],
+            seconds: 25,
+            dropouts: vec![(10001, 3.0, 5.0), (10002, 9.0, 7.0), (10003, 18.0, 3.5)],
         },
     }
 }
@@ -145,7 +145,7 @@ async fn console_quality_finds_generator_dropouts_in_the_archive() {
         archives.push((name, pg, db, archiver, reader));
     }
 
-    // Four sensors at 10 Hz for 40 s (or the long plan), three of them silent once.
+    // Four sensors at 10 Hz for 25 s (or the long plan), three of them silent once.
     let plan = plan();
     let mut cmd = Command::new(workspace_bin("generator"));
     let (count, seconds) = (plan.sensors.to_string(), plan.seconds.to_string());
