@@ -450,6 +450,8 @@ fn documents_name_only_real_flags() {
         "--locked",     // cargo
         "--bench",      // cargo
         "--workspace",  // cargo
+        "--test",       // cargo test
+        "--nocapture",  // the test harness
         "--build",      // docker-compose up
         "--rm",         // docker-compose run
         "--profile",    // docker-compose
