@@ -837,7 +837,14 @@ async fn retention_drops_old_chunks_while_a_replay_reads() {
     );
     assert_eq!(pg.psql(&db, old_chunks), "0", "old chunks dropped");
     let summary = replay.await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The last published messages are still on their way to the subscriber.
+    let delivered = || {
+        let n = content(&got.lock().unwrap()).len();
+        async move { n >= window + 3 }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(10), delivered)
+        .await
+        .expect("the whole playout is delivered");
     task.abort();
     let got = got.lock().unwrap().clone();
     let played = check_playout(

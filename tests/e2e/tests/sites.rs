@@ -153,7 +153,16 @@ async fn a_cut_site_catches_up_exactly_while_the_other_flows_on() {
             )
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(cut_at)).await;
+    let started = Instant::now();
+    // Cut once both sites' first `cut_at` seconds are at the centre.
+    let flowing = wait_until(Duration::from_secs(60), || async {
+        tspi_e2e::stream_count(&admin, "TSPI").await >= 2 * 2_500 * cut_at
+    })
+    .await;
+    assert!(
+        flowing.is_some(),
+        "both sites reach the centre before the cut"
+    );
     let a = &sites[0];
     a.cut();
     let cut = Instant::now();
@@ -161,15 +170,17 @@ async fn a_cut_site_catches_up_exactly_while_the_other_flows_on() {
     // While A is cut, only B reaches the centre, at B's rate; A's queue stays empty.
     let mut a_queue_max = 0.0f64;
     let mut at_traffic_end = None;
+    // Sampled twice a second for the length of the cut (the cut is what is measured).
+    let mut sample = tokio::time::interval(Duration::from_millis(500));
     while cut.elapsed() < Duration::from_secs(cut_for) {
+        sample.tick().await;
         a_queue_max = a_queue_max.max(metric(
             &scrape(a.metrics_port),
             "tspi_producer_publish_queue_depth",
         ));
-        if at_traffic_end.is_none() && cut.elapsed() >= Duration::from_secs(seconds - cut_at - 1) {
+        if at_traffic_end.is_none() && started.elapsed() >= Duration::from_secs(seconds - 1) {
             at_traffic_end = Some((cut.elapsed(), tspi_e2e::stream_count(&admin, "TSPI").await));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (b_span, at_b_end) = at_traffic_end.unwrap_or((cut.elapsed(), 0));
     let b_rate = (at_b_end.saturating_sub(at_cut)) as f64 / b_span.as_secs_f64();
