@@ -7,7 +7,8 @@
 //! baseline as a ratio.
 //!
 //! `cargo bench -p tspi-e2e --bench load` (builds the release producer first if needed).
-//! Environment: `TSPI_BENCH_QUICK=1` shortens every phase (smoke run).
+//! Environment: `TSPI_BENCH_QUICK=1` shortens every phase (smoke run); `TSPI_BENCH_PART=floor`
+//! compares the producer's CPU with the kernel's floor (a bare receive-encode-write thread).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -619,6 +620,104 @@ fn publish_path_cpu(urls: &[String], rate: f64, seconds: f64, day: u16) -> f64 {
     .unwrap_or_else(|_| panic!("publish-path thread panicked"))
 }
 
+/// The kernel's floor for the producer's job, as a lower bound no client library can beat:
+/// one plain thread receives the datagrams (`recvmmsg`, up to 64 a call, blocking for the
+/// first), decodes each, writes its CBOR record as an `HPUB` frame with its `Nats-Msg-Id`
+/// into one reused buffer and writes that buffer to a raw TCP connection to the server
+/// (core publishes to the stream's subjects: stored, but no acks to read, no runtime, no
+/// queue, no quality tracking). Returns that thread's CPU µs per datagram at `rate`.
+/// `write: false` leaves the TCP write out (receiving, decoding and encoding only); `hold`
+/// sleeps that long after each receive call, so later calls find more datagrams queued
+/// (fewer wake-ups, at that much latency).
+fn kernel_floor_cpu(
+    url: &str,
+    rate: f64,
+    seconds: f64,
+    day: u16,
+    write: bool,
+    hold: Option<Duration>,
+) -> f64 {
+    use std::os::fd::AsRawFd;
+    let addr = url.trim_start_matches("nats://").to_string();
+    std::thread::spawn(move || {
+        let mut tcp = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+        tcp.set_nodelay(true).unwrap_or_else(|e| panic!("{e}"));
+        let mut line = [0u8; 4096];
+        let _ = tcp.read(&mut line).unwrap_or_else(|e| panic!("INFO: {e}"));
+        tcp.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\nPING\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = tcp.read(&mut line).unwrap_or_else(|e| panic!("PONG: {e}"));
+        assert!(line[..got].windows(4).any(|w| w == b"PONG"), "server answered {:?}", String::from_utf8_lossy(&line[..got]));
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        udp.set_read_timeout(Some(Duration::from_millis(500))).unwrap_or_else(|e| panic!("{e}"));
+        let n = (rate * seconds) as u64;
+        let prefix = StreamPrefix::default();
+        let before = stat_cpu_ticks("/proc/thread-self/stat");
+        let sender = blast(udp.local_addr().unwrap_or_else(|e| panic!("{e}")), n, rate, day, Instant::now(), None);
+        const BATCH: usize = 64;
+        let mut bufs = [[0u8; 64]; BATCH];
+        let mut iovecs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+            .collect();
+        // SAFETY (for the zeroed headers): mmsghdr is plain old data; all-zero is valid.
+        #[allow(unsafe_code)]
+        let mut headers: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (h, v) in headers.iter_mut().zip(iovecs.iter_mut()) {
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        let mut out = Vec::with_capacity(64 * 1024);
+        let mut cbor = Vec::with_capacity(512);
+        let mut subject = String::new();
+        let mut id = String::new();
+        let mut received = 0u64;
+        let mut calls = 0u64;
+        while received < n {
+            #[allow(unsafe_code)]
+            // SAFETY: the headers point at live iovecs over live 64-byte buffers, BATCH of each.
+            let got = unsafe {
+                libc::recvmmsg(udp.as_raw_fd(), headers.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            };
+            if got <= 0 {
+                break; // timed out: the sender is done and something was lost
+            }
+            let now = tspi_runtime::now_epoch_ms();
+            out.clear();
+            for (h, b) in headers.iter().zip(bufs.iter()).take(got as usize) {
+                let Ok(d) = tspi_core::decode(&b[..h.msg_len as usize]) else { continue };
+                cbor.clear();
+                TelemetryRecord::write_datagram_cbor(&d, now, &mut cbor);
+                subject.clear();
+                prefix.write_subject(&mut subject, d.kind(), d.sensor_id);
+                id.clear();
+                write_msg_id(&mut id, d.sensor_id, d.day, d.time_ticks);
+                let hdr_len = "NATS/1.0\r\nNats-Msg-Id: ".len() + id.len() + 4;
+                let _ = write!(out, "HPUB {subject} {hdr_len} {}\r\nNATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n", hdr_len + cbor.len());
+                out.extend_from_slice(&cbor);
+                out.extend_from_slice(b"\r\n");
+            }
+            received += got as u64;
+            calls += 1;
+            if let Some(hold) = hold {
+                std::thread::sleep(hold);
+            }
+            if write {
+                tcp.write_all(&out).unwrap_or_else(|e| panic!("write: {e}"));
+            }
+        }
+        let ticks = stat_cpu_ticks("/proc/thread-self/stat").saturating_sub(before);
+        let _ = sender.join();
+        eprintln!(
+            "  floor: {received} of {n} datagrams received (the rest dropped by the kernel), {calls} recvmmsg calls, {:.1} datagrams a call",
+            received as f64 / calls.max(1) as f64
+        );
+        ticks as f64 * 1e6 / clock_ticks_per_second() as f64 / received.max(1) as f64
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("floor thread panicked"))
+}
+
 /// The producer's peak RSS at overload: every server stopped (SIGSTOP), `n` datagrams
 /// offered as fast as the sender goes, so its queue fills to `--queue-capacity` and the
 /// rest is dropped and counted; then the servers come back and the queue drains.
@@ -769,6 +868,34 @@ fn main() {
         let mut day = 1u16;
         let mut report = serde_json::Map::new();
 
+        if std::env::var("TSPI_BENCH_PART").as_deref() == Ok("floor") {
+            let server = NatsServer::start().await;
+            let urls = vec![server.url()];
+            drop(ProducerProcess::start(&urls, "auto"));
+            for round in 0..3 {
+                day += 1;
+                let cpu = producer_rung(&urls, "fast", 40_000.0, 3.0, day).await;
+                let mut floors = Vec::new();
+                for (write, hold) in [(true, None), (false, None), (true, Some(Duration::from_millis(1)))] {
+                    day += 1;
+                    let url = urls[0].clone();
+                    floors.push(
+                        tokio::task::spawn_blocking(move || kernel_floor_cpu(&url, 40_000.0, 3.0, day, write, hold))
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}")),
+                    );
+                }
+                eprintln!(
+                    "  floor round {round}: producer {:.2} µs/datagram; kernel floor (recvmmsg + decode + CBOR + HPUB write, no acks) {:.2}, without the write {:.2}, holding 1 ms between receives {:.2} µs/datagram; producer / floor {:.2}",
+                    cpu.cpu_us_per_datagram,
+                    floors[0],
+                    floors[1],
+                    floors[2],
+                    cpu.cpu_us_per_datagram / floors[0].max(0.001)
+                );
+            }
+            return;
+        }
         if std::env::var("TSPI_BENCH_PART").as_deref() == Ok("sites") {
             site_durability(n_ceiling, &mut day).await;
             return;
