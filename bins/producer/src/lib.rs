@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use quality::{QualityTracker, SensorStats};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -510,33 +512,99 @@ fn log_counters(m: &ProducerMetrics, what: &str) {
     );
 }
 
-/// Site mode: until the centre's stream sources this site's stream, keep asking (the WAN
-/// may be down at start, or the centre not yet up); ingest never waits for it.
+/// Site mode's figures (`tspi_producer_site_*`).
+#[derive(Debug, Clone, Default)]
+pub struct SiteMetrics {
+    /// Messages of the site stream the centre has not confirmed storing; -1 until known.
+    pub backlog: Gauge,
+    /// 1 once the centre's stream sources this site.
+    pub sourced: Gauge,
+}
+
+impl SiteMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = SiteMetrics::default();
+        m.backlog.set(-1);
+        registry.register(
+            "site_backlog",
+            "Messages of the site stream the centre has not confirmed storing yet (-1 until known)",
+            m.backlog.clone(),
+        );
+        registry.register(
+            "site_sourced",
+            "1 once the centre's stream sources this site's stream",
+            m.sourced.clone(),
+        );
+        m
+    }
+}
+
+/// How often site mode reads its backlog from the site's server.
+const SITE_BACKLOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Site mode, beside ingest (which never waits for it): makes the site stream's sourcing
+/// consumer, then, until the centre's stream sources this site, keeps asking (the WAN may
+/// be down at start, or the centre not up yet); then reports the site's backlog.
 pub async fn provision_site(
     client: async_nats::Client,
     centre_domain: String,
     central: String,
     site: String,
+    metrics: SiteMetrics,
     shutdown: CancellationToken,
 ) {
-    let mut last_warning: Option<std::time::Instant> = None;
+    let retry = |what: &'static str, last_warning: &mut Option<Instant>, e: &tspi_bus::BusError| {
+        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *last_warning = Some(Instant::now());
+            tracing::warn!(site = %site, centre = %centre_domain, error = %e, "{what}; retrying every 5 s");
+        }
+    };
+    let mut last_warning = None;
+    loop {
+        match tspi_bus::sites::ensure_site_consumer(&client, &site, &central).await {
+            Ok(change) => {
+                tracing::info!(site = %site, consumer = %tspi_bus::sites::site_consumer_name(&central), ?change, "the site stream's sourcing consumer is in place");
+                break;
+            }
+            Err(e) => retry("cannot make the site stream's sourcing consumer (site server down, or no permission)", &mut last_warning, &e),
+        }
+        if pause(&shutdown, Duration::from_secs(5)).await {
+            return;
+        }
+    }
+    let mut last_warning = None;
     loop {
         match tspi_bus::sites::ensure_site_source(&client, &centre_domain, &central, &site).await {
             Ok(change) => {
                 tracing::info!(site = %site, centre = %centre_domain, stream = %central, ?change, "the centre sources this site's stream");
-                return;
+                metrics.sourced.set(1);
+                break;
             }
-            Err(e) => {
-                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    last_warning = Some(std::time::Instant::now());
-                    tracing::warn!(site = %site, centre = %centre_domain, error = %e, "cannot make the centre source this site yet (WAN down, centre not up, or no permission); retrying every 5 s");
-                }
-            }
+            Err(e) => retry("cannot make the centre source this site yet (WAN down, centre not up, or no permission)", &mut last_warning, &e),
         }
+        if pause(&shutdown, Duration::from_secs(5)).await {
+            return;
+        }
+    }
+    let mut ticker = tokio::time::interval(SITE_BACKLOG_EVERY);
+    loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = ticker.tick() => {}
         }
+        if let Some(backlog) = tspi_bus::sites::site_backlog(&client, &site, &central).await {
+            metrics
+                .backlog
+                .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Sleeps `d`; true when shutdown came first.
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
     }
 }
 

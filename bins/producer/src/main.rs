@@ -78,7 +78,9 @@ struct Cli {
     worker_threads: u16,
     /// Site mode: store into this site's stream (TSPI_SITE_<NAME>) on the site's own
     /// nats-server, a leaf node of the centre with JetStream domain site-<name>, and make
-    /// the centre's stream (--stream) source it. Ingest goes on with the WAN down.
+    /// the centre's stream (--stream) source it through the durable consumer
+    /// CENTRE_<STREAM> on the site stream. Ingest goes on with the WAN down; the metric
+    /// tspi_producer_site_backlog counts what the centre has not confirmed.
     #[arg(long, value_parser = parse_site)]
     site: Option<String>,
     /// How long the site stream keeps messages: the longest WAN outage it rides out.
@@ -157,14 +159,16 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 use_fast_batches(cli.stream.publish_mode, &info, &options.prefix)?;
             let mut registry = Registry::with_prefix("tspi_producer");
             let metrics = ProducerMetrics::new(&mut registry);
+            let site_metrics = cli.site.is_some().then(|| tspi_producer::SiteMetrics::new(&mut registry));
             cli.metrics.serve(registry, shutdown.clone()).await?;
             tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, fast_batches = options.publisher.fast.is_some(), "producer running");
-            if let Some(site) = cli.site.clone() {
+            if let (Some(site), Some(site_metrics)) = (cli.site.clone(), site_metrics) {
                 tokio::spawn(tspi_producer::provision_site(
                     client.clone(),
                     cli.centre_domain.clone(),
                     cli.stream.stream_name.clone(),
                     site,
+                    site_metrics,
                     shutdown.clone(),
                 ));
             }

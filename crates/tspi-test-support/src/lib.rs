@@ -219,12 +219,19 @@ impl NatsServer {
     /// node, so the WAN can be cut). Telemetry (`tspi.>`) stays on the site: its stream
     /// is sourced by the centre, never published there. Waits for JetStream.
     pub async fn start_site(site: &str, remotes: &[String]) -> NatsServer {
+        Self::start_site_with(site, remotes, "").await
+    }
+
+    /// [`NatsServer::start_site`] with `extra` configuration (e.g. an `authorization`
+    /// block; its `no_auth_user` must be allowed `$JS.API.INFO`, which the readiness
+    /// check asks).
+    pub async fn start_site_with(site: &str, remotes: &[String], extra: &str) -> NatsServer {
         let urls: Vec<String> = remotes.iter().map(|u| format!("{u:?}")).collect();
         let s = Self::configure(
             &format!("site-{site}"),
             None,
             &format!(
-                "leafnodes {{\n  reconnect: 1s\n  remotes: [\n    {{ urls: [{}], deny_exports: [\"tspi.>\"] }}\n  ]\n}}\n",
+                "leafnodes {{\n  reconnect: 1s\n  remotes: [\n    {{ urls: [{}], deny_exports: [\"tspi.>\"] }}\n  ]\n}}\n{extra}",
                 urls.join(", ")
             ),
         );
@@ -843,7 +850,7 @@ pub async fn stream_info(
 }
 
 /// The index (0-based) of the node leading `stream` on a [`NatsCluster`] (nodes are
-/// named n1, n2, …).
+/// named n1, n2, … or, in a centre, c1, c2, …).
 pub async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> usize {
     let leader = stream_info(js, stream)
         .await
@@ -851,7 +858,7 @@ pub async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) ->
         .and_then(|c| c.leader)
         .unwrap_or_else(|| panic!("stream {stream} has no leader"));
     leader
-        .trim_start_matches('n')
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
         .parse::<usize>()
         .unwrap_or_else(|e| panic!("node name {leader:?}: {e}"))
         - 1

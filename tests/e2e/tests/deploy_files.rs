@@ -450,6 +450,7 @@ fn documents_name_only_real_flags() {
         "--locked",     // cargo
         "--bench",      // cargo
         "--workspace",  // cargo
+        "--bins",       // cargo build
         "--test",       // cargo test
         "--nocapture",  // the test harness
         "--build",      // docker-compose up

@@ -1,43 +1,67 @@
 //! Range sites over a WAN that is cut (SPEC §4 "Sites"), every program a process and
 //! every server a real nats-server on loopback: a three-node centre (JetStream domain
-//! `centre`), two sites each with its own nats-server (a leaf node of every centre node
-//! through a cuttable TCP link, domain `site-<name>`), a producer in site mode and a
-//! generator. Site A's link is cut 5 s into the traffic for 30 s (60 s with
-//! `TSPI_CHAOS_FULL=1`), outlasting it: site A keeps ingesting without a drop or a
-//! growing queue, site B flows on into the centre at its own rate, and once the link is
-//! back A's backlog flows in (its catch-up time and rate are reported) and the centre
-//! holds exactly every datagram of both sites, none twice, each marked with its site
-//! stream.
+//! `centre`) with an archiver and a durable receiver, two sites each with its own
+//! nats-server (a leaf node of every centre node through a cuttable TCP link, domain
+//! `site-<name>`), a producer in site mode and a generator: 2,500 datagrams/s each for
+//! 60 s in the test command (which runs debug builds of every program on two cores);
+//! 5,000/s for 120 s with `TSPI_CHAOS_FULL=1` — run that with release programs:
+//! `cargo build --release --bins && TSPI_BIN_DIR=target/release TSPI_CHAOS_FULL=1
+//! cargo test -p tspi-e2e --test sites -- --nocapture`.
+//!
+//! Site A's link is cut 5 s in for 30 s (60 s full): A keeps ingesting without a drop or
+//! a growing queue; while cut, A's nats-server is killed -9 and restarted on its store;
+//! site B flows on into the centre at its own rate. Once the link is back, A's backlog
+//! flows in, and a central node (the stream's leader) is killed -9 while it does. The
+//! centre, the archive and the durable receiver then hold exactly every datagram of both
+//! sites, none twice. Reported: A's catch-up (first backlog message, drain rate), B's
+//! end-to-end latency during it. Provisioning a second time changes nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod chaos;
 mod common;
 
-use std::collections::HashSet;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use chaos::{metric, programs_for, scrape};
+use async_nats::jetstream::{self, consumer};
+use chaos::{metric, programs_for, scrape, Rig, RigOptions};
 use common::{free_udp_port, Running};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
-use tspi_core::StreamPrefix;
+use tspi_core::{StreamPrefix, TelemetryRecord};
 use tspi_test_support::fault::LinkProxy;
-use tspi_test_support::{free_port, wait_until, workspace_bin, NatsCluster, NatsServer};
+use tspi_test_support::{
+    free_port, stream_leader, wait_until, workspace_bin, NatsCluster, NatsServer,
+};
 
-struct Site {
+/// Sensors per site, each at 50 Hz: 100 (5,000 datagrams/s) with `TSPI_CHAOS_FULL=1`,
+/// 50 otherwise (the test command runs debug builds of every program on two cores).
+fn sensors() -> u32 {
+    if std::env::var_os("TSPI_CHAOS_FULL").is_some() {
+        100
+    } else {
+        50
+    }
+}
+const RATE_HZ: u32 = 50;
+
+/// A site's nats-server and its WAN: one cuttable link per centre node.
+struct SiteServer {
     name: &'static str,
     server: NatsServer,
-    /// One per centre node: the site's WAN.
     links: Vec<LinkProxy>,
-    producer: Running,
-    udp_port: u16,
-    metrics_port: u16,
 }
 
-impl Site {
-    async fn start(centre: &NatsCluster, name: &'static str) -> Site {
+impl SiteServer {
+    async fn start(centre: &NatsCluster, name: &'static str) -> SiteServer {
+        Self::start_with(centre, name, "").await
+    }
+
+    /// With `extra` server configuration ([`NatsServer::start_site_with`]).
+    async fn start_with(centre: &NatsCluster, name: &'static str, extra: &str) -> SiteServer {
         let links: Vec<LinkProxy> = centre
             .leaf_addrs()
             .into_iter()
@@ -47,20 +71,11 @@ impl Site {
             .iter()
             .map(|l| format!("nats-leaf://{}", l.addr()))
             .collect();
-        let server = NatsServer::start_site(name, &remotes).await;
-        let programs = programs_for(&[server.url()]);
-        let udp_port = free_udp_port();
-        let metrics_port = free_port();
-        let metrics_addr = format!("127.0.0.1:{metrics_port}");
-        let producer =
-            programs.producer(udp_port, &["--site", name, "--metrics-addr", &metrics_addr]);
-        Site {
+        let server = NatsServer::start_site_with(name, &remotes, extra).await;
+        SiteServer {
             name,
             server,
             links,
-            producer,
-            udp_port,
-            metrics_port,
         }
     }
 
@@ -77,31 +92,36 @@ impl Site {
     }
 }
 
-/// The centre's `TSPI` sources: (name, lag) of each.
-async fn sources(js: &jetstream::Context) -> Vec<(String, u64)> {
+/// The names of the centre's `TSPI` sources.
+async fn source_names(js: &jetstream::Context) -> Vec<String> {
     let Ok(mut stream) = js.get_stream("TSPI").await else {
         return Vec::new();
     };
     let Ok(info) = stream.info().await else {
         return Vec::new();
     };
-    info.sources
-        .iter()
-        .map(|s| (s.name.clone(), s.lag))
-        .collect()
+    info.sources.iter().map(|s| s.name.clone()).collect()
 }
 
-fn generator(site: &Site, sensor_base: u16, seconds: u64) -> Command {
+/// The site's sourcing consumer, read on the site's server.
+async fn site_consumer_info(site_url: &str, stream: &str) -> consumer::Info {
+    let local = jetstream::new(tspi_e2e::client(&[site_url.to_owned()]).await);
+    let mut consumer = local
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .get_consumer::<consumer::push::Config>(&tspi_bus::sites::site_consumer_name("TSPI"))
+        .await
+        .unwrap();
+    consumer.info().await.unwrap().clone()
+}
+
+fn generator(udp_port: u16, sensor_base: u16, seconds: u64) -> Command {
     let mut cmd = Command::new(workspace_bin("generator"));
-    cmd.args(["--udp-target", &format!("127.0.0.1:{}", site.udp_port)])
-        .args([
-            "--count",
-            "50",
-            "--rate",
-            "50",
-            "--duration",
-            &seconds.to_string(),
-        ])
+    cmd.args(["--udp-target", &format!("127.0.0.1:{udp_port}")])
+        .args(["--count", &sensors().to_string()])
+        .args(["--rate", &RATE_HZ.to_string()])
+        .args(["--duration", &seconds.to_string()])
         .args([
             "--sensor-base",
             &sensor_base.to_string(),
@@ -111,154 +131,415 @@ fn generator(site: &Site, sensor_base: u16, seconds: u64) -> Command {
     cmd
 }
 
+/// Follows the centre's `TSPI` from now on and records, for each of site `stream`'s
+/// messages, (when it arrived, ms since `base`; its end-to-end latency, ms: arrival −
+/// the producer's receive time in the record).
+fn follow_site_latency(
+    admin: jetstream::Context,
+    stream: String,
+    sensors: std::ops::Range<u16>,
+    base: Instant,
+) -> Arc<Mutex<Vec<(u64, u64)>>> {
+    let prefix = StreamPrefix::default();
+    let filter_subjects: Vec<String> = sensors
+        .flat_map(|id| {
+            [
+                tspi_core::MessageKind::Geocentric,
+                tspi_core::MessageKind::Spherical,
+            ]
+            .map(|kind| prefix.subject(kind, id))
+        })
+        .collect();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let out = samples.clone();
+    tokio::spawn(async move {
+        let Ok(tspi) = admin.get_stream("TSPI").await else {
+            return;
+        };
+        let Ok(ordered) = tspi
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: format!("_INBOX.latency.{}", std::process::id()),
+                deliver_policy: consumer::DeliverPolicy::New,
+                filter_subjects,
+                ..Default::default()
+            })
+            .await
+        else {
+            return;
+        };
+        let Ok(mut messages) = ordered.messages().await else {
+            return;
+        };
+        // The ordered consumer reports a lost consumer (a central node killed) as an
+        // error and then recreates itself.
+        while let Some(m) = messages.next().await {
+            let Ok(m) = m else { continue };
+            let from_site = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Stream-Source"))
+                .is_some_and(|v| v.as_str().starts_with(&stream));
+            if !from_site {
+                continue;
+            }
+            if let Ok(record) = TelemetryRecord::from_cbor(&m.payload) {
+                let now = tspi_runtime::now_epoch_ms();
+                let latency = u64::try_from(now - record.recv_epoch_ms).unwrap_or(0);
+                out.lock()
+                    .unwrap()
+                    .push((base.elapsed().as_millis() as u64, latency));
+            }
+        }
+    });
+    samples
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_site_catches_up_exactly_while_the_other_flows_on() {
+async fn two_sites_stay_exact_through_cuts_and_kills() {
     chaos::init_logging();
     let full = std::env::var_os("TSPI_CHAOS_FULL").is_some();
-    // Traffic for `seconds`, A cut from `cut_at` for `cut_for`: the cut outlasts the
-    // traffic, so what A sends after `cut_at` is all backlog when the link returns.
-    let (seconds, cut_at, cut_for) = if full { (60, 5, 60) } else { (30, 5, 30) };
+    let per_site = u64::from(sensors() * RATE_HZ);
+    // Traffic for `seconds`; A cut from about `cut_at` for `cut_for`; A's server killed
+    // and restarted `leaf_kill_after` into the cut.
+    let (seconds, cut_at, cut_for, leaf_kill_after) = if full {
+        (120, 5, 60, 20)
+    } else {
+        (60, 5, 30, 12)
+    };
 
-    let centre = NatsCluster::start_centre(3).await;
+    let mut centre = NatsCluster::start_centre(3).await;
     let admin_client = tspi_e2e::client(&centre.urls()).await;
     let admin = jetstream::new(admin_client.clone());
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&admin_client, &admin, &spec).await.unwrap();
 
-    let sites = [
-        Site::start(&centre, "a").await,
-        Site::start(&centre, "b").await,
-    ];
+    let mut a = SiteServer::start(&centre, "a").await;
+    let b = SiteServer::start(&centre, "b").await;
+    // Site A's producer is the rig's: the archiver and the durable receiver read the
+    // centre.
+    let a_urls = [a.server.url()];
+    let mut rig = Rig::start(
+        &centre.urls(),
+        RigOptions {
+            producer_urls: Some(&a_urls),
+            producer_args: &["--site", "a"],
+            receiver_counts_only: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let b_udp = free_udp_port();
+    let b_metrics = free_port();
+    let b_programs = programs_for(&[b.server.url()]);
+    let b_producer = b_programs.producer(
+        b_udp,
+        &[
+            "--site",
+            "b",
+            "--metrics-addr",
+            &format!("127.0.0.1:{b_metrics}"),
+        ],
+    );
     let provisioned = wait_until(Duration::from_secs(60), || async {
-        let names: Vec<String> = sources(&admin).await.into_iter().map(|s| s.0).collect();
-        sites.iter().all(|s| names.contains(&s.stream()))
+        let names = source_names(&admin).await;
+        [&a, &b].iter().all(|s| names.contains(&s.stream()))
     })
     .await;
     assert!(
         provisioned.is_some(),
-        "the centre sources both sites: {:?}\n{}",
-        sources(&admin).await,
-        sites[0].producer.stderr()
+        "the centre sources both sites: {:?}\n{}\n{}",
+        source_names(&admin).await,
+        rig.producer.stderr(),
+        b_producer.stderr()
     );
 
-    // Both sites send 2,500 datagrams/s (50 sensors at 50 Hz, their own sensor ids).
-    let programs = programs_for(&[centre.urls()[0].clone()]);
-    let mut generators: Vec<Running> = sites
-        .iter()
-        .zip([1000u16, 2000])
-        .map(|(site, base)| {
+    let base = Instant::now();
+    let b_latency = follow_site_latency(
+        admin.clone(),
+        b.stream(),
+        2000..2000 + sensors() as u16,
+        base,
+    );
+    let programs = programs_for(&centre.urls());
+    let mut generators: Vec<Running> = [(rig.udp_port, 1000u16), (b_udp, 2000)]
+        .into_iter()
+        .map(|(port, sensor_base)| {
             programs.spawn(
-                &format!("generator-{}", site.name),
-                generator(site, base, seconds),
+                &format!("generator-{sensor_base}"),
+                generator(port, sensor_base, seconds),
             )
         })
         .collect();
     let started = Instant::now();
     // Cut once both sites' first `cut_at` seconds are at the centre.
     let flowing = wait_until(Duration::from_secs(60), || async {
-        tspi_e2e::stream_count(&admin, "TSPI").await >= 2 * 2_500 * cut_at
+        tspi_e2e::stream_count(&admin, "TSPI").await >= 2 * per_site * cut_at
     })
     .await;
     assert!(
         flowing.is_some(),
         "both sites reach the centre before the cut"
     );
-    let a = &sites[0];
     a.cut();
     let cut = Instant::now();
     let at_cut = tspi_e2e::stream_count(&admin, "TSPI").await;
-    // While A is cut, only B reaches the centre, at B's rate; A's queue stays empty.
-    let mut a_queue_max = 0.0f64;
+    // While A is cut, only B reaches the centre, at B's rate; A's queue stays short
+    // (it stores on its own server), except while that server restarts.
+    let queue = |rig: &Rig| rig.producer_metric("tspi_producer_publish_queue_depth");
+    let mut queue_max_cut = 0.0f64;
+    let mut queue_max_restart = 0.0f64;
+    let mut leaf_restarted = None;
     let mut at_traffic_end = None;
-    // Sampled twice a second for the length of the cut (the cut is what is measured).
     let mut sample = tokio::time::interval(Duration::from_millis(500));
     while cut.elapsed() < Duration::from_secs(cut_for) {
         sample.tick().await;
-        a_queue_max = a_queue_max.max(metric(
-            &scrape(a.metrics_port),
-            "tspi_producer_publish_queue_depth",
-        ));
+        if leaf_restarted.is_none() {
+            queue_max_cut = queue_max_cut.max(queue(&rig));
+            if cut.elapsed() >= Duration::from_secs(leaf_kill_after) {
+                a.server.kill();
+                let killed = Instant::now();
+                a.server.restart();
+                leaf_restarted = Some(killed.elapsed());
+            }
+        } else {
+            queue_max_restart = queue_max_restart.max(queue(&rig));
+        }
         if at_traffic_end.is_none() && started.elapsed() >= Duration::from_secs(seconds - 1) {
             at_traffic_end = Some((cut.elapsed(), tspi_e2e::stream_count(&admin, "TSPI").await));
         }
     }
-    let (b_span, at_b_end) = at_traffic_end.unwrap_or((cut.elapsed(), 0));
-    let b_rate = (at_b_end.saturating_sub(at_cut)) as f64 / b_span.as_secs_f64();
-    let before_heal = tspi_e2e::stream_count(&admin, "TSPI").await;
+    let (b_span, at_b_end) =
+        at_traffic_end.unwrap_or((cut.elapsed(), tspi_e2e::stream_count(&admin, "TSPI").await));
+    let b_rate_cut = (at_b_end.saturating_sub(at_cut)) as f64 / b_span.as_secs_f64();
+    let backlog_at_heal = rig.producer_metric("tspi_producer_site_backlog");
+
+    // The centre confirming A's messages again (the site consumer's acknowledgement
+    // floor moving) marks the link and the source working again.
+    let trace = std::env::var_os("TSPI_CHAOS_TRACE").is_some();
+    let a_confirmed = || async {
+        site_consumer_info(&a.server.url(), &a.stream())
+            .await
+            .ack_floor
+            .stream_sequence
+    };
+    let confirmed_at_heal = a_confirmed().await;
+    a.heal();
+    let healed = Instant::now();
+    let healed_ms = base.elapsed().as_millis() as u64;
+    let resumed = wait_until(Duration::from_secs(60), || async {
+        let confirmed = a_confirmed().await;
+        if trace {
+            eprintln!(
+                "t={:.1} A confirmed {confirmed} backlog {} centre {}",
+                healed.elapsed().as_secs_f64(),
+                rig.producer_metric("tspi_producer_site_backlog"),
+                tspi_e2e::stream_count(&admin, "TSPI").await
+            );
+        }
+        confirmed > confirmed_at_heal
+    })
+    .await;
+    assert!(
+        resumed.is_some(),
+        "the centre confirmed A's backlog again: {}",
+        rig.producer_metric("tspi_producer_site_backlog")
+    );
+    let first_backlog = healed.elapsed();
+    // A central node goes while the backlog flows: the stream's leader.
+    let leader = stream_leader(&admin, "TSPI").await;
+    centre.node(leader).kill();
+    let centre_killed_at = healed.elapsed();
+    let centre_killed_ms = base.elapsed().as_millis() as u64;
+    let a_drained = wait_until(Duration::from_secs(180), || async {
+        rig.producer_metric("tspi_producer_site_backlog") == 0.0
+    })
+    .await;
+    let drained_at = healed.elapsed();
+    centre.node(leader).restart();
+    assert!(a_drained.is_some(), "A's backlog drained to the centre");
+    let caught_up_ms = base.elapsed().as_millis() as u64;
 
     let mut valid = Vec::new();
     for g in &mut generators {
-        let status = g.wait(Duration::from_secs(60)).await;
+        let status = g.wait(Duration::from_secs(120)).await;
         assert!(status.success(), "generator: {}", g.stderr());
         let summary = g.json_lines().last().cloned().unwrap();
         valid.push(summary["valid"].as_u64().unwrap());
     }
-    a.heal();
-    let healed = Instant::now();
     let total: u64 = valid.iter().sum();
-    // Each site stored everything it received, the WAN cut or not.
-    for (site, want) in sites.iter().zip(&valid) {
+    let caught = rig.wait_caught_up(total, Duration::from_secs(240)).await;
+    let accounting = rig.assert_exact(total).await;
+    // Each site stored everything it received, the WAN cut, its server killed or not;
+    // neither producer dropped anything.
+    for ((site, want), metrics) in [&a, &b]
+        .iter()
+        .zip(&valid)
+        .zip([rig.producer_metrics, b_metrics])
+    {
         let local = jetstream::new(tspi_e2e::client(&[site.server.url()]).await);
-        let stored = wait_until(Duration::from_secs(30), || async {
-            tspi_e2e::stream_count(&local, &site.stream()).await >= *want
-        })
-        .await;
-        assert!(stored.is_some(), "site {} stored its datagrams", site.name);
-        let m = scrape(site.metrics_port);
         assert_eq!(
-            metric(&m, "tspi_producer_dropped_total"),
+            tspi_e2e::stream_count(&local, &site.stream()).await,
+            *want,
+            "site {} stored every datagram",
+            site.name
+        );
+        assert_eq!(
+            metric(&scrape(metrics), "tspi_producer_dropped_total"),
             0.0,
             "site {} dropped nothing",
             site.name
         );
-        assert_eq!(tspi_e2e::stream_count(&local, &site.stream()).await, *want);
     }
-    // The backlog's first message marks the link and the source working again; from
-    // there on, the drain rate.
-    let resumed = wait_until(Duration::from_secs(60), || async {
-        tspi_e2e::stream_count(&admin, "TSPI").await > before_heal
-    })
-    .await
-    .unwrap_or_default();
-    let draining = Instant::now();
-    let caught_up = wait_until(Duration::from_secs(180), || async {
-        tspi_e2e::stream_count(&admin, "TSPI").await >= total
-    })
-    .await;
-    assert!(
-        caught_up.is_some(),
-        "the centre caught up: {} of {total}",
-        tspi_e2e::stream_count(&admin, "TSPI").await
-    );
-    let catch_up = healed.elapsed();
-    let drain = draining.elapsed();
-    let backlog = total - before_heal;
-    let contents = tspi_e2e::stream_contents(&admin, "TSPI").await;
-    let ids: HashSet<&str> = contents.iter().map(|m| m.msg_id.as_str()).collect();
-    assert_eq!(
-        contents.len() as u64,
-        total,
-        "every datagram of both sites at the centre"
-    );
-    assert_eq!(ids.len(), contents.len(), "none twice");
+
+    // B's end-to-end latency while A caught up, and before the cut for comparison.
+    let samples = b_latency.lock().unwrap().clone();
+    let histogram = |from: u64, to: u64| {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for (_, ms) in samples.iter().filter(|(at, _)| (from..to).contains(at)) {
+            let _ = h.record(*ms);
+        }
+        h
+    };
+    let before = histogram(0, healed_ms - (cut_for * 1000));
+    let catching_up = histogram(healed_ms, centre_killed_ms);
+    let failing_over = histogram(centre_killed_ms, caught_up_ms);
     eprintln!(
-        "sites-figures: sites a {} + b {} = {total} datagrams, all at the centre once; site A cut {cut_for} s \
-         (its producer's queue at most {a_queue_max}, 0 dropped); site B reached the centre at {b_rate:.0}/s during the cut; \
-         A's backlog of {backlog} caught up {:.1} s after the link came back: the first of it after {:.1} s, \
-         then {:.0} msg/s",
+        "sites-figures: sites a {} + b {} = {total} datagrams at {per_site}/s each, exact at the centre, in the archive and at the durable receiver ({accounting:?}); \
+         site A cut {cut_for} s: its producer's queue at most {queue_max_cut} (0 dropped), {queue_max_restart} while its server was killed -9 and restarted (back in {:.1} s); \
+         site B reached the centre at {b_rate_cut:.0}/s during the cut; after the link came back, the centre confirmed A's backlog ({backlog_at_heal}) again within {:.1} s; \
+         the centre's stream leader was killed -9 {:.1} s after the link came back; A's backlog drained {:.1} s after the link came back; \
+         stream/archive/receiver caught up {:?}/{:?}/{:?} after the generators ended; \
+         B's end-to-end latency before the cut p50 {} ms p99 {} ms ({} msgs); during A's catch-up until the kill p50 {} ms p99 {} ms max {} ms ({} msgs); from the kill until A drained p50 {} ms p99 {} ms max {} ms ({} msgs)",
         valid[0],
         valid[1],
-        catch_up.as_secs_f64(),
-        resumed.as_secs_f64(),
-        backlog as f64 / drain.as_secs_f64().max(0.001)
+        leaf_restarted.unwrap_or_default().as_secs_f64(),
+        first_backlog.as_secs_f64(),
+        centre_killed_at.as_secs_f64(),
+        drained_at.as_secs_f64(),
+        caught.stream,
+        caught.archive,
+        caught.receiver,
+        before.value_at_quantile(0.5),
+        before.value_at_quantile(0.99),
+        before.len(),
+        catching_up.value_at_quantile(0.5),
+        catching_up.value_at_quantile(0.99),
+        catching_up.max(),
+        catching_up.len(),
+        failing_over.value_at_quantile(0.5),
+        failing_over.value_at_quantile(0.99),
+        failing_over.max(),
+        failing_over.len(),
+    );
+    // Not growing: never a second of traffic queued (the cut alone would have queued
+    // `cut_for` seconds of it).
+    assert!(
+        queue_max_cut < per_site as f64,
+        "site A's queue stayed short while cut: {queue_max_cut}"
     );
     assert!(
-        a_queue_max < 1000.0,
-        "site A's queue stayed short: {a_queue_max}"
+        b_rate_cut > per_site as f64 * 0.8,
+        "site B flowed on during A's cut: {b_rate_cut:.0}/s"
+    );
+    assert!(backlog_at_heal > 0.0, "site A had a backlog");
+    assert!(
+        catching_up.len() + failing_over.len() > 0,
+        "B's messages reached the centre during A's catch-up"
+    );
+
+    // Provisioning again (a second producer for site A) changes nothing, on the site or
+    // at the centre.
+    let site_consumer = || async {
+        site_consumer_info(&a.server.url(), &a.stream())
+            .await
+            .created
+    };
+    let consumer_before = site_consumer().await;
+    let config_before =
+        serde_json::to_value(tspi_test_support::stream_info(&admin, "TSPI").await.config).unwrap();
+    let again_metrics = free_port();
+    let again_programs = programs_for(&a_urls);
+    let again = again_programs.producer(
+        free_udp_port(),
+        &[
+            "--site",
+            "a",
+            "--metrics-addr",
+            &format!("127.0.0.1:{again_metrics}"),
+        ],
+    );
+    let sourced = wait_until(Duration::from_secs(30), || async {
+        metric(&scrape(again_metrics), "tspi_producer_site_sourced") == 1.0
+    })
+    .await;
+    assert!(sourced.is_some(), "second provisioning: {}", again.stderr());
+    let config_after =
+        serde_json::to_value(tspi_test_support::stream_info(&admin, "TSPI").await.config).unwrap();
+    assert_eq!(
+        config_before, config_after,
+        "the centre's stream config is unchanged"
+    );
+    assert_eq!(
+        consumer_before,
+        site_consumer().await,
+        "the site's consumer is the same one"
+    );
+}
+
+/// A site whose producer may not reach the centre's JetStream API: ingest goes on into
+/// the site stream, and the refusal is one line naming the subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_without_the_permission_gets_a_one_line_error() {
+    chaos::init_logging();
+    let centre = NatsCluster::start_centre(3).await;
+    let admin_client = tspi_e2e::client(&centre.urls()).await;
+    let admin = jetstream::new(admin_client.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&admin_client, &admin, &spec).await.unwrap();
+    let site = SiteServer::start_with(
+        &centre,
+        "c",
+        "authorization {\n  users: [ { user: producer, password: site-secret, permissions: {\n    \
+         publish: { allow: [\"tspi.>\", \"$JS.API.>\"] }\n    subscribe: { allow: [\"_INBOX.>\"] } } } ]\n}\n\
+         no_auth_user: producer\n",
+    )
+    .await;
+    let metrics_port = free_port();
+    let site_programs = programs_for(&[site.server.url()]);
+    let mut producer = site_programs.producer(
+        free_udp_port(),
+        &[
+            "--site",
+            "c",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ],
+    );
+    let refused = wait_until(Duration::from_secs(30), || async {
+        producer.stderr().contains("$JS.centre.API")
+    })
+    .await;
+    let log = producer.stderr();
+    assert!(
+        refused.is_some(),
+        "the producer says what it may not do: {log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("$JS.centre.API"))
+        .unwrap_or_default();
+    assert!(
+        line.to_lowercase().contains("permission"),
+        "one line naming the refused permission: {line}"
+    );
+    assert!(producer.is_running(), "ingest goes on: {log}");
+    assert_eq!(
+        metric(&scrape(metrics_port), "tspi_producer_site_sourced"),
+        0.0
     );
     assert!(
-        b_rate > 2_000.0,
-        "site B flowed on during A's cut: {b_rate:.0}/s"
+        source_names(&admin).await.is_empty(),
+        "the centre sources nothing"
     );
-    assert!(backlog > 0, "site A had a backlog");
+    eprintln!("permission-line: {line}");
 }
