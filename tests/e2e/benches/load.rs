@@ -8,7 +8,9 @@
 //!
 //! `cargo bench -p tspi-e2e --bench load` (builds the release producer first if needed).
 //! Environment: `TSPI_BENCH_QUICK=1` shortens every phase (smoke run); `TSPI_BENCH_PART=floor`
-//! compares the producer's CPU with the kernel's floor (a bare receive-encode-write thread).
+//! compares the producer's CPU with the kernel's floor (a bare receive-encode-write thread);
+//! `TSPI_BENCH_PART=catchup`: a site's backlog flowing into a three-node centre against the
+//! centre's own ceiling (issue 13; docs/operations.md "Multiple sites").
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -620,6 +622,98 @@ fn publish_path_cpu(urls: &[String], rate: f64, seconds: f64, day: u16) -> f64 {
     .unwrap_or_else(|_| panic!("publish-path thread panicked"))
 }
 
+/// Issue 13's catch-up benchmark (`TSPI_BENCH_PART=catchup`): a three-node centre and one
+/// site (its own nats-server, a leaf node behind a cuttable link, provisioned as the
+/// producer does). With the link cut, `n` telemetry records go into the site stream (a
+/// bare per-message loop: the site's own ingest ceiling); then the link comes back and
+/// the centre's `TSPI` takes in the backlog. Reports the backlog's rate into the centre
+/// against the centre's own per-message ceiling (the bare loop into `TSPI`), measured
+/// before and after in the same run.
+async fn site_catch_up(n: u64, day: &mut u16) {
+    let centre = NatsCluster::start_centre(3).await;
+    let urls = centre.urls();
+    drop(ProducerProcess::start(&urls, "auto"));
+    let links: Vec<tspi_test_support::fault::LinkProxy> = centre
+        .leaf_addrs()
+        .into_iter()
+        .map(tspi_test_support::fault::LinkProxy::start)
+        .collect();
+    let remotes: Vec<String> = links
+        .iter()
+        .map(|l| format!("nats-leaf://{}", l.addr()))
+        .collect();
+    let site = NatsServer::start_site("a", &remotes).await;
+    let site_client = tspi_e2e::client(&[site.url()]).await;
+    let prefix = StreamPrefix::default();
+    let args = tspi_bus::StreamArgs::default();
+    let spec = tspi_bus::sites::site_stream_spec("a", Duration::from_secs(86_400), &args, &prefix)
+        .unwrap_or_else(|e| panic!("{e}"));
+    tspi_bus::ensure_stream(&site_client, &jetstream::new(site_client.clone()), &spec)
+        .await
+        .unwrap_or_else(|e| panic!("site stream: {e}"));
+    tspi_bus::sites::ensure_site_consumer(&site_client, "a", "TSPI")
+        .await
+        .unwrap_or_else(|e| panic!("site consumer: {e}"));
+    tspi_bus::sites::ensure_site_source(&site_client, "centre", "TSPI", "a")
+        .await
+        .unwrap_or_else(|e| panic!("source: {e}"));
+    let admin = jetstream::new(tspi_e2e::client(&urls).await);
+
+    *day += 1;
+    let ceiling_before = bare_publish_ceiling(&urls, n, *day).await;
+    let at_start = stream_count(&admin, "TSPI").await;
+    links
+        .iter()
+        .for_each(tspi_test_support::fault::LinkProxy::cut);
+    *day += 1;
+    let site_ingest = bare_publish_ceiling(&[site.url()], n, *day).await;
+    let held = stream_count(&admin, "TSPI").await;
+    assert_eq!(held, at_start, "nothing crossed the cut link");
+    links
+        .iter()
+        .for_each(tspi_test_support::fault::LinkProxy::heal);
+    let healed = Instant::now();
+    let first = wait_until(Duration::from_secs(120), || async {
+        stream_count(&admin, "TSPI").await > at_start
+    })
+    .await
+    .unwrap_or_else(|| panic!("the backlog never started to flow"));
+    let flowing = Instant::now();
+    let done = wait_until(Duration::from_secs(600), || async {
+        stream_count(&admin, "TSPI").await >= at_start + n
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "the backlog reached the centre: {} of {n}",
+        stream_count(&admin, "TSPI").await - at_start
+    );
+    let drain = flowing.elapsed();
+    let catch_up = n as f64 / drain.as_secs_f64();
+    let total = healed.elapsed();
+    *day += 1;
+    let ceiling_after = bare_publish_ceiling(&urls, n, *day).await;
+    let mean = (ceiling_before + ceiling_after) / 2.0;
+    eprintln!(
+        "  catch-up: backlog {n} (the site took it at {site_ingest:.0}/s with the link cut); first backlog message at the centre {:.1} s after the link came back; drained at {catch_up:.0} msg/s ({:.1} s in all); centre per-message ceiling {ceiling_before:.0} / {ceiling_after:.0} msg/s; catch-up / ceiling {:.2}",
+        first.as_secs_f64(),
+        total.as_secs_f64(),
+        catch_up / mean
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "backlog": n,
+            "site_ingest_per_s": site_ingest.round(),
+            "first_message_s": first.as_secs_f64(),
+            "catch_up_per_s": catch_up.round(),
+            "centre_ceiling_per_s": [ceiling_before.round(), ceiling_after.round()],
+            "catch_up_over_ceiling": (catch_up / mean * 1000.0).round() / 1000.0,
+        }))
+        .unwrap_or_default()
+    );
+}
+
 /// The kernel's floor for the producer's job, as a lower bound no client library can beat:
 /// one plain thread receives the datagrams (`recvmmsg`, up to 64 a call, blocking for the
 /// first), decodes each, writes its CBOR record as an `HPUB` frame with its `Nats-Msg-Id`
@@ -894,6 +988,11 @@ fn main() {
                     cpu.cpu_us_per_datagram / floors[0].max(0.001)
                 );
             }
+            return;
+        }
+        if std::env::var("TSPI_BENCH_PART").as_deref() == Ok("catchup") {
+            // 60 s of a 10,000 msg/s site.
+            site_catch_up(if quick() { 50_000 } else { 600_000 }, &mut day).await;
             return;
         }
         if std::env::var("TSPI_BENCH_PART").as_deref() == Ok("sites") {
