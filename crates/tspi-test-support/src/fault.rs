@@ -148,6 +148,9 @@ pub enum LinkState {
     Up,
     /// Forward both ways, each chunk `Duration` late (order kept).
     Delay(Duration),
+    /// Forward both ways at most this many bytes a second in each direction (a thin WAN
+    /// link; what is read ahead waits in the proxy, order kept).
+    Throttle(u64),
     /// Keep the connections open but drop every byte, both ways: a route that silently
     /// stops carrying traffic (the peer sees no close, only silence).
     Blackhole,
@@ -352,7 +355,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     state: watch::Receiver<LinkState>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let (tx, mut rx) = mpsc::channel::<(Instant, Option<u64>, Vec<u8>)>(256);
     let reader = async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -360,20 +363,28 @@ async fn pump(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let due = match *state.borrow() {
-                LinkState::Up => Instant::now(),
-                LinkState::Delay(d) => Instant::now() + d,
+            let (due, rate) = match *state.borrow() {
+                LinkState::Up => (Instant::now(), None),
+                LinkState::Delay(d) => (Instant::now() + d, None),
+                LinkState::Throttle(bytes_per_sec) => (Instant::now(), Some(bytes_per_sec.max(1))),
                 LinkState::Blackhole => continue,
                 LinkState::Cut => break,
             };
-            if tx.send((due, buf[..n].to_vec())).await.is_err() {
+            if tx.send((due, rate, buf[..n].to_vec())).await.is_err() {
                 break;
             }
         }
     };
     let writer = async {
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due.into()).await;
+        // When the throttled link is free again: each chunk occupies it len/rate.
+        let mut free_at = Instant::now();
+        while let Some((due, rate, chunk)) = rx.recv().await {
+            let mut at = due;
+            if let Some(bytes_per_sec) = rate {
+                at = at.max(free_at);
+                free_at = at + Duration::from_secs_f64(chunk.len() as f64 / bytes_per_sec as f64);
+            }
+            tokio::time::sleep_until(at.into()).await;
             if to.write_all(&chunk).await.is_err() {
                 break;
             }
@@ -483,6 +494,34 @@ mod tests {
             assert!(a.below(3) < 3);
             b.below(3);
         }
+    }
+
+    /// 512 KiB through a link throttled to 256 KiB/s cannot arrive in less than about
+    /// two seconds (a lower bound only: a loaded machine can only make it slower), and
+    /// arrives whole and in order.
+    #[test]
+    fn a_throttled_link_carries_no_more_than_its_rate() {
+        use std::io::{Read, Write};
+        let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = sink.local_addr().unwrap();
+        let receiver = std::thread::spawn(move || {
+            let (mut conn, _) = sink.accept().unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            got
+        });
+        let proxy = LinkProxy::start(target);
+        proxy.set(LinkState::Throttle(256 * 1024));
+        let sent: Vec<u8> = (0..512 * 1024).map(|i| (i % 251) as u8).collect();
+        let start = Instant::now();
+        let mut conn = std::net::TcpStream::connect(proxy.addr()).unwrap();
+        conn.write_all(&sent).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = receiver.join().unwrap();
+        let took = start.elapsed();
+        assert_eq!(got, sent, "whole and in order");
+        // The first chunk goes at once; the rest (≥ 448 KiB) waits on the rate.
+        assert!(took >= Duration::from_millis(1700), "took only {took:?}");
     }
 
     #[test]
