@@ -115,14 +115,11 @@ pub async fn ensure_site_consumer(
         .get_stream(&name)
         .await
         .map_err(|e| stream_err(e.to_string()))?;
-    if let Ok(mut existing) = stream
+    if let Ok(existing) = stream
         .get_consumer::<consumer::push::Config>(&durable)
         .await
     {
-        let info = existing
-            .info()
-            .await
-            .map_err(|e| stream_err(e.to_string()))?;
+        let info = existing.cached_info();
         if info.config.deliver_subject.as_deref() != Some(deliver.as_str())
             || info.config.ack_policy != consumer::AckPolicy::FlowControl
         {
@@ -157,13 +154,12 @@ pub async fn ensure_site_consumer(
 /// Messages of `site`'s stream the centre's `central` has not confirmed storing yet
 /// (read on the site, so it works with the WAN down). `None` before provisioning.
 pub async fn site_backlog(client: &async_nats::Client, site: &str, central: &str) -> Option<u64> {
-    let js = jetstream::new(client.clone());
-    let stream = js.get_stream(site_stream_name(site)).await.ok()?;
-    let mut consumer = stream
-        .get_consumer::<consumer::push::Config>(&site_consumer_name(central))
+    // One CONSUMER.INFO request: getting the consumer fetches its info.
+    let consumer: consumer::PushConsumer = jetstream::new(client.clone())
+        .get_consumer_from_stream(site_consumer_name(central), site_stream_name(site))
         .await
         .ok()?;
-    let info = consumer.info().await.ok()?;
+    let info = consumer.cached_info();
     Some(info.num_pending + info.num_ack_pending as u64)
 }
 

@@ -849,6 +849,50 @@ pub async fn stream_info(
         .clone()
 }
 
+/// A range site's nats-server ([`NatsServer::start_site_with`]) and its WAN: one
+/// [`fault::LinkProxy`] per centre node, to cut, delay or throttle.
+#[derive(Debug)]
+pub struct SiteServer {
+    pub name: String,
+    pub server: NatsServer,
+    pub links: Vec<fault::LinkProxy>,
+}
+
+impl SiteServer {
+    /// Site `name` as a leaf node of every node of `centre` (a [`NatsCluster::start_centre`]).
+    pub async fn start(centre: &NatsCluster, name: &str) -> SiteServer {
+        Self::start_with(centre, name, "").await
+    }
+
+    /// With `extra` server configuration ([`NatsServer::start_site_with`]).
+    pub async fn start_with(centre: &NatsCluster, name: &str, extra: &str) -> SiteServer {
+        let links: Vec<fault::LinkProxy> = centre
+            .leaf_addrs()
+            .into_iter()
+            .map(fault::LinkProxy::start)
+            .collect();
+        let remotes: Vec<String> = links
+            .iter()
+            .map(|l| format!("nats-leaf://{}", l.addr()))
+            .collect();
+        let server = NatsServer::start_site_with(name, &remotes, extra).await;
+        SiteServer {
+            name: name.to_owned(),
+            server,
+            links,
+        }
+    }
+
+    /// Every link to the centre down (connections reset, new ones refused).
+    pub fn cut(&self) {
+        self.links.iter().for_each(fault::LinkProxy::cut);
+    }
+
+    pub fn heal(&self) {
+        self.links.iter().for_each(fault::LinkProxy::heal);
+    }
+}
+
 /// The index (0-based) of the node leading `stream` on a [`NatsCluster`] (nodes are
 /// named n1, n2, … or, in a centre, c1, c2, …).
 pub async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> usize {

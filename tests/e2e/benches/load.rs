@@ -633,17 +633,8 @@ async fn site_catch_up(n: u64, day: &mut u16) {
     let centre = NatsCluster::start_centre(3).await;
     let urls = centre.urls();
     drop(ProducerProcess::start(&urls, "auto"));
-    let links: Vec<tspi_test_support::fault::LinkProxy> = centre
-        .leaf_addrs()
-        .into_iter()
-        .map(tspi_test_support::fault::LinkProxy::start)
-        .collect();
-    let remotes: Vec<String> = links
-        .iter()
-        .map(|l| format!("nats-leaf://{}", l.addr()))
-        .collect();
-    let site = NatsServer::start_site("a", &remotes).await;
-    let site_client = tspi_e2e::client(&[site.url()]).await;
+    let site = tspi_test_support::SiteServer::start(&centre, "a").await;
+    let site_client = tspi_e2e::client(&[site.server.url()]).await;
     let prefix = StreamPrefix::default();
     let args = tspi_bus::StreamArgs::default();
     let spec = tspi_bus::sites::site_stream_spec("a", Duration::from_secs(86_400), &args, &prefix)
@@ -662,16 +653,12 @@ async fn site_catch_up(n: u64, day: &mut u16) {
     *day += 1;
     let ceiling_before = bare_publish_ceiling(&urls, n, *day).await;
     let at_start = stream_count(&admin, "TSPI").await;
-    links
-        .iter()
-        .for_each(tspi_test_support::fault::LinkProxy::cut);
+    site.cut();
     *day += 1;
-    let site_ingest = bare_publish_ceiling(&[site.url()], n, *day).await;
+    let site_ingest = bare_publish_ceiling(&[site.server.url()], n, *day).await;
     let held = stream_count(&admin, "TSPI").await;
     assert_eq!(held, at_start, "nothing crossed the cut link");
-    links
-        .iter()
-        .for_each(tspi_test_support::fault::LinkProxy::heal);
+    site.heal();
     let healed = Instant::now();
     let first = wait_until(Duration::from_secs(120), || async {
         stream_count(&admin, "TSPI").await > at_start

@@ -32,9 +32,8 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
 use tspi_core::{StreamPrefix, TelemetryRecord};
-use tspi_test_support::fault::LinkProxy;
 use tspi_test_support::{
-    free_port, stream_leader, wait_until, workspace_bin, NatsCluster, NatsServer,
+    free_port, stream_leader, wait_until, workspace_bin, NatsCluster, SiteServer,
 };
 
 /// Sensors per site, each at 50 Hz: 100 (5,000 datagrams/s) with `TSPI_CHAOS_FULL=1`,
@@ -48,48 +47,9 @@ fn sensors() -> u32 {
 }
 const RATE_HZ: u32 = 50;
 
-/// A site's nats-server and its WAN: one cuttable link per centre node.
-struct SiteServer {
-    name: &'static str,
-    server: NatsServer,
-    links: Vec<LinkProxy>,
-}
-
-impl SiteServer {
-    async fn start(centre: &NatsCluster, name: &'static str) -> SiteServer {
-        Self::start_with(centre, name, "").await
-    }
-
-    /// With `extra` server configuration ([`NatsServer::start_site_with`]).
-    async fn start_with(centre: &NatsCluster, name: &'static str, extra: &str) -> SiteServer {
-        let links: Vec<LinkProxy> = centre
-            .leaf_addrs()
-            .into_iter()
-            .map(LinkProxy::start)
-            .collect();
-        let remotes: Vec<String> = links
-            .iter()
-            .map(|l| format!("nats-leaf://{}", l.addr()))
-            .collect();
-        let server = NatsServer::start_site_with(name, &remotes, extra).await;
-        SiteServer {
-            name,
-            server,
-            links,
-        }
-    }
-
-    fn stream(&self) -> String {
-        tspi_bus::sites::site_stream_name(self.name)
-    }
-
-    fn cut(&self) {
-        self.links.iter().for_each(LinkProxy::cut);
-    }
-
-    fn heal(&self) {
-        self.links.iter().for_each(LinkProxy::heal);
-    }
+/// The site's stream, `TSPI_SITE_<NAME>`.
+fn site_stream(site: &SiteServer) -> String {
+    tspi_bus::sites::site_stream_name(&site.name)
 }
 
 /// The names of the centre's `TSPI` sources.
@@ -106,14 +66,11 @@ async fn source_names(js: &jetstream::Context) -> Vec<String> {
 /// The site's sourcing consumer, read on the site's server.
 async fn site_consumer_info(site_url: &str, stream: &str) -> consumer::Info {
     let local = jetstream::new(tspi_e2e::client(&[site_url.to_owned()]).await);
-    let mut consumer = local
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .get_consumer::<consumer::push::Config>(&tspi_bus::sites::site_consumer_name("TSPI"))
+    let consumer: consumer::PushConsumer = local
+        .get_consumer_from_stream(tspi_bus::sites::site_consumer_name("TSPI"), stream)
         .await
         .unwrap();
-    consumer.info().await.unwrap().clone()
+    consumer.cached_info().clone()
 }
 
 fn generator(udp_port: u16, sensor_base: u16, seconds: u64) -> Command {
@@ -242,7 +199,7 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     );
     let provisioned = wait_until(Duration::from_secs(60), || async {
         let names = source_names(&admin).await;
-        [&a, &b].iter().all(|s| names.contains(&s.stream()))
+        [&a, &b].iter().all(|s| names.contains(&site_stream(s)))
     })
     .await;
     assert!(
@@ -256,7 +213,7 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     let base = Instant::now();
     let b_latency = follow_site_latency(
         admin.clone(),
-        b.stream(),
+        site_stream(&b),
         2000..2000 + sensors() as u16,
         base,
     );
@@ -317,7 +274,7 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     // floor moving) marks the link and the source working again.
     let trace = std::env::var_os("TSPI_CHAOS_TRACE").is_some();
     let a_confirmed = || async {
-        site_consumer_info(&a.server.url(), &a.stream())
+        site_consumer_info(&a.server.url(), &site_stream(&a))
             .await
             .ack_floor
             .stream_sequence
@@ -378,7 +335,7 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     {
         let local = jetstream::new(tspi_e2e::client(&[site.server.url()]).await);
         assert_eq!(
-            tspi_e2e::stream_count(&local, &site.stream()).await,
+            tspi_e2e::stream_count(&local, &site_stream(site)).await,
             *want,
             "site {} stored every datagram",
             site.name
@@ -450,7 +407,7 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     // Provisioning again (a second producer for site A) changes nothing, on the site or
     // at the centre.
     let site_consumer = || async {
-        site_consumer_info(&a.server.url(), &a.stream())
+        site_consumer_info(&a.server.url(), &site_stream(&a))
             .await
             .created
     };
