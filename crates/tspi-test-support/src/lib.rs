@@ -184,6 +184,47 @@ impl NatsServer {
         }
     }
 
+    /// A node from an operator's configuration file, rewritten for loopback
+    /// ([`node_config_from_template`]): the files it `include`s are copied next to it
+    /// (nats-server resolves includes relative to the including file), `extra` is
+    /// appended and `env` is the server's environment (config variables). Not started.
+    fn configure_from_template(
+        template: &Path,
+        name: &str,
+        cluster: Option<(u16, &[u16])>,
+        extra: &str,
+        env: &[(String, String)],
+    ) -> NatsServer {
+        let text = fs::read_to_string(template)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", template.display()));
+        let template_dir = template.parent().unwrap_or(Path::new("."));
+        let mut node = NatsServer::configure(name, None, "");
+        let conf = node_config_from_template(
+            &text,
+            &NodeAddresses {
+                name: &node.name,
+                port: node.port,
+                monitor_port: node.monitor_port,
+                cluster,
+                leaf_port: free_port(),
+                store: &node.dir.path().join("jetstream"),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", template.display()));
+        for include in included_files(&text) {
+            let target = node.dir.path().join(&include);
+            if let Some(parent) = target.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+            fs::copy(template_dir.join(&include), &target)
+                .unwrap_or_else(|e| panic!("cannot copy included {include}: {e}"));
+        }
+        fs::write(&node.config, format!("{conf}\n{extra}"))
+            .unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
+        node.env = env.to_vec();
+        node
+    }
+
     /// Point the configuration's `store_dir` at `store`.
     fn set_store_dir(&self, store: &Path) {
         let conf = fs::read_to_string(&self.config)
@@ -561,37 +602,16 @@ impl NatsCluster {
         extra: &str,
         env: &[(String, String)],
     ) -> NatsCluster {
-        let text = fs::read_to_string(template)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", template.display()));
-        let template_dir = template.parent().unwrap_or(Path::new("."));
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let nodes: Vec<NatsServer> = (0..n)
             .map(|i| {
-                let mut node = NatsServer::configure(&format!("n{}", i + 1), None, "");
-                let conf = node_config_from_template(
-                    &text,
-                    &NodeAddresses {
-                        name: &node.name,
-                        port: node.port,
-                        monitor_port: node.monitor_port,
-                        cluster_port: cluster_ports[i],
-                        routes: &cluster_ports,
-                        store: &node.dir.path().join("jetstream"),
-                    },
+                NatsServer::configure_from_template(
+                    template,
+                    &format!("n{}", i + 1),
+                    Some((cluster_ports[i], &cluster_ports)),
+                    extra,
+                    env,
                 )
-                .unwrap_or_else(|e| panic!("{}: {e}", template.display()));
-                for include in included_files(&text) {
-                    let target = node.dir.path().join(&include);
-                    if let Some(parent) = target.parent() {
-                        let _ = fs::create_dir_all(parent);
-                    }
-                    fs::copy(template_dir.join(&include), &target)
-                        .unwrap_or_else(|e| panic!("cannot copy included {include}: {e}"));
-                }
-                fs::write(&node.config, format!("{conf}\n{extra}"))
-                    .unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
-                node.env = env.to_vec();
-                node
             })
             .collect();
         Self::launch(nodes)
@@ -701,8 +721,11 @@ struct NodeAddresses<'a> {
     name: &'a str,
     port: u16,
     monitor_port: u16,
-    cluster_port: u16,
-    routes: &'a [u16],
+    /// This node's route port and every node's, for a clustered template; `None` for a
+    /// single-node one (which then must have no `cluster` block).
+    cluster: Option<(u16, &'a [u16])>,
+    /// Where the template's `leafnodes { listen }` moves to, if it has one.
+    leaf_port: u16,
     store: &'a Path,
 }
 
@@ -712,7 +735,7 @@ struct NodeAddresses<'a> {
 fn node_config_from_template(template: &str, at: &NodeAddresses<'_>) -> Result<String, String> {
     let mut out = String::new();
     let mut depth = 0usize;
-    let mut in_cluster = false;
+    let mut block = "";
     let mut skipping_routes = false;
     let mut seen: Vec<&str> = Vec::new();
     for line in template.lines() {
@@ -737,46 +760,59 @@ fn node_config_from_template(template: &str, at: &NodeAddresses<'_>) -> Result<S
         } else if t.starts_with("store_dir:") {
             seen.push("store_dir");
             Some(format!("  store_dir: {:?}", at.store.display().to_string()))
-        } else if t.starts_with("listen:") && in_cluster {
+        } else if t.starts_with("listen:") && block == "cluster" {
             seen.push("cluster listen");
-            Some(format!("  listen: 127.0.0.1:{}", at.cluster_port))
-        } else if t.starts_with("routes:") && in_cluster {
+            at.cluster
+                .map(|(port, _)| format!("  listen: 127.0.0.1:{port}"))
+        } else if t.starts_with("listen:") && block == "leafnodes" {
+            seen.push("leafnodes listen");
+            Some(format!("  listen: 127.0.0.1:{}", at.leaf_port))
+        } else if t.starts_with("routes:") && block == "cluster" {
             seen.push("routes");
             skipping_routes = !t.ends_with(']');
-            let routes: Vec<String> = at
-                .routes
-                .iter()
-                .map(|p| format!("nats-route://127.0.0.1:{p}"))
-                .collect();
-            Some(format!("  routes: [{}]", routes.join(", ")))
+            at.cluster.map(|(_, routes)| {
+                let routes: Vec<String> = routes
+                    .iter()
+                    .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                    .collect();
+                format!("  routes: [{}]", routes.join(", "))
+            })
         } else {
             None
         };
         if !t.starts_with('#') {
-            if t.starts_with("cluster") && t.ends_with('{') && depth == 0 {
-                in_cluster = true;
+            if t.ends_with('{') && depth == 0 {
+                block = match t.trim_end_matches('{').trim() {
+                    "cluster" => "cluster",
+                    "leafnodes" => "leafnodes",
+                    _ => "",
+                };
             }
             depth += t.matches('{').count();
             depth = depth.saturating_sub(t.matches('}').count());
             if depth == 0 {
-                in_cluster = false;
+                block = "";
             }
         }
         out.push_str(replaced.as_deref().unwrap_or(line));
         out.push('\n');
     }
-    for key in [
-        "server_name",
-        "listen",
-        "http",
-        "store_dir",
-        "cluster listen",
-        "routes",
+    let clustered = usize::from(at.cluster.is_some());
+    for (key, want) in [
+        ("server_name", 1),
+        ("listen", 1),
+        ("http", 1),
+        ("store_dir", 1),
+        ("cluster listen", clustered),
+        ("routes", clustered),
     ] {
         let n = seen.iter().filter(|k| **k == key).count();
-        if n != 1 {
-            return Err(format!("expected one `{key}` setting, found {n}"));
+        if n != want {
+            return Err(format!("expected {want} `{key}` setting, found {n}"));
         }
+    }
+    if seen.iter().filter(|k| **k == "leafnodes listen").count() > 1 {
+        return Err("expected at most one `leafnodes listen` setting".to_owned());
     }
     Ok(out)
 }
@@ -876,6 +912,45 @@ impl SiteServer {
             .map(|l| format!("nats-leaf://{}", l.addr()))
             .collect();
         let server = NatsServer::start_site_with(name, &remotes, extra).await;
+        SiteServer {
+            name: name.to_owned(),
+            server,
+            links,
+        }
+    }
+
+    /// Site `name` from an operator's site configuration (`deploy/nats/site.conf`), as
+    /// written except its addresses and store (loopback), a leaf node of every node of
+    /// `centre` (a centre from [`NatsCluster::start_from_template`] with a `leafnodes`
+    /// block) through one cuttable link each: `CENTRE_LEAF_URLS` is set to those links
+    /// with the site's credentials at the centre (`leaf_user`, `leaf_password`), beside
+    /// `env`. Does not wait for JetStream: the caller asks with its own credentials.
+    pub fn start_from_template(
+        centre: &NatsCluster,
+        name: &str,
+        template: &Path,
+        (leaf_user, leaf_password): (&str, &str),
+        env: &[(String, String)],
+    ) -> SiteServer {
+        let links: Vec<fault::LinkProxy> = centre
+            .leaf_addrs()
+            .into_iter()
+            .map(fault::LinkProxy::start)
+            .collect();
+        assert!(!links.is_empty(), "the centre accepts no leaf nodes");
+        let urls: Vec<String> = links
+            .iter()
+            .map(|l| format!("\"nats-leaf://{leaf_user}:{leaf_password}@{}\"", l.addr()))
+            .collect();
+        let mut env = env.to_vec();
+        env.push((
+            "CENTRE_LEAF_URLS".to_owned(),
+            format!("[{}]", urls.join(", ")),
+        ));
+        let mut server =
+            NatsServer::configure_from_template(template, &format!("site-{name}"), None, "", &env);
+        server.spawn();
+        server.wait_listening();
         SiteServer {
             name: name.to_owned(),
             server,
@@ -1014,8 +1089,8 @@ mod tests {
             name: "n2",
             port: 4100,
             monitor_port: 4200,
-            cluster_port: 4301,
-            routes: &[4300, 4301, 4302],
+            cluster: Some((4301, &[4300, 4301, 4302])),
+            leaf_port: 4400,
             store,
         }
     }
@@ -1037,6 +1112,11 @@ mod tests {
         assert!(!conf.contains("nats1:6222"), "old routes dropped: {conf}");
         // What the operator configured stays as written.
         assert!(conf.contains("sync_interval: always"));
+        assert!(conf.contains("domain: centre"));
+        assert!(
+            conf.contains("leafnodes {\n  listen: 127.0.0.1:4400\n"),
+            "{conf}"
+        );
         assert!(conf.contains("include ./accounts.conf"));
         assert_eq!(
             included_files(&template),

@@ -50,10 +50,38 @@ fn node_config_parses_with_the_shipped_server() {
         "CONSOLE",
         "REPLAYER",
         "ADMIN",
+        "SITE_NORTH",
     ] {
         cmd.env(format!("{user}_PASSWORD"), "x");
     }
     let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("is valid"), "{text}");
+}
+
+#[test]
+fn site_config_parses_with_the_shipped_server() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["site.conf", "site-accounts.conf"] {
+        std::fs::copy(
+            workspace_root().join("deploy/nats").join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    let out = Command::new(nats_server_binary())
+        .arg("-c")
+        .arg(dir.path().join("site.conf"))
+        .arg("-t")
+        .env("PRODUCER_PASSWORD", "x")
+        .env("ADMIN_PASSWORD", "x")
+        .env(
+            "CENTRE_LEAF_URLS",
+            "[nats-leaf://site-north:x@centre1:7422, nats-leaf://site-north:x@centre2:7422]",
+        )
+        .output()
+        .unwrap();
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("is valid"), "{text}");

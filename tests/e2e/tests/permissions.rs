@@ -39,7 +39,7 @@ impl Deploy {
             .iter()
             .map(|u| {
                 (
-                    format!("{}_PASSWORD", u.name.to_uppercase()),
+                    format!("{}_PASSWORD", u.name.to_uppercase().replace('-', "_")),
                     format!("pw-{}", u.name),
                 )
             })
