@@ -26,16 +26,22 @@ fn program_names() -> Vec<String> {
     names
 }
 
-#[test]
-fn node_config_parses_with_the_shipped_server() {
+/// A temp dir holding copies of these files of deploy/nats (a config and its include).
+fn deploy_nats_files(files: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["node.conf", "accounts.conf"] {
+    for f in files {
         std::fs::copy(
             workspace_root().join("deploy/nats").join(f),
             dir.path().join(f),
         )
         .unwrap();
     }
+    dir
+}
+
+#[test]
+fn node_config_parses_with_the_shipped_server() {
+    let dir = deploy_nats_files(&["node.conf", "accounts.conf"]);
     let mut cmd = Command::new(nats_server_binary());
     cmd.arg("-c")
         .arg(dir.path().join("node.conf"))
@@ -62,14 +68,7 @@ fn node_config_parses_with_the_shipped_server() {
 
 #[test]
 fn site_config_parses_with_the_shipped_server() {
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["site.conf", "site-accounts.conf"] {
-        std::fs::copy(
-            workspace_root().join("deploy/nats").join(f),
-            dir.path().join(f),
-        )
-        .unwrap();
-    }
+    let dir = deploy_nats_files(&["site.conf", "site-accounts.conf"]);
     let out = Command::new(nats_server_binary())
         .arg("-c")
         .arg(dir.path().join("site.conf"))
