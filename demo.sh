@@ -26,6 +26,16 @@ Usage: ./demo.sh [options]
   --pg-port P       PostgreSQL primary port; the replica uses P+1 (default 15432)
   --web-port P      the web display on http://127.0.0.1:P/ (default 8080); its metrics
                     are on the metrics port + 2
+  --sites N         also N range sites (0-4: north, south, east, west), each its own
+                    nats-server (a leaf node of the centre, deploy/nats/site.conf), a
+                    producer in site mode and a generator with its own fleet; the
+                    centre's TSPI sources them. Site k (0-based) listens on the base
+                    port + 3 + k, UDP port + 1 + k, metrics port + 3 + k; the centre
+                    takes leaf nodes on the base port + 103..105
+  --cut-site NAME S cut site NAME's link to the centre 10 s after the data starts, for
+                    S seconds (its leaf connection disabled by a configuration reload,
+                    as an operator would); the site keeps storing and the centre catches
+                    up when the link is back
   --compose         run the same system with deploy/docker-compose.yml instead
                     (needs a Docker engine and docker-compose)
   -h, --help        this text
@@ -33,12 +43,13 @@ Usage: ./demo.sh [options]
 Environment: TSPI_DEMO_BIN_DIR=DIR runs the programs already built in DIR (e.g.
 target/debug) instead of building release binaries.
 
-Example: ./demo.sh --duration 60 --count 50 --rate 50 --style airshow
+Examples: ./demo.sh --duration 60 --count 50 --rate 50 --style airshow
+          ./demo.sh --sites 2 --cut-site north 30
 EOF
 }
 
 duration="" count=20 rate=10 style=normal log_dir="" base_port=14222 udp_port=30000 metrics_port=19464
-pg_port=15432 compose=0 web_port=8080
+pg_port=15432 compose=0 web_port=8080 sites=0 cut_site="" cut_seconds=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
@@ -51,14 +62,28 @@ while [ $# -gt 0 ]; do
     --metrics-port) metrics_port="${2:?}"; shift 2 ;;
     --pg-port) pg_port="${2:?}"; shift 2 ;;
     --web-port) web_port="${2:?}"; shift 2 ;;
+    --sites) sites="${2:?--sites needs a number}"; shift 2 ;;
+    --cut-site) cut_site="${2:?--cut-site needs a site name and seconds}"; cut_seconds="${3:?--cut-site needs seconds}"; shift 3 ;;
     --compose) compose=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$count" "$base_port" "$udp_port" "$metrics_port" "$pg_port" "$web_port" ${duration:+"$duration"}; do
+for v in "$count" "$base_port" "$udp_port" "$metrics_port" "$pg_port" "$web_port" "$sites" "$cut_seconds" ${duration:+"$duration"}; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "demo.sh: '$v' is not a whole number" >&2; exit 2; }
 done
+all_sites=(north south east west)
+[ "$sites" -le ${#all_sites[@]} ] || { echo "demo.sh: --sites is at most ${#all_sites[@]}" >&2; exit 2; }
+site_names=("${all_sites[@]:0:$sites}")
+if [ -n "$cut_site" ]; then
+  [[ " ${site_names[*]} " == *" $cut_site "* ]] ||
+    { echo "demo.sh: --cut-site $cut_site: no such site (with --sites $sites: ${site_names[*]:-none})" >&2; exit 2; }
+  [ "$cut_seconds" -ge 1 ] || { echo "demo.sh: --cut-site needs at least 1 second" >&2; exit 2; }
+  if [ -n "$duration" ] && [ $((10 + cut_seconds)) -ge "$duration" ]; then
+    echo "demo.sh: the cut (10 s in, for $cut_seconds s) must end before --duration $duration" >&2; exit 2
+  fi
+fi
+[ $((10000 + (sites + 1) * count)) -le 65535 ] || { echo "demo.sh: --count too large for distinct sensor ids across sites" >&2; exit 2; }
 case "$style" in normal|airshow) ;; *) echo "demo.sh: --style must be normal or airshow" >&2; exit 2 ;; esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -76,12 +101,14 @@ http_get() { # host port path -> body
   )
 }
 # Counters from the producer's and the archiver's Prometheus endpoints.
-metric() { { http_get 127.0.0.1 "$metrics_port" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+metric_at() { { http_get 127.0.0.1 "$1" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$2" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+metric() { metric_at "$metrics_port" "$1"; }
 archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}'; }
 # Browser tabs connected to the web display.
 tabs() { { http_get 127.0.0.1 $((metrics_port + 2)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_player_web_sessions" {s += $2} END {printf "%d", s}'; }
 
 if [ "$compose" = 1 ]; then
+  [ "$sites" = 0 ] || { echo "demo.sh: --sites runs on loopback, without --compose" >&2; exit 2; }
   if docker-compose version >/dev/null 2>&1; then dc=(docker-compose)
   elif docker compose version >/dev/null 2>&1; then dc=(docker compose)
   else echo "demo.sh: --compose needs docker-compose (apt-get install docker-compose)" >&2; exit 1; fi
@@ -129,16 +156,19 @@ fi
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 100)) $((base_port + 101)) \
          $((base_port + 102)) $((base_port + 200)) $((base_port + 201)) $((base_port + 202)) "$metrics_port" \
-         $((metrics_port + 1)) $((metrics_port + 2)) "$pg_port" $((pg_port + 1)) "$web_port"; do
+         $((metrics_port + 1)) $((metrics_port + 2)) "$pg_port" $((pg_port + 1)) "$web_port" \
+         $(for k in "${!site_names[@]}"; do echo $((base_port + 103 + k)) $((base_port + 3 + k)) $((base_port + 203 + k)) $((metrics_port + 3 + k)); done); do
   if port_busy "$p"; then
     echo "demo.sh: port $p on 127.0.0.1 is already in use (another NATS or PostgreSQL?); move the demo with --base-port, --metrics-port, --pg-port or --web-port" >&2
     exit 1
   fi
 done
-if command -v ss >/dev/null && ss -Hlun "sport = :$udp_port" | grep -q .; then
-  echo "demo.sh: UDP port $udp_port is already in use; pick another with --udp-port" >&2
-  exit 1
-fi
+for p in "$udp_port" $(for k in "${!site_names[@]}"; do echo $((udp_port + 1 + k)); done); do
+  if command -v ss >/dev/null && ss -Hlun "sport = :$p" | grep -q .; then
+    echo "demo.sh: UDP port $p is already in use; pick another with --udp-port" >&2
+    exit 1
+  fi
+done
 
 echo "demo: the web display will be at http://127.0.0.1:$web_port/ — open it in a browser once the system is up"
 tests/install-deps.sh --no-compose
@@ -208,17 +238,31 @@ trap 'exit 130' INT TERM
 
 # Real auth, as deployed: the accounts and per-program users of deploy/nats/accounts.conf,
 # with passwords made for this run.
-cp deploy/nats/accounts.conf "$log_dir/accounts.conf"
-users=(producer generator receiver archiver player console replayer admin)
+# Each site gets a leaf user at the centre: deploy's site-north, copied per site.
+site_user_block() { awk '/\{ user: site-north,/ {on = 1} on {print} on && /^ *\} \}$/ {exit}' deploy/nats/accounts.conf; }
+{
+  while IFS= read -r line; do
+    if [[ "$line" == *"{ user: site-north,"* ]]; then
+      for name in "${site_names[@]}"; do
+        [ "$name" = north ] || site_user_block | sed "s/north/$name/g; s/NORTH/${name^^}/g"
+      done
+    fi
+    printf '%s\n' "$line"
+  done < deploy/nats/accounts.conf
+} > "$log_dir/accounts.conf"
+users=(producer generator receiver archiver player console replayer admin site-north)
+for name in "${site_names[@]}"; do [ "$name" = north ] || users+=("site-$name"); done
 declare -A password
-for u in "${users[@]}"; do password[$u]="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"; done
-( umask 077; for u in "${users[@]}"; do echo "${u^^}_PASSWORD=${password[$u]}"; done > "$log_dir/passwords.env" )
+new_password() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+for u in "${users[@]}"; do password[$u]="$(new_password)"; done
+password_var() { local v="${1^^}"; echo "${v//-/_}_PASSWORD"; }
+( umask 077; for u in "${users[@]}"; do echo "$(password_var "$u")=${password[$u]}"; done > "$log_dir/passwords.env" )
 # `as_user U; program "${ENV[@]}" BIN …` runs BIN with U's NATS user and inbox prefix; `env`
 # execs BIN, so the PID kept is BIN's own.
 as_user() { ENV=(env "NATS_USER=$1" "NATS_PASSWORD=${password[$1]}" "NATS_INBOX_PREFIX=_INBOX_$1"); }
 
 nats_env=()
-for u in "${users[@]}"; do nats_env+=("${u^^}_PASSWORD=${password[$u]}"); done
+for u in "${users[@]}"; do nats_env+=("$(password_var "$u")=${password[$u]}"); done
 urls=()
 routes="nats-route://127.0.0.1:$((base_port + 100)), nats-route://127.0.0.1:$((base_port + 101)), nats-route://127.0.0.1:$((base_port + 102))"
 for i in 0 1 2; do
@@ -232,7 +276,9 @@ jetstream {
   store_dir: "$log_dir/$name"
   # Acknowledged means on disk.
   sync_interval: always
+  domain: centre
 }
+$(if [ "$sites" -gt 0 ]; then printf 'leafnodes {\n  listen: 127.0.0.1:%s\n  no_advertise: true\n}\n' $((base_port + 103 + i)); fi)
 cluster {
   name: tspi-demo
   listen: 127.0.0.1:$((base_port + 100 + i))
@@ -321,20 +367,104 @@ for _ in $(seq 1 100); do
   kill -0 "$display_pid" 2>/dev/null || { echo "demo: the web display exited: $(tail -n 1 "$log_dir/display.log")" >&2; exit 1; }
   sleep 0.1
 done
-gen_args=(--udp-target "127.0.0.1:$udp_port" --count "$count" --rate "$rate" --style "$style" --metrics-interval 1s)
+# Range sites: each its own nats-server made from deploy/nats/site.conf and
+# site-accounts.conf (a leaf node of every centre node, JetStream domain site-<name>), a
+# producer in site mode as the site's producer user, and a generator with its own fleet.
+site_pids=() site_confs=() site_metrics=()
+for k in "${!site_names[@]}"; do
+  name="${site_names[$k]}"
+  dir="$log_dir/site-$name"
+  mkdir -p "$dir/jetstream"
+  sed "s/north/$name/g; s/NORTH/${name^^}/g" deploy/nats/site-accounts.conf > "$dir/site-accounts.conf"
+  sed -e "s/north/$name/g; s/NORTH/${name^^}/g" -e "s|^listen: .*|listen: 127.0.0.1:$((base_port + 3 + k))|" \
+    -e "s|^http: .*|http: 127.0.0.1:$((base_port + 203 + k))|" -e "s|^\( *\)store_dir: .*|\1store_dir: \"$dir/jetstream\"|" \
+    deploy/nats/site.conf > "$dir/site.conf"
+  leaf_urls=""
+  for i in 0 1 2; do
+    leaf_urls+="${leaf_urls:+, }nats-leaf://site-$name:${password[site-$name]}@127.0.0.1:$((base_port + 103 + i))"
+  done
+  site_producer_password="$(new_password)" site_admin_password="$(new_password)"
+  ( umask 077; printf 'PRODUCER_PASSWORD=%s\nADMIN_PASSWORD=%s\n' "$site_producer_password" "$site_admin_password" > "$dir/passwords.env" )
+  spawn env "PRODUCER_PASSWORD=$site_producer_password" "ADMIN_PASSWORD=$site_admin_password" \
+    "CENTRE_LEAF_URLS=[$leaf_urls]" "$nats_server" -c "$dir/site.conf" -l "$dir/nats.log"
+  nats_pids+=("$last_pid")
+  site_pids+=("$last_pid")
+  site_confs+=("$dir/site.conf")
+  site_metrics+=($((metrics_port + 3 + k)))
+  for _ in $(seq 1 150); do
+    http_get 127.0.0.1 $((base_port + 203 + k)) /healthz 2>/dev/null | grep -q '"ok"' && break
+    sleep 0.2
+  done
+  program env "NATS_URL=nats://127.0.0.1:$((base_port + 3 + k))" NATS_USER=producer \
+    "NATS_PASSWORD=$site_producer_password" "NATS_INBOX_PREFIX=_INBOX_site-$name" "$bin/producer" --site "$name" \
+    --udp-host 127.0.0.1 --udp-port $((udp_port + 1 + k)) --metrics-addr "127.0.0.1:$((metrics_port + 3 + k))" \
+    2> "$dir/producer.log"
+done
+for k in "${!site_names[@]}"; do
+  for _ in $(seq 1 300); do
+    [ "$(metric_at "${site_metrics[$k]}" site_sourced)" = 1 ] && break
+    sleep 0.1
+  done
+  if [ "$(metric_at "${site_metrics[$k]}" site_sourced)" = 1 ]; then
+    echo "demo: site ${site_names[$k]} (nats://127.0.0.1:$((base_port + 3 + k)), producer udp $((udp_port + 1 + k))) is sourced by the centre" >&2
+  else
+    echo "demo: site ${site_names[$k]} is not sourced by the centre yet; see $log_dir/site-${site_names[$k]}/producer.log" >&2
+  fi
+done
+# A site's link goes down as an operator would take it down: its leaf remote disabled
+# by a configuration reload (and enabled again the same way).
+site_link() { # k up|down
+  local conf="${site_confs[$1]}"
+  if [ "$2" = down ]; then
+    sed -i 's/^\( *\)account: TSPI$/&\n\1disabled: true/' "$conf"
+  else
+    sed -i '/^ *disabled: true$/d' "$conf"
+  fi
+  kill -HUP "${site_pids[$1]}"
+}
+
+gen_pids=()
+gen_args=(--count "$count" --rate "$rate" --style "$style" --metrics-interval 1s)
 if [ -n "$duration" ]; then gen_args+=(--duration "$duration"); else gen_args+=(--continuous); fi
-program "$bin/generator" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log"
+program "$bin/generator" --udp-target "127.0.0.1:$udp_port" "${gen_args[@]}" > "$log_dir/generator.jsonl" 2> "$log_dir/generator.log"
 gen_pid=$last_pid
+gen_pids+=("$last_pid")
+for k in "${!site_names[@]}"; do
+  program "$bin/generator" --udp-target "127.0.0.1:$((udp_port + 1 + k))" --sensor-base $((10000 + (k + 1) * count)) \
+    "${gen_args[@]}" > "$log_dir/site-${site_names[$k]}/generator.jsonl" 2> "$log_dir/site-${site_names[$k]}/generator.log"
+  gen_pids+=("$last_pid")
+done
+generators_running() { local p; for p in "${gen_pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 
 echo "demo: web display up at http://127.0.0.1:$web_port/ (the map; ?view=range for the range view)"
 echo "demo: NATS users and permissions from deploy/nats/accounts.conf (passwords: $log_dir/passwords.env)" >&2
 echo "demo: cluster ${urls[*]}; producer udp 127.0.0.1:$udp_port, metrics http://127.0.0.1:$metrics_port/metrics" >&2
-echo "demo: ${count} aircraft x ${rate} Hz ($style); Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
+where=""
+[ "$sites" -gt 0 ] && where=" at the centre and at each of $sites sites (${site_names[*]})"
+echo "demo: ${count} aircraft x ${rate} Hz ($style)$where; Ctrl+C to stop${duration:+, or after ${duration}s}" >&2
+if [ "$sites" -gt 0 ]; then
+  echo "demo: to cut a site's link by hand: add 'disabled: true' to the remote in $log_dir/site-<name>/site.conf and kill -HUP its nats-server (remove the line and HUP again to restore)" >&2
+fi
 start=$(date +%s)
+cut_state=none
+[ -n "$cut_site" ] && cut_state=pending
+cut_k=-1
+for k in "${!site_names[@]}"; do [ "${site_names[$k]}" = "$cut_site" ] && cut_k=$k; done
 while :; do
   sleep 2
+  elapsed=$(( $(date +%s) - start ))
+  if [ "$cut_state" = pending ] && [ "$elapsed" -ge 10 ]; then
+    site_link "$cut_k" down
+    cut_state=cut
+    echo "demo: ${elapsed}s: cut site $cut_site's link to the centre for ${cut_seconds}s; it keeps storing"
+  elif [ "$cut_state" = cut ] && [ "$elapsed" -ge $((10 + cut_seconds)) ]; then
+    site_link "$cut_k" up
+    cut_state=healed
+    healed_at=$elapsed
+    echo "demo: ${elapsed}s: site $cut_site's link is back; backlog $(metric_at "${site_metrics[$cut_k]}" site_backlog)"
+  fi
   for p in "${pids[@]}"; do
-    if [ "$p" != "$gen_pid" ] && ! kill -0 "$p" 2>/dev/null; then
+    if [[ " ${gen_pids[*]} " != *" $p "* ]] && ! kill -0 "$p" 2>/dev/null; then
       echo "demo: process $p exited unexpectedly; see the logs in $log_dir" >&2
       exit 1
     fi
@@ -347,6 +477,22 @@ while :; do
   received=$(metric datagrams_received_total)
   invalid=$(metric datagrams_invalid_total)
   dropped=$(metric datagrams_dropped_total)
+  # Each site: what its producer stored and what the centre has not confirmed yet.
+  site_status="" all_published=$published
+  for k in "${!site_names[@]}"; do
+    site_published=$(metric_at "${site_metrics[$k]}" published_total)
+    backlog=$(metric_at "${site_metrics[$k]}" site_backlog)
+    all_published=$((all_published + site_published))
+    note=""
+    if [ "$k" = "$cut_k" ] && [ "$cut_state" = cut ]; then note=" (link cut)"
+    elif [ "$k" = "$cut_k" ] && [ "$cut_state" = healed ]; then
+      if [ "$backlog" -le "$((count * rate))" ]; then
+        echo "demo: site $cut_site caught up $(( $(date +%s) - start - healed_at ))s after its link came back"
+        cut_state=done
+      else note=" (catching up)"; fi
+    fi
+    site_status+=" | site ${site_names[$k]} published $site_published backlog $backlog$note"
+  done
   # The generator reports once a second: take its first report written after the
   # producer's counters were read, so a line never shows more received than sent.
   reports=$(wc -l < "$log_dir/generator.jsonl")
@@ -357,17 +503,25 @@ while :; do
   done
   sent=$(tail -n 1 "$log_dir/generator.jsonl" 2>/dev/null | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p' || true)
   frames=$(grep -c '"event":"frame"' "$log_dir/player.jsonl" || true)
-  printf 'demo %4ss | sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s) | archived rows %s (lag %s) | player frames %s | display tabs %s\n' \
+  printf 'demo %4ss | sent %s | producer received %s published %s invalid %s dropped %s | receiver lines %s (lag %s) | archived rows %s (lag %s) | player frames %s | display tabs %s%s\n' \
     "$(( $(date +%s) - start ))" "${sent:-0}" "$received" "$published" "$invalid" "$dropped" "$lines" \
-    "$(( published - lines ))" "$rows" "$(( published - rows ))" "${frames:-0}" "$(tabs)"
-  if ! kill -0 "$gen_pid" 2>/dev/null; then
-    # Generator done (--duration): let the tail of the pipeline drain, show a sample, stop.
+    "$(( all_published - lines ))" "$rows" "$(( all_published - rows ))" "${frames:-0}" "$(tabs)" "$site_status"
+  if ! generators_running; then
+    # Generators done (--duration): let the tail of the pipeline drain (each site's
+    # backlog into the centre first), show a sample, stop.
     sleep 2
+    for k in "${!site_names[@]}"; do
+      for _ in $(seq 1 240); do [ "$(metric_at "${site_metrics[$k]}" site_backlog)" = 0 ] && break; sleep 0.5; done
+      echo "demo: site ${site_names[$k]} published $(metric_at "${site_metrics[$k]}" published_total); not yet at the centre: $(metric_at "${site_metrics[$k]}" site_backlog)"
+    done
+    published=$(metric published_total)
+    for k in "${!site_names[@]}"; do published=$((published + $(metric_at "${site_metrics[$k]}" published_total))); done
+    for _ in $(seq 1 60); do [ "$(wc -l < "$log_dir/receiver.jsonl")" -ge "$published" ] && break; sleep 0.5; done
     lines=$(wc -l < "$log_dir/receiver.jsonl")
     echo "demo: generator finished: $(tail -n 1 "$log_dir/generator.jsonl")"
     echo "demo: receiver printed $lines lines; the last one:"
     tail -n 1 "$log_dir/receiver.jsonl"
-    for _ in $(seq 1 20); do [ "$(archived)" -ge "$published" ] && break; sleep 0.5; done
+    for _ in $(seq 1 60); do [ "$(archived)" -ge "$published" ] && break; sleep 0.5; done
     primary_rows=$(psql_at "$pg_port" -d tspi -c "SELECT count(*) FROM messages")
     replica_rows=$(psql_at $((pg_port + 1)) -d tspi -c "SELECT count(*) FROM messages")
     echo "demo: archive holds $primary_rows rows on the primary, $replica_rows on the replica"

@@ -587,12 +587,22 @@ pub async fn provision_site(
         }
     }
     let mut ticker = tokio::time::interval(SITE_BACKLOG_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut centre_stored = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Some(backlog) = tspi_bus::sites::site_backlog(&client, &site, &central).await {
+        // The centre's answer when the WAN lets us ask; the last one is kept while it
+        // does not (a lower bound: the centre never un-stores).
+        if let Some(seq) =
+            tspi_bus::sites::centre_sourced_sequence(&client, &centre_domain, &central, &site).await
+        {
+            centre_stored = Some(seq);
+        }
+        if let Some(progress) = tspi_bus::sites::site_progress(&client, &site, &central).await {
+            let backlog = tspi_bus::sites::site_backlog(progress, centre_stored);
             metrics
                 .backlog
                 .set(i64::try_from(backlog).unwrap_or(i64::MAX));

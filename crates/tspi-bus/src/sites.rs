@@ -10,7 +10,8 @@
 //! 30 s cut cost 20–28 s of extra lag after the link returned; the durable's heartbeats
 //! reach the centre as soon as the leaf reconnects and the centre resumes at once
 //! (measured 0.2–0.5 s). The durable also counts, on the site, what the centre has not
-//! confirmed yet: the site's backlog ([`site_backlog`]).
+//! confirmed yet: the site's backlog ([`site_backlog`]), sharpened by the centre's own
+//! count when it can be asked ([`centre_sourced_sequence`]).
 
 use std::time::Duration;
 
@@ -151,16 +152,75 @@ pub async fn ensure_site_consumer(
     Ok(SourceChange::Added)
 }
 
-/// Messages of `site`'s stream the centre's `central` has not confirmed storing yet
-/// (read on the site, so it works with the WAN down). `None` before provisioning.
-pub async fn site_backlog(client: &async_nats::Client, site: &str, central: &str) -> Option<u64> {
-    // One CONSUMER.INFO request: getting the consumer fetches its info.
+/// Where the site stream stands, read on the site (works with the WAN down): its last
+/// sequence and the last one its sourcing consumer has had confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteProgress {
+    pub last: u64,
+    /// The consumer's ack floor. With `ack_policy: flow_control` it moves only when a
+    /// flow-control reply comes back, which at a site's rate can be minutes apart (the
+    /// server asks when half its byte window or `max_ack_pending` is outstanding, or
+    /// when idle): a lower bound on what the centre has stored.
+    pub ack_floor: u64,
+}
+
+/// One `CONSUMER.INFO` on the site: the site stream's last sequence (delivered +
+/// pending) and the sourcing consumer's ack floor. `None` before provisioning.
+pub async fn site_progress(
+    client: &async_nats::Client,
+    site: &str,
+    central: &str,
+) -> Option<SiteProgress> {
+    // Getting the consumer fetches its info.
     let consumer: consumer::PushConsumer = jetstream::new(client.clone())
         .get_consumer_from_stream(site_consumer_name(central), site_stream_name(site))
         .await
         .ok()?;
     let info = consumer.cached_info();
-    Some(info.num_pending + info.num_ack_pending as u64)
+    Some(SiteProgress {
+        last: info.delivered.stream_sequence + info.num_pending,
+        ack_floor: info.ack_floor.stream_sequence,
+    })
+}
+
+/// The last sequence of `site`'s stream the centre's `central` has stored (its source's
+/// `seq` in `STREAM.INFO`, through the leaf connection): `None` when the centre cannot
+/// be asked (WAN down) or its server does not report it.
+pub async fn centre_sourced_sequence(
+    client: &async_nats::Client,
+    centre_domain: &str,
+    central: &str,
+    site: &str,
+) -> Option<u64> {
+    let subject = format!("$JS.{centre_domain}.API.STREAM.INFO.{central}");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(subject, bytes::Bytes::new()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    let api = format!("$JS.{}.API", site_domain(site));
+    let name = site_stream_name(site);
+    info.get("sources")?
+        .as_array()?
+        .iter()
+        .find(|s| {
+            s.get("name").and_then(|n| n.as_str()) == Some(name.as_str())
+                && s.pointer("/external/api").and_then(|a| a.as_str()) == Some(api.as_str())
+        })?
+        .get("seq")?
+        .as_u64()
+}
+
+/// Messages of the site stream the centre has not stored yet: beyond the best
+/// confirmation known — the centre's own word when it could be asked (`centre`, the
+/// latest answer kept by the caller), else the consumer's ack floor. A `centre` beyond
+/// the site's last sequence (the site stream was made anew) is not trusted.
+pub fn site_backlog(progress: SiteProgress, centre: Option<u64>) -> u64 {
+    let centre = centre.filter(|&c| c <= progress.last).unwrap_or(0);
+    progress.last.saturating_sub(progress.ack_floor.max(centre))
 }
 
 /// Makes the centre's stream (`central` in JetStream domain `centre_domain`, reached
@@ -244,6 +304,27 @@ pub async fn ensure_site_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backlog_counts_from_the_best_confirmation() {
+        let p = SiteProgress {
+            last: 1_000,
+            ack_floor: 200,
+        };
+        assert_eq!(site_backlog(p, None), 800, "only the ack floor");
+        assert_eq!(site_backlog(p, Some(990)), 10, "the centre's word");
+        assert_eq!(
+            site_backlog(p, Some(100)),
+            800,
+            "an older answer adds nothing"
+        );
+        assert_eq!(site_backlog(p, Some(1_000)), 0);
+        assert_eq!(
+            site_backlog(p, Some(5_000)),
+            800,
+            "a site stream made anew: the centre's count is of the old one"
+        );
+    }
 
     #[test]
     fn site_names_become_streams_and_domains() {

@@ -30,7 +30,7 @@ fn tcp_free(port: u16) -> bool {
 impl DemoPorts {
     fn tcp(&self) -> Vec<u16> {
         let b = self.base;
-        vec![
+        [
             b,
             b + 1,
             b + 2,
@@ -47,6 +47,12 @@ impl DemoPorts {
             self.pg + 1,
             self.web,
         ]
+        .into_iter()
+        // With --sites: each site's client and monitoring port and producer metrics, and
+        // the centre's leaf-node ports.
+        .chain((0..4).flat_map(|k| [b + 3 + k, b + 203 + k, self.metrics + 3 + k]))
+        .chain(b + 103..b + 106)
+        .collect()
     }
 
     /// `salt` keeps the tests of this file (one process, run in parallel) apart.
@@ -183,6 +189,29 @@ fn bad_flags_and_taken_ports_are_refused_with_the_flag_to_change() {
     assert!(text(&o).1.contains("not a whole number"), "{:?}", text(&o));
     let (o, _) = demo(&["--help".into()], tmp.path());
     assert!(o.status.success() && text(&o).0.contains("--duration S"));
+    let refused = |args: &[&str], says: &str| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (o, _) = demo(&args, tmp.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o).1.contains(says), "{args:?}: {:?}", text(&o));
+    };
+    refused(&["--sites", "5"], "--sites is at most 4");
+    refused(
+        &["--sites", "2", "--cut-site", "east", "5"],
+        "--cut-site east: no such site (with --sites 2: north south)",
+    );
+    refused(
+        &[
+            "--sites",
+            "1",
+            "--cut-site",
+            "north",
+            "30",
+            "--duration",
+            "20",
+        ],
+        "must end before --duration",
+    );
 
     // Something else (a NATS, a PostgreSQL) holds a port the demo wants.
     let ports = DemoPorts::pick(1);
@@ -312,6 +341,71 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
 /// it. Only the script may act on it: every program drains once (no "second signal"),
 /// the producer publishes all it received while NATS is still up, the servers stop last,
 /// and nothing is left running or bound.
+/// `--sites 2 --cut-site north 5`: two range sites made from deploy/nats/site.conf feed
+/// the centre beside its own producer; north's link is cut 10 s in for 5 s and the
+/// centre catches up; every datagram of the three fleets is received and archived once.
+#[test]
+fn a_demo_with_two_sites_rides_out_a_cut_site() {
+    let (tmp, logs) = run_dir();
+    let ports = DemoPorts::pick(4);
+    let mut args = ports.args();
+    args.extend(
+        [
+            "--sites",
+            "2",
+            "--cut-site",
+            "north",
+            "5",
+            "--duration",
+            "20",
+            "--count",
+            "5",
+            "--rate",
+            "10",
+            "--log-dir",
+        ]
+        .map(String::from),
+    );
+    args.push(logs.display().to_string());
+    let (o, session) = demo(&args, tmp.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
+    for site in ["north", "south"] {
+        assert!(
+            err.contains(&format!("site {site} (nats://127.0.0.1:"))
+                && err.contains("is sourced by the centre"),
+            "{err}"
+        );
+    }
+    assert!(
+        out.contains("cut site north's link to the centre for 5s"),
+        "{out}"
+    );
+    let status: Vec<&str> = out.lines().filter(|l| l.starts_with("demo ")).collect();
+    assert!(
+        status
+            .iter()
+            .any(|l| l.contains("| site north published") && l.contains("(link cut)")),
+        "{out}"
+    );
+    assert!(
+        status.iter().all(|l| l.contains("| site south published")),
+        "{out}"
+    );
+    assert!(out.contains("site north's link is back"), "{out}");
+    assert!(
+        out.contains("site north caught up"),
+        "the status line sees the backlog drain: {out}"
+    );
+    // Three fleets (the centre's, north's, south's) of 5 aircraft × 10 Hz × 20 s.
+    assert!(out.contains("demo: receiver printed 3000 lines"), "{out}");
+    assert!(
+        out.contains("archive holds 3000 rows on the primary, 3000 on the replica"),
+        "{out}"
+    );
+    assert_nothing_left(session, &ports);
+}
+
 #[test]
 fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
     let (tmp, logs) = run_dir();
