@@ -121,6 +121,23 @@ fn demo(args: &[String], tmp: &Path) -> (Output, i32) {
     (child.wait_with_output().unwrap(), session)
 }
 
+/// A demo on `ports` with `extra` flags and its logs in `logs`, run to its end, which
+/// must be a success: its stdout, stderr and session id.
+fn demo_to_end(
+    ports: &DemoPorts,
+    extra: &[&str],
+    logs: &Path,
+    tmp: &Path,
+) -> (String, String, i32) {
+    let mut args = ports.args();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(["--log-dir".to_owned(), logs.display().to_string()]);
+    let (o, session) = demo(&args, tmp);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
+    (out, err, session)
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -244,23 +261,12 @@ fn bad_flags_and_taken_ports_are_refused_with_the_flag_to_change() {
 fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
     let (tmp, logs) = run_dir();
     let ports = DemoPorts::pick(2);
-    let mut args = ports.args();
-    args.extend(
-        [
-            "--duration",
-            "8",
-            "--count",
-            "5",
-            "--rate",
-            "10",
-            "--log-dir",
-        ]
-        .map(String::from),
+    let (out, err, session) = demo_to_end(
+        &ports,
+        &["--duration", "8", "--count", "5", "--rate", "10"],
+        &logs,
+        tmp.path(),
     );
-    args.push(logs.display().to_string());
-    let (o, session) = demo(&args, tmp.path());
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
     // The web display's address comes first; then it says when the display is up.
     let url = format!("http://127.0.0.1:{}/", ports.web);
     assert!(
@@ -348,9 +354,9 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
 fn a_demo_with_two_sites_rides_out_a_cut_site() {
     let (tmp, logs) = run_dir();
     let ports = DemoPorts::pick(4);
-    let mut args = ports.args();
-    args.extend(
-        [
+    let (out, err, session) = demo_to_end(
+        &ports,
+        &[
             "--sites",
             "2",
             "--cut-site",
@@ -362,14 +368,10 @@ fn a_demo_with_two_sites_rides_out_a_cut_site() {
             "5",
             "--rate",
             "10",
-            "--log-dir",
-        ]
-        .map(String::from),
+        ],
+        &logs,
+        tmp.path(),
     );
-    args.push(logs.display().to_string());
-    let (o, session) = demo(&args, tmp.path());
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
     for site in ["north", "south"] {
         assert!(
             err.contains(&format!("site {site} (nats://127.0.0.1:"))
