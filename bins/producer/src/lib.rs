@@ -542,17 +542,34 @@ impl SiteMetrics {
 /// How often site mode reads its backlog from the site's server.
 const SITE_BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
+/// What site mode provisions and reports on.
+#[derive(Debug, Clone)]
+pub struct SiteOptions {
+    /// The site's name (`--site`).
+    pub site: String,
+    /// The centre's JetStream domain.
+    pub centre_domain: String,
+    /// The centre's stream that sources the site (`--stream`).
+    pub central: String,
+    /// The most the sourcing consumer delivers toward the centre, bits/s (0: no limit).
+    pub sourcing_limit_bps: u64,
+}
+
 /// Site mode, beside ingest (which never waits for it): makes the site stream's sourcing
 /// consumer, then, until the centre's stream sources this site, keeps asking (the WAN may
 /// be down at start, or the centre not up yet); then reports the site's backlog.
 pub async fn provision_site(
     client: async_nats::Client,
-    centre_domain: String,
-    central: String,
-    site: String,
+    options: SiteOptions,
     metrics: SiteMetrics,
     shutdown: CancellationToken,
 ) {
+    let SiteOptions {
+        site,
+        centre_domain,
+        central,
+        sourcing_limit_bps,
+    } = options;
     let retry = |what: &'static str, last_warning: &mut Option<Instant>, e: &tspi_bus::BusError| {
         if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             *last_warning = Some(Instant::now());
@@ -561,7 +578,7 @@ pub async fn provision_site(
     };
     let mut last_warning = None;
     loop {
-        match tspi_bus::sites::ensure_site_consumer(&client, &site, &central).await {
+        match tspi_bus::sites::ensure_site_consumer(&client, &site, &central, sourcing_limit_bps).await {
             Ok(change) => {
                 tracing::info!(site = %site, consumer = %tspi_bus::sites::site_consumer_name(&central), ?change, "the site stream's sourcing consumer is in place");
                 break;

@@ -89,6 +89,13 @@ struct Cli {
     /// The centre's JetStream domain (site mode).
     #[arg(long, default_value = "centre")]
     centre_domain: String,
+    /// Site mode: the most the centre's sourcing takes over the WAN, in megabits a
+    /// second (0: no limit). Live traffic needs about 5 Mbit/s per 1,000 datagrams/s (a
+    /// record with its headers is ~640 bytes); what the limit leaves above that is what a
+    /// backlog catches up with, so it bounds what a catch-up takes from the WAN and the
+    /// centre. Changing it updates the consumer in place.
+    #[arg(long, default_value_t = 0)]
+    site_sourcing_mbps: u64,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -163,11 +170,15 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             cli.metrics.serve(registry, shutdown.clone()).await?;
             tracing::info!(udp = %socket.local_addr()?, recv_buffer = granted, servers = %cli.nats.servers.join(","), stream = %spec.name, fast_batches = options.publisher.fast.is_some(), "producer running");
             if let (Some(site), Some(site_metrics)) = (cli.site.clone(), site_metrics) {
+                let site_options = tspi_producer::SiteOptions {
+                    site,
+                    centre_domain: cli.centre_domain.clone(),
+                    central: cli.stream.stream_name.clone(),
+                    sourcing_limit_bps: cli.site_sourcing_mbps.saturating_mul(1_000_000),
+                };
                 tokio::spawn(tspi_producer::provision_site(
                     client.clone(),
-                    cli.centre_domain.clone(),
-                    cli.stream.stream_name.clone(),
-                    site,
+                    site_options,
                     site_metrics,
                     shutdown.clone(),
                 ));

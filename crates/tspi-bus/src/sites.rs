@@ -94,15 +94,20 @@ pub enum SourceChange {
     Unchanged,
     /// It was added.
     Added,
+    /// It was there with another setting, now changed (the consumer's rate limit).
+    Updated,
 }
 
 /// Creates, on the site's own JetStream (this connection's server), the durable consumer
 /// through which the centre's `central` sources `site`'s stream, starting at the site
-/// stream's first message. Idempotent. Needs the site stream to exist.
+/// stream's first message, delivering at most `rate_limit_bps` bits a second (0: no
+/// limit; the WAN share a catch-up may take). Idempotent; a different limit is updated in
+/// place (the consumer and its position stay). Needs the site stream to exist.
 pub async fn ensure_site_consumer(
     client: &async_nats::Client,
     site: &str,
     central: &str,
+    rate_limit_bps: u64,
 ) -> Result<SourceChange, BusError> {
     let js = jetstream::new(client.clone());
     let name = site_stream_name(site);
@@ -129,7 +134,18 @@ pub async fn ensure_site_consumer(
                 info.config.deliver_subject, info.config.ack_policy
             )));
         }
-        return Ok(SourceChange::Unchanged);
+        if info.config.rate_limit == rate_limit_bps {
+            return Ok(SourceChange::Unchanged);
+        }
+        let mut config = info.config.clone();
+        config.rate_limit = rate_limit_bps;
+        let config =
+            <consumer::push::Config as consumer::FromConsumer>::try_from_consumer_config(config)
+                .map_err(|e| stream_err(format!("its consumer {durable}'s configuration: {e}")))?;
+        stream.update_consumer(config).await.map_err(|e| {
+            stream_err(format!("changing its consumer {durable}'s rate limit: {e}"))
+        })?;
+        return Ok(SourceChange::Updated);
     }
     stream
         .create_consumer(consumer::push::Config {
@@ -142,6 +158,7 @@ pub async fn ensure_site_consumer(
             max_ack_pending: SOURCING_MAX_ACK_PENDING,
             flow_control: true,
             idle_heartbeat: SOURCING_HEARTBEAT,
+            rate_limit: rate_limit_bps,
             description: Some(format!(
                 "the centre's {central} sources this site through it"
             )),

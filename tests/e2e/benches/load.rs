@@ -642,7 +642,7 @@ async fn site_catch_up(n: u64, day: &mut u16) {
     tspi_bus::ensure_stream(&site_client, &jetstream::new(site_client.clone()), &spec)
         .await
         .unwrap_or_else(|e| panic!("site stream: {e}"));
-    tspi_bus::sites::ensure_site_consumer(&site_client, "a", "TSPI")
+    tspi_bus::sites::ensure_site_consumer(&site_client, "a", "TSPI", 0)
         .await
         .unwrap_or_else(|e| panic!("site consumer: {e}"));
     tspi_bus::sites::ensure_site_source(&site_client, "centre", "TSPI", "a")

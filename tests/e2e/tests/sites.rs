@@ -500,3 +500,122 @@ async fn a_site_without_the_permission_gets_a_one_line_error() {
     );
     eprintln!("permission-line: {line}");
 }
+
+/// `--site-sourcing-mbps`: a backlog flows into the centre no faster than the limit (the
+/// sourcing consumer's rate limit), all of it and once; a new limit (none) changes the
+/// consumer in place, at its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sourcing_limit_paces_the_catch_up() {
+    chaos::init_logging();
+    const LIMIT_MBPS: u64 = 1;
+    let centre = NatsCluster::start_centre(3).await;
+    let admin_client = tspi_e2e::client(&centre.urls()).await;
+    let admin = jetstream::new(admin_client.clone());
+    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+    ensure_stream(&admin_client, &admin, &spec).await.unwrap();
+    let site = SiteServer::start(&centre, "l").await;
+    let udp = free_udp_port();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let limited_programs = programs_for(&[site.server.url()]);
+    let mut limited = limited_programs.producer(
+        udp,
+        &[
+            "--site",
+            "l",
+            "--site-sourcing-mbps",
+            &LIMIT_MBPS.to_string(),
+            "--metrics-addr",
+            &metrics_addr,
+        ],
+    );
+    let sourced = wait_until(Duration::from_secs(30), || async {
+        source_names(&admin).await.contains(&site_stream(&site))
+    })
+    .await;
+    assert!(sourced.is_some(), "{}", limited.stderr());
+    assert_eq!(
+        site_consumer_info(&site.server.url(), &site_stream(&site))
+            .await
+            .config
+            .rate_limit,
+        LIMIT_MBPS * 1_000_000
+    );
+
+    // A backlog of 2,000 datagrams written with the link cut.
+    site.cut();
+    let status = Command::new(workspace_bin("generator"))
+        .args(["--udp-target", &format!("127.0.0.1:{udp}")])
+        .args(["--count", "10", "--rate", "50", "--duration", "4"])
+        .args(["--sensor-base", "700"])
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+    let sent = 2_000u64;
+    let stored = wait_until(Duration::from_secs(30), || async {
+        metric(&scrape(metrics_port), "tspi_producer_published_total") as u64 >= sent
+    })
+    .await;
+    assert!(stored.is_some(), "{}", limited.stderr());
+    let count = |js: jetstream::Context| async move {
+        tspi_test_support::stream_info(&js, "TSPI").await.state
+    };
+    assert_eq!(
+        count(admin.clone()).await.messages,
+        0,
+        "nothing crossed the cut"
+    );
+    site.heal();
+
+    // Follow the flow: from the first backlog message at the centre to the last.
+    let mut first: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last = loop {
+        let n = count(admin.clone()).await.messages;
+        let now = Instant::now();
+        if n > 0 && first.is_none() {
+            first = Some((now, n));
+        }
+        if n >= sent {
+            break now;
+        }
+        assert!(now < deadline, "the backlog did not arrive: {n} of {sent}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let state = count(admin.clone()).await;
+    assert_eq!(state.messages, sent, "all of it, once");
+    let (t0, n0) = first.unwrap();
+    let seconds = (last - t0).as_secs_f64();
+    let bytes_per_message = state.bytes as f64 / state.messages as f64;
+    let mbps = (sent - n0) as f64 * bytes_per_message * 8.0 / seconds / 1e6;
+    eprintln!(
+        "sourcing-limit: {LIMIT_MBPS} Mbit/s: {} messages ({bytes_per_message:.0} bytes each at the centre) in {seconds:.1} s after the first: {mbps:.2} Mbit/s, {:.0} messages/s",
+        sent - n0,
+        (sent - n0) as f64 / seconds
+    );
+    assert!(
+        mbps <= LIMIT_MBPS as f64 * 1.5,
+        "paced by the limit: {mbps:.2} Mbit/s"
+    );
+    assert!(
+        mbps >= LIMIT_MBPS as f64 * 0.3,
+        "not stalled: {mbps:.2} Mbit/s"
+    );
+
+    // The same site without a limit: the consumer is changed in place.
+    limited.stop(Duration::from_secs(20)).await;
+    let unlimited_programs = programs_for(&[site.server.url()]);
+    let unlimited = unlimited_programs.producer(udp, &["--site", "l"]);
+    let updated = wait_until(Duration::from_secs(30), || async {
+        unlimited.stderr().contains("change=Updated")
+    })
+    .await;
+    assert!(updated.is_some(), "{}", unlimited.stderr());
+    let info = site_consumer_info(&site.server.url(), &site_stream(&site)).await;
+    assert_eq!(info.config.rate_limit, 0);
+    assert_eq!(
+        info.delivered.stream_sequence, sent,
+        "the consumer kept its position"
+    );
+}
