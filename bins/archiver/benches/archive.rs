@@ -100,17 +100,29 @@ async fn migrated(
     (db, pool)
 }
 
-/// The best of two alternating rounds of archiver and bare COPY into the same kind of
-/// database: (archiver, COPY in archiver-sized transactions, COPY in one), rows/s, and
-/// the last round's archiver database.
+/// Best rows/s of each round kind.
+#[derive(Debug, Clone, Copy, Default)]
+struct Best {
+    archiver: f64,
+    /// Bare COPY in archiver-sized transactions.
+    copy: f64,
+    /// Bare COPY in one transaction.
+    copy_one: f64,
+    /// The unavoidable work together: bare COPY in archiver-sized transactions while a
+    /// bare consumer pulls and acknowledges every message of the stream, concurrently.
+    copy_with_bus: f64,
+}
+
+/// The best of two alternating rounds of archiver, bare COPY and bare COPY beside the
+/// bus work into the same kind of database, and the last round's archiver database.
 async fn rounds(
     pg: &PgServer,
     schema: &SchemaOptions,
     label: &str,
     js: &jetstream::Context,
     n: u64,
-) -> ((f64, f64, f64), deadpool_postgres::Pool) {
-    let mut best = (0.0f64, 0.0f64, 0.0f64);
+) -> (Best, deadpool_postgres::Pool) {
+    let mut best = Best::default();
     let mut last = None;
     for round in 0..2 {
         let (_, pool) = migrated(pg, &format!("arch_{label}{round}"), schema).await;
@@ -120,8 +132,21 @@ async fn rounds(
         let (_, copy_pool) = migrated(pg, &format!("copy_{label}{round}"), schema).await;
         let c = copy_ceiling(&copy_pool, &rows, options().batch_max).await;
         let c1 = copy_ceiling(&copy_pool, &rows, rows.len()).await;
-        eprintln!("{label} round {round}: archiver {a:.0} rows/s; bare COPY {c:.0} rows/s in archiver-sized transactions, {c1:.0} rows/s in one");
-        best = (best.0.max(a), best.1.max(c), best.2.max(c1));
+        let cb = copy_beside_bus(
+            &copy_pool,
+            &rows,
+            options().batch_max,
+            js,
+            &format!("bare_{label}{round}"),
+        )
+        .await;
+        eprintln!("{label} round {round}: archiver {a:.0} rows/s; bare COPY {c:.0} rows/s in archiver-sized transactions, {c1:.0} rows/s in one, {cb:.0} rows/s beside a bare consumer's pull and acks");
+        best = Best {
+            archiver: best.archiver.max(a),
+            copy: best.copy.max(c),
+            copy_one: best.copy_one.max(c1),
+            copy_with_bus: best.copy_with_bus.max(cb),
+        };
         last = Some(pool);
     }
     (best, last.unwrap())
@@ -253,6 +278,56 @@ async fn copy_ceiling(pool: &deadpool_postgres::Pool, rows: &[MessageRow], batch
     rows.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The bus half of the archiver's work with nothing of its own: a fresh durable pulled to
+/// the end, every message acknowledged one by one (as the archiver does), nothing
+/// decoded or kept. Returns when all `n` are acknowledged.
+async fn bare_consume(js: &jetstream::Context, durable: &str, n: u64, batch: usize) {
+    let consumer = js
+        .get_stream("TSPI")
+        .await
+        .unwrap()
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some(durable.into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch.clamp(100, 10_000))
+        .messages()
+        .await
+        .unwrap();
+    let mut acked = 0u64;
+    while acked < n {
+        let msg = futures::StreamExt::next(&mut messages)
+            .await
+            .unwrap()
+            .unwrap();
+        msg.ack().await.unwrap();
+        acked += 1;
+    }
+}
+
+/// Bare COPY of `rows` ([`copy_ceiling`]) while [`bare_consume`] runs on the same
+/// machine: rows/s over the time both take.
+async fn copy_beside_bus(
+    pool: &deadpool_postgres::Pool,
+    rows: &[MessageRow],
+    batch: usize,
+    js: &jetstream::Context,
+    durable: &str,
+) -> f64 {
+    let started = Instant::now();
+    let consume = bare_consume(js, durable, rows.len() as u64, batch);
+    let copy = copy_ceiling(pool, rows, batch);
+    tokio::join!(consume, copy);
+    rows.len() as f64 / started.elapsed().as_secs_f64()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -275,8 +350,13 @@ async fn main() {
 
     // Alternate archiver and ceiling twice; keep each one's best (noise only slows).
     let plain = SchemaOptions::default();
-    let ((archiver_best, ceiling_best, ceiling_one_tx_best), plain_pool) =
-        rounds(&pg, &plain, "pg", &js, n).await;
+    let (plain_best, plain_pool) = rounds(&pg, &plain, "pg", &js, n).await;
+    let Best {
+        archiver: archiver_best,
+        copy: ceiling_best,
+        copy_one: ceiling_one_tx_best,
+        copy_with_bus: floor_best,
+    } = plain_best;
     let (plain_bytes, _) = bytes_per_row(&plain_pool, n, false).await;
 
     // The same on TimescaleDB (a hypertable with compression configured), where this
@@ -342,15 +422,19 @@ async fn main() {
 
     let ratio = archiver_best / ceiling_best;
     let ratio_one = archiver_best / ceiling_one_tx_best;
+    let ratio_floor = archiver_best / floor_best;
     println!("archiver: {archiver_best:.0} rows/s (best of 2, {n} rows)");
     println!("bare COPY, archiver-sized transactions: {ceiling_best:.0} rows/s → archiver/ceiling {ratio:.2}");
     println!("bare COPY, one transaction: {ceiling_one_tx_best:.0} rows/s → archiver/ceiling {ratio_one:.2}");
+    println!("bare COPY beside a bare consumer's pull and acks: {floor_best:.0} rows/s → archiver/floor {ratio_floor:.2}");
     println!("bytes per telemetry row on plain PostgreSQL: {plain_bytes:.0}");
-    if let Some(((a, c, c1), raw, compressed)) = timescale {
+    if let Some((b, raw, compressed)) = timescale {
+        let (a, c, c1, cb) = (b.archiver, b.copy, b.copy_one, b.copy_with_bus);
         println!(
-            "TimescaleDB: archiver {a:.0} rows/s; bare COPY into the hypertable {c:.0} rows/s in archiver-sized transactions → {:.2}, {c1:.0} in one → {:.2}",
+            "TimescaleDB: archiver {a:.0} rows/s; bare COPY into the hypertable {c:.0} rows/s in archiver-sized transactions → {:.2}, {c1:.0} in one → {:.2}, {cb:.0} beside a bare consumer → {:.2}",
             a / c,
-            a / c1
+            a / c1,
+            a / cb
         );
         println!(
             "TimescaleDB bytes per telemetry row: {raw:.0} uncompressed, {compressed:.0} compressed ({:.1}x)",
@@ -373,17 +457,21 @@ async fn main() {
         "copy_one_tx_rows_per_s": ceiling_one_tx_best,
         "archiver_over_ceiling": ratio,
         "archiver_over_one_tx_ceiling": ratio_one,
+        "copy_beside_bus_rows_per_s": floor_best,
+        "archiver_over_copy_beside_bus": ratio_floor,
         "lag_rate_per_s": rate,
         "lag_p50_ms": p50 as f64 / 1e3,
         "lag_p99_ms": p99 as f64 / 1e3,
         "lag_max_ms": max as f64 / 1e3,
         "plain_bytes_per_row": plain_bytes,
-        "timescaledb": timescale.map(|((a, c, c1), raw, compressed)| serde_json::json!({
-            "archiver_rows_per_s": a,
-            "copy_ceiling_rows_per_s": c,
-            "copy_one_tx_rows_per_s": c1,
-            "archiver_over_ceiling": a / c,
-            "archiver_over_one_tx_ceiling": a / c1,
+        "timescaledb": timescale.map(|(b, raw, compressed)| serde_json::json!({
+            "archiver_rows_per_s": b.archiver,
+            "copy_ceiling_rows_per_s": b.copy,
+            "copy_one_tx_rows_per_s": b.copy_one,
+            "copy_beside_bus_rows_per_s": b.copy_with_bus,
+            "archiver_over_ceiling": b.archiver / b.copy,
+            "archiver_over_one_tx_ceiling": b.archiver / b.copy_one,
+            "archiver_over_copy_beside_bus": b.archiver / b.copy_with_bus,
             "bytes_per_row_uncompressed": raw,
             "bytes_per_row_compressed": compressed,
         })),

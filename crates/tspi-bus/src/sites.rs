@@ -179,6 +179,9 @@ pub struct SiteProgress {
     /// server asks when half its byte window or `max_ack_pending` is outstanding, or
     /// when idle): a lower bound on what the centre has stored.
     pub ack_floor: u64,
+    /// Whether the centre's source is listening (the leaf link is up): only then is the
+    /// centre worth asking.
+    pub centre_listening: bool,
 }
 
 /// One `CONSUMER.INFO` on the site: the site stream's last sequence (delivered +
@@ -197,6 +200,7 @@ pub async fn site_progress(
     Some(SiteProgress {
         last: info.delivered.stream_sequence + info.num_pending,
         ack_floor: info.ack_floor.stream_sequence,
+        centre_listening: info.push_bound,
     })
 }
 
@@ -327,6 +331,7 @@ mod tests {
         let p = SiteProgress {
             last: 1_000,
             ack_floor: 200,
+            centre_listening: true,
         };
         assert_eq!(site_backlog(p, None), 800, "only the ack floor");
         assert_eq!(site_backlog(p, Some(990)), 10, "the centre's word");
