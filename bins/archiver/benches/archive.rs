@@ -278,23 +278,32 @@ async fn copy_ceiling(pool: &deadpool_postgres::Pool, rows: &[MessageRow], batch
     rows.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The bus half of the archiver's work with nothing of its own: a fresh durable pulled to
-/// the end, every message acknowledged one by one (as the archiver does), nothing
-/// decoded or kept. Returns when all `n` are acknowledged.
-async fn bare_consume(js: &jetstream::Context, durable: &str, n: u64, batch: usize) {
-    let consumer = js
-        .get_stream("TSPI")
+/// A pull durable on `TSPI` acknowledged message by message, as the archiver's.
+async fn durable_on_tspi(
+    js: &jetstream::Context,
+    durable: &str,
+    deliver_policy: jetstream::consumer::DeliverPolicy,
+) -> jetstream::consumer::Consumer<jetstream::consumer::pull::Config> {
+    js.get_stream("TSPI")
         .await
         .unwrap()
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some(durable.into()),
+            deliver_policy,
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 100_000,
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The bus half of the archiver's work with nothing of its own: a fresh durable pulled to
+/// the end, every message acknowledged one by one (as the archiver does), nothing
+/// decoded or kept. Returns when all `n` are acknowledged.
+async fn bare_consume(js: &jetstream::Context, durable: &str, n: u64, batch: usize) {
+    let consumer = durable_on_tspi(js, durable, jetstream::consumer::DeliverPolicy::All).await;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(batch.clamp(100, 10_000))
@@ -383,18 +392,7 @@ async fn main() {
     let metrics = ArchiverMetrics::new(&mut Registry::default());
     let stop = CancellationToken::new();
     // A durable that starts at the end: only the paced messages count.
-    let stream = js.get_stream("TSPI").await.unwrap();
-    stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            durable_name: Some("lag".into()),
-            deliver_policy: jetstream::consumer::DeliverPolicy::New,
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 100_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    durable_on_tspi(&js, "lag", jetstream::consumer::DeliverPolicy::New).await;
     let options = ArchiverOptions {
         durable: "lag".into(),
         ..options()
