@@ -278,11 +278,13 @@ async fn copy_ceiling(pool: &deadpool_postgres::Pool, rows: &[MessageRow], batch
     rows.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// A pull durable on `TSPI` acknowledged message by message, as the archiver's.
+/// A pull durable on `TSPI` acknowledged message by message (as the archiver's), or with
+/// `ack_policy` given.
 async fn durable_on_tspi(
     js: &jetstream::Context,
     durable: &str,
     deliver_policy: jetstream::consumer::DeliverPolicy,
+    ack_policy: jetstream::consumer::AckPolicy,
 ) -> jetstream::consumer::Consumer<jetstream::consumer::pull::Config> {
     js.get_stream("TSPI")
         .await
@@ -290,7 +292,7 @@ async fn durable_on_tspi(
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some(durable.into()),
             deliver_policy,
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_policy,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 100_000,
             ..Default::default()
@@ -303,7 +305,16 @@ async fn durable_on_tspi(
 /// the end, every message acknowledged one by one (as the archiver does), nothing
 /// decoded or kept. Returns when all `n` are acknowledged.
 async fn bare_consume(js: &jetstream::Context, durable: &str, n: u64, batch: usize) {
-    let consumer = durable_on_tspi(js, durable, jetstream::consumer::DeliverPolicy::All).await;
+    // TSPI_BENCH_BARE_ACKS=none: the bare consumer acknowledges nothing (AckNone), to
+    // split the bus's cost between delivering and per-message acks.
+    let acks = std::env::var("TSPI_BENCH_BARE_ACKS").map_or(true, |v| v != "none");
+    let policy = if acks {
+        jetstream::consumer::AckPolicy::Explicit
+    } else {
+        jetstream::consumer::AckPolicy::None
+    };
+    let consumer =
+        durable_on_tspi(js, durable, jetstream::consumer::DeliverPolicy::All, policy).await;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(batch.clamp(100, 10_000))
@@ -316,7 +327,9 @@ async fn bare_consume(js: &jetstream::Context, durable: &str, n: u64, batch: usi
             .await
             .unwrap()
             .unwrap();
-        msg.ack().await.unwrap();
+        if acks {
+            msg.ack().await.unwrap();
+        }
         acked += 1;
     }
 }
@@ -392,7 +405,13 @@ async fn main() {
     let metrics = ArchiverMetrics::new(&mut Registry::default());
     let stop = CancellationToken::new();
     // A durable that starts at the end: only the paced messages count.
-    durable_on_tspi(&js, "lag", jetstream::consumer::DeliverPolicy::New).await;
+    durable_on_tspi(
+        &js,
+        "lag",
+        jetstream::consumer::DeliverPolicy::New,
+        jetstream::consumer::AckPolicy::Explicit,
+    )
+    .await;
     let options = ArchiverOptions {
         durable: "lag".into(),
         ..options()
