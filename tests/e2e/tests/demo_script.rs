@@ -343,10 +343,6 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
     );
 }
 
-/// Ctrl+C at the terminal: SIGINT to the demo's whole process group, as a terminal sends
-/// it. Only the script may act on it: every program drains once (no "second signal"),
-/// the producer publishes all it received while NATS is still up, the servers stop last,
-/// and nothing is left running or bound.
 /// `--sites 2 --cut-site north 5`: two range sites made from deploy/nats/site.conf feed
 /// the centre beside its own producer; north's link is cut 10 s in for 5 s and the
 /// centre catches up; every datagram of the three fleets is received and archived once.
@@ -408,6 +404,10 @@ fn a_demo_with_two_sites_rides_out_a_cut_site() {
     assert_nothing_left(session, &ports);
 }
 
+/// Ctrl+C at the terminal: SIGINT to the demo's whole process group, as a terminal sends
+/// it. Only the script may act on it: every program drains once (no "second signal"),
+/// the producer publishes all it received while NATS is still up, the servers stop last,
+/// and nothing is left running or bound.
 #[test]
 fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
     let (tmp, logs) = run_dir();

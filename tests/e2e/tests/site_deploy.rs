@@ -12,7 +12,7 @@
 mod chaos;
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use chaos::{metric, scrape};
@@ -51,11 +51,11 @@ fn args(urls: &[String], user: &str, password: &str, inbox: &str) -> NatsArgs {
 }
 
 async fn wait_jetstream(js: &jetstream::Context, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while js.query_account().await.is_err() {
-        assert!(Instant::now() < deadline, "{what}: JetStream not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = wait_until(Duration::from_secs(60), || async {
+        js.query_account().await.is_ok()
+    })
+    .await;
+    assert!(ready.is_some(), "{what}: JetStream not ready");
 }
 
 fn published(metrics_port: u16) -> u64 {
