@@ -178,7 +178,7 @@ async fn exact_archive_through_archiver_database_and_node_kills() {
                 prefix: StreamPrefix::default(),
             };
             let sinks = Sinks {
-                udp: Some((socket, vec![target])),
+                udp: Some((socket, tspi_runtime::UdpTargets::fixed(vec![target]))),
                 jetstream: None,
             };
             tspi_generator::run(options, sinks, |_| {}, CancellationToken::new())

@@ -10,7 +10,6 @@
 pub mod faults;
 pub mod fleet;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use tspi_bus::{run_publisher, OutMessage, PublishMetrics, PublisherOptions};
 use tspi_core::{
     rfc3339, subject::write_msg_id, Datagram, StreamPrefix, TelemetryRecord, TICKS_PER_DAY,
 };
+use tspi_runtime::UdpTargets;
 
 pub use fleet::{Fleet, FleetOptions, Kind, Style};
 
@@ -49,7 +49,7 @@ pub struct GeneratorOptions {
 /// Where datagrams go.
 #[derive(Debug, Default)]
 pub struct Sinks {
-    pub udp: Option<(UdpSocket, Vec<SocketAddr>)>,
+    pub udp: Option<(UdpSocket, UdpTargets)>,
     pub jetstream: Option<(async_nats::Client, PublisherOptions)>,
 }
 
@@ -216,7 +216,7 @@ pub async fn run(
 }
 
 struct Sender {
-    udp: Option<(UdpSocket, Vec<SocketAddr>)>,
+    udp: Option<(UdpSocket, UdpTargets)>,
     tx: Option<mpsc::Sender<OutMessage>>,
     jetstream: bool,
     prefix: StreamPrefix,
@@ -315,10 +315,10 @@ impl Sender {
     }
 
     async fn send_udp(&mut self, bytes: &[u8]) {
-        let Some((socket, targets)) = &self.udp else {
+        let Some((socket, targets)) = &mut self.udp else {
             return;
         };
-        for target in targets {
+        for target in targets.current() {
             self.summary.datagrams += 1;
             if socket.send_to(bytes, target).await.is_err() {
                 self.summary.send_errors += 1;

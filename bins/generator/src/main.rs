@@ -1,6 +1,5 @@
 //! `generator`: flags → validated options → logging → sockets/NATS → `tspi_generator::run`.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +10,10 @@ use tspi_bus::{
 };
 use tspi_core::StreamPrefix;
 use tspi_generator::{run, FleetOptions, GeneratorOptions, Kind, Sinks, Style};
-use tspi_runtime::{exit_code, init_logging, parse_duration, shutdown_on_signals, LogArgs};
+use tspi_runtime::{
+    exit_code, init_logging, parse_duration, resolve_targets, shutdown_on_signals, LogArgs,
+    UdpTarget,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -73,9 +75,10 @@ struct Cli {
     /// Random seed for the fleet (same seed, same flights).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Send datagrams to HOST:PORT (repeatable).
-    #[arg(long = "udp-target")]
-    udp_targets: Vec<SocketAddr>,
+    /// Send datagrams to HOST:PORT (repeatable). A host name is looked up when sending
+    /// starts (waiting while it does not resolve yet) and every 5 s after.
+    #[arg(long = "udp-target", value_name = "HOST:PORT")]
+    udp_targets: Vec<UdpTarget>,
     /// Publish records straight to JetStream too.
     #[arg(long)]
     jetstream: bool,
@@ -175,7 +178,10 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals()?;
             let mut sinks = Sinks::default();
             if !cli.udp_targets.is_empty() {
-                let bind = if cli.udp_targets.iter().all(SocketAddr::is_ipv4) {
+                let Some(targets) = resolve_targets(&cli.udp_targets, &shutdown).await else {
+                    return Ok(()); // stopped while waiting for a name: nothing was sent
+                };
+                let bind = if targets.all_ipv4() {
                     "0.0.0.0:0"
                 } else {
                     "[::]:0"
@@ -183,7 +189,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 let socket = tokio::net::UdpSocket::bind(bind)
                     .await
                     .context("cannot open a UDP socket")?;
-                sinks.udp = Some((socket, cli.udp_targets.clone()));
+                sinks.udp = Some((socket, targets));
             }
             if cli.jetstream {
                 let client = connect(&cli.nats, "tspi-generator").await?;

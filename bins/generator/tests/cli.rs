@@ -1,5 +1,5 @@
 //! The generator binary: clean failures for bad input; a run prints one JSON summary
-//! whose counts match what a UDP listener received.
+//! whose counts match what a UDP listener (named by host name) received.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -43,7 +43,9 @@ fn bad_flags_are_refused() {
     )
     .assert_clean_failure("320");
     run_cli(BIN, &["--udp-target", "nowhere", "--duration", "1"], T)
-        .assert_clean_failure("nowhere");
+        .assert_clean_failure("expected HOST:PORT");
+    run_cli(BIN, &["--udp-target", "producer:0", "--duration", "1"], T)
+        .assert_clean_failure("the port is not 1-65535");
     run_cli(
         BIN,
         &[
@@ -64,7 +66,8 @@ fn summary_matches_what_was_received() {
     listener
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let target = listener.local_addr().unwrap().to_string();
+    // By name, as a compose file names its producer: looked up before sending starts.
+    let target = format!("localhost:{}", listener.local_addr().unwrap().port());
     // The reader stops on the first quiet spell after the generator has exited, not on
     // one before its first datagram (a slow process start on a busy machine).
     let generator_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

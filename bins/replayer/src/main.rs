@@ -1,6 +1,5 @@
 //! `replayer play | serve | pcap`: flags → options → PostgreSQL/NATS → run.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -115,9 +114,10 @@ struct ServeArgs {
 struct PcapArgs {
     /// Capture file (pcap or pcapng).
     file: PathBuf,
-    /// Send each datagram to this UDP address (repeatable), e.g. a producer.
-    #[arg(long)]
-    udp_target: Vec<SocketAddr>,
+    /// Send each datagram to HOST:PORT (repeatable), e.g. a producer; a host name is
+    /// looked up once, waiting while it does not resolve yet.
+    #[arg(long, value_name = "HOST:PORT")]
+    udp_target: Vec<tspi_runtime::UdpTarget>,
     /// Publish decoded records to JetStream (valid datagrams only).
     #[arg(long)]
     jetstream: bool,
@@ -255,16 +255,24 @@ async fn pcap(args: PcapArgs) -> anyhow::Result<()> {
     if !args.dry_run && args.udp_target.is_empty() && !args.jetstream {
         bail!("nothing to send to: give --udp-target HOST:PORT, --jetstream, or --dry-run");
     }
+    let shutdown = shutdown_on_signals()?;
+    let udp_targets = if args.dry_run || args.udp_target.is_empty() {
+        Vec::new()
+    } else {
+        match tspi_runtime::resolve_targets(&args.udp_target, &shutdown).await {
+            Some(mut targets) => targets.current().to_vec(),
+            None => return Ok(()), // stopped while waiting for a name: nothing was sent
+        }
+    };
     let options = PcapOptions {
         file: args.file,
         port: args.port,
         speed: (!args.as_fast_as_possible).then_some(args.speed),
-        udp_targets: args.udp_target,
+        udp_targets,
         jetstream: args.jetstream,
         restamp: args.restamp,
         prefix: StreamPrefix::new(&args.stream_prefix)?,
     };
-    let shutdown = shutdown_on_signals()?;
     let metrics = PublishMetrics::default();
     let (tx, publisher) = if args.jetstream && !args.dry_run {
         let client = connect(&args.nats, "tspi-replayer-pcap").await?;

@@ -7,10 +7,12 @@
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod udp_target;
 
 pub use logging::{init_logging, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, MetricsArgs};
 pub use shutdown::shutdown_on_signals;
+pub use udp_target::{resolve_targets, UdpTarget, UdpTargets};
 
 use std::process::ExitCode;
 

@@ -57,7 +57,7 @@ fn generator_options() -> GeneratorOptions {
 async fn run_generator(target: std::net::SocketAddr) -> Summary {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let sinks = Sinks {
-        udp: Some((socket, vec![target])),
+        udp: Some((socket, tspi_runtime::UdpTargets::fixed(vec![target]))),
         jetstream: None,
     };
     tspi_generator::run(generator_options(), sinks, |_| {}, CancellationToken::new())
