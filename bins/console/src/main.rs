@@ -298,6 +298,10 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Directory { stream } => {
                     let shutdown = tspi_runtime::shutdown_on_signals()?;
+                    // The directory is the long-running console of a deployment: it keeps
+                    // the heartbeats' stream there for the players, whose users may not
+                    // create streams.
+                    ensure_stream(&client, &js, &StreamSpec::ops(true)).await?;
                     tracing::info!("answering tspi.channel.list.req");
                     tspi_console::serve_directory(client.clone(), js.clone(), stream, shutdown)
                         .await?;

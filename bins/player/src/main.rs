@@ -100,11 +100,12 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct WebArgs {
     /// Serve the web display on this address instead of printing JSON lines (e.g.
-    /// 127.0.0.1:8080). Beyond loopback it needs --web-token-file.
+    /// 127.0.0.1:8080). Beyond loopback it needs --web-token-file (or TSPI_WEB_TOKEN).
     #[arg(long, value_name = "ADDR")]
     web: Option<SocketAddr>,
     /// A file whose first line is the display's access token (at least 16 characters):
     /// browsers open http://HOST:PORT/?token=…, scripts send `Authorization: Bearer …`.
+    /// The token itself may be in the environment variable TSPI_WEB_TOKEN instead.
     #[arg(long, value_name = "FILE")]
     web_token_file: Option<PathBuf>,
     /// Most updates per second per track sent to each tab.
@@ -216,19 +217,31 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals()?;
             let client = connect(&cli.nats, "tspi-player").await?;
             let js = async_nats::jetstream::new(client.clone());
-            // Heartbeats still go out without TSPI_OPS; only the roster's history needs it.
-            if let Err(e) = ensure_stream(&client, &js, &StreamSpec::ops(!cli.no_create_stream)).await {
-                if cli.no_create_stream {
-                    tracing::warn!(error = %e, "TSPI_OPS is not there: heartbeats are sent but not kept");
-                } else {
-                    return Err(e.into());
-                }
-            }
+            ensure_ops_stream(&client, &js, !cli.no_create_stream).await?;
             let stdout = std::io::BufWriter::new(std::io::stdout());
             run(options, client.clone(), stdout, shutdown).await?;
             client.flush().await.ok();
             Ok(())
         })
+}
+
+/// TSPI_OPS, which keeps the heartbeats for the roster: created here, or (with
+/// `--no-create-stream`, a player user that may not create streams) expected from
+/// `console directory`. Heartbeats go out either way; the stream keeps them from when it
+/// exists, so its absence is a warning, not a failure.
+async fn ensure_ops_stream(
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    create: bool,
+) -> anyhow::Result<()> {
+    match ensure_stream(client, js, &StreamSpec::ops(create)).await {
+        Ok(_) => Ok(()),
+        Err(e) if !create => {
+            tracing::warn!(error = %e, "TSPI_OPS is not there yet: heartbeats are kept from when it is (console directory creates it)");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn start_web(cli: Cli, addr: SocketAddr) -> anyhow::Result<()> {
@@ -242,12 +255,16 @@ fn start_web(cli: Cli, addr: SocketAddr) -> anyhow::Result<()> {
     if w.web_max_sessions == 0 {
         anyhow::bail!("--web-max-sessions must be at least 1");
     }
-    let token = w
-        .web_token_file
-        .as_deref()
-        .map(auth::read_token)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    // The token itself may come from the environment (a container's secret), never from
+    // the command line, where every process could read it.
+    let token = match (&w.web_token_file, std::env::var("TSPI_WEB_TOKEN")) {
+        (Some(_), Ok(_)) => anyhow::bail!("give --web-token-file or TSPI_WEB_TOKEN, not both"),
+        (Some(path), Err(_)) => Some(auth::read_token(path).map_err(anyhow::Error::msg)?),
+        (None, Ok(text)) => {
+            Some(auth::parse_token(&text, "TSPI_WEB_TOKEN").map_err(anyhow::Error::msg)?)
+        }
+        (None, Err(_)) => None,
+    };
     auth::check_bind(&addr, token.as_deref()).map_err(anyhow::Error::msg)?;
     let options = WebOptions {
         token,
@@ -279,13 +296,7 @@ fn start_web(cli: Cli, addr: SocketAddr) -> anyhow::Result<()> {
             })
             .await?;
             let js = async_nats::jetstream::new(client.clone());
-            if let Err(e) = ensure_stream(&client, &js, &StreamSpec::ops(!cli.no_create_stream)).await {
-                if cli.no_create_stream {
-                    tracing::warn!(error = %e, "TSPI_OPS is not there: heartbeats are sent but not kept");
-                } else {
-                    return Err(e.into());
-                }
-            }
+            ensure_ops_stream(&client, &js, !cli.no_create_stream).await?;
             cli.metrics.serve(registry, shutdown.clone()).await?;
             let bound = listener.local_addr()?;
             // The readiness line scripts (and the demo) wait for.

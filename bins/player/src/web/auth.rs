@@ -35,11 +35,16 @@ impl Refusal {
 pub fn read_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read --web-token-file {}: {e}", path.display()))?;
+    parse_token(&text, &format!("--web-token-file {}", path.display()))
+}
+
+/// The access token in `text` (its first line, trimmed), or why it cannot be one;
+/// `source` names where it came from in the error.
+pub fn parse_token(text: &str, source: &str) -> Result<String, String> {
     let token = text.lines().next().unwrap_or_default().trim().to_owned();
     if token.len() < MIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
-            "--web-token-file {}: the token must be at least {MIN_TOKEN} printable ASCII characters on the first line",
-            path.display()
+            "{source}: the token must be at least {MIN_TOKEN} printable ASCII characters on the first line"
         ));
     }
     Ok(token)
@@ -49,7 +54,7 @@ pub fn read_token(path: &Path) -> Result<String, String> {
 pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
     if !addr.ip().is_loopback() && token.is_none() {
         return Err(format!(
-            "--web {addr} is reachable from other hosts: give --web-token-file FILE (an access token), or bind to 127.0.0.1"
+            "--web {addr} is reachable from other hosts: give --web-token-file FILE or TSPI_WEB_TOKEN (an access token), or bind to 127.0.0.1"
         ));
     }
     Ok(())
