@@ -107,43 +107,30 @@ archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || 
 # Browser tabs connected to the web display.
 tabs() { { http_get 127.0.0.1 $((metrics_port + 2)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_player_web_sessions" {s += $2} END {printf "%d", s}'; }
 
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+new_password() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+# exactness SENT NAME=COUNT… : the verdict line; every count must equal SENT (> 0).
+exactness() {
+  local sent="$1" pair counts="" off=""
+  shift
+  for pair in "$@"; do
+    counts+=", ${pair%%=*} ${pair#*=}"
+    [ "${pair#*=}" = "$sent" ] || off+=", ${pair%%=*} ${pair#*=}"
+  done
+  if [ "$sent" -gt 0 ] && [ -z "$off" ]; then
+    echo "demo: exact: sent $sent$counts"
+  else
+    echo "demo: NOT exact: sent $sent$off (all: sent $sent$counts)"
+    return 1
+  fi
+}
+
 if [ "$compose" = 1 ]; then
   [ "$sites" = 0 ] || { echo "demo.sh: --sites runs on loopback, without --compose" >&2; exit 2; }
-  if docker-compose version >/dev/null 2>&1; then dc=(docker-compose)
-  elif docker compose version >/dev/null 2>&1; then dc=(docker compose)
-  else echo "demo.sh: --compose needs docker-compose (apt-get install docker-compose)" >&2; exit 1; fi
-  if ! docker info >/dev/null 2>&1; then
-    echo "demo.sh: --compose needs a running Docker engine (docker info fails here); run ./demo.sh without --compose" >&2
-    exit 1
-  fi
-  if [ ! -f deploy/.env ]; then
-    echo "demo: creating deploy/.env with random passwords" >&2
-    while IFS= read -r line; do
-      case "$line" in *PASSWORD=*) echo "${line%%=*}=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" ;; *) echo "$line" ;; esac
-    done < deploy/.env.example > deploy/.env
-  fi
-  # The compose file publishes the producer's metrics on 9464 and the archiver's on 9465.
-  metrics_port=9464
-  export GEN_COUNT="$count" GEN_RATE="$rate" GEN_STYLE="$style"
-  dc+=(-f deploy/docker-compose.yml --profile demo)
-  [ -n "$log_dir" ] || log_dir="$(mktemp -d "${TMPDIR:-/tmp}/tspi-demo.XXXXXX")"
-  mkdir -p "$log_dir"
-  # `down` stops and removes this project's containers (its volumes stay).
-  trap 'echo; "${dc[@]}" logs --no-color > "$log_dir/compose.log" 2>&1 || true; "${dc[@]}" down; echo "demo: logs in $log_dir/compose.log" >&2' EXIT
-  trap 'exit 130' INT TERM
-  "${dc[@]}" up -d --build
-  start=$(date +%s)
-  while [ -z "$duration" ] || [ $(( $(date +%s) - start )) -lt "$duration" ]; do
-    sleep 3
-    rows=$(archived)
-    received=$(metric datagrams_received_total)
-    published=$(metric published_total)
-    printf 'demo %4ss | producer received %s published %s invalid %s dropped %s | archived rows %s (lag %s) | containers up %s\n' \
-      "$(( $(date +%s) - start ))" "$received" "$published" "$(metric datagrams_invalid_total)" \
-      "$(metric datagrams_dropped_total)" "$rows" "$(( published - rows ))" \
-      "$("${dc[@]}" ps -q 2>/dev/null | wc -l)"
-  done
-  exit 0
+  # shellcheck source=deploy/compose-demo.sh
+  . deploy/compose-demo.sh
+  run_compose_demo
+  exit $?
 fi
 
 # One demo at a time: a second run says so instead of colliding on ports.
@@ -153,7 +140,6 @@ if [ -f "$lock" ] && kill -0 "$(cat "$lock" 2>/dev/null)" 2>/dev/null; then
   exit 1
 fi
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 100)) $((base_port + 101)) \
          $((base_port + 102)) $((base_port + 200)) $((base_port + 201)) $((base_port + 202)) "$metrics_port" \
          $((metrics_port + 1)) $((metrics_port + 2)) "$pg_port" $((pg_port + 1)) "$web_port" \
@@ -253,7 +239,6 @@ site_user_block() { awk '/\{ user: site-north,/ {on = 1} on {print} on && /^ *\}
 users=(producer generator receiver archiver player console replayer admin site-north)
 for name in "${site_names[@]}"; do [ "$name" = north ] || users+=("site-$name"); done
 declare -A password
-new_password() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 for u in "${users[@]}"; do password[$u]="$(new_password)"; done
 password_var() { local v="${1^^}"; echo "${v//-/_}_PASSWORD"; }
 ( umask 077; for u in "${users[@]}"; do echo "$(password_var "$u")=${password[$u]}"; done > "$log_dir/passwords.env" )
@@ -527,6 +512,16 @@ while :; do
     echo "demo: archive holds $primary_rows rows on the primary, $replica_rows on the replica"
     echo "demo: the player's last frame:"
     grep '"event":"frame"' "$log_dir/player.jsonl" | tail -n 1 || true
+    # Every generator's final report: what was sent, to the centre and to each site.
+    sent=0
+    for report in "$log_dir/generator.jsonl" "$log_dir"/site-*/generator.jsonl; do
+      [ -f "$report" ] || continue
+      datagrams="$(tail -n 1 "$report" | sed -n 's/.*"datagrams":\([0-9]*\).*/\1/p')"
+      sent=$((sent + ${datagrams:-0}))
+    done
+    exactness "$sent" "published=$published" "receiver lines=$lines" \
+      "distinct lines=$(sort -u "$log_dir/receiver.jsonl" | wc -l)" \
+      "primary rows=$primary_rows" "replica rows=$replica_rows" || exit 1
     break
   fi
 done

