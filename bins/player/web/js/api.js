@@ -10,10 +10,16 @@ function drawn() {
 
 export function installApi(store, link, map, ui) {
   const settled = (test, what) => store.until(() => store.settled() && test(), 15000, what);
+  // The store's picture and the view it is drawn in.
+  const snapshot = () => Object.assign(store.snapshot(), {
+    view: map.kind,
+    zoom: map.zoom,
+    follow: map.follow,
+  });
   const api = {
     version: API_VERSION,
-    /** A plain object: mode, cursor, speed, paused, units, channel, connected, fps, tracks, tags, … */
-    state: () => store.snapshot(),
+    /** A plain object: mode, cursor, speed, paused, units, channel, connected, fps, view, tracks, tags, … */
+    state: snapshot,
     /** Replay the moment `rfc3339` (this tab only). */
     async seek(rfc3339) {
       const ms = Date.parse(rfc3339);
@@ -21,34 +27,34 @@ export function installApi(store, link, map, ui) {
       await link.request('seek', { to: new Date(ms).toISOString() });
       await settled(() => true, 'the replay picture');
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** Back to the live picture. */
     async live() {
       await link.request('live');
       await settled(() => store.mode.mode === 'live', 'the live picture');
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** Replay speed: 1, 2, 5, 10, 20 (any factor up to 1000). Kept for the next replay when live. */
     async setSpeed(x) {
       await link.request('speed', { speed: Number(x) });
       await settled(() => store.mode.mode !== 'replay' || store.mode.speed === Number(x), 'the speed');
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** Pause (a paused replay of the present when live). */
     async pause() {
       await link.request('pause');
       await settled(() => store.mode.paused, 'the pause');
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     async resume() {
       await link.request('resume');
       await settled(() => !store.mode.paused, 'the resume');
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** Tag the cursor's moment, as `console tag` does; resolves with the tag once shown. */
     async tag(comment, at) {
@@ -64,19 +70,19 @@ export function installApi(store, link, map, ui) {
       await link.request('join', channel ? { channel } : {});
       await settled(() => store.mode.mode === 'channel', 'the group replay');
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** Trail length in seconds (0: none). */
     async setTrail(seconds) {
       await ui.setTrail(Number(seconds));
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** "map" or "range"; optionally where: {lat, lon, zoom} (map), {e_km, n_km, zoom} (range). */
     async setView(kind, where) {
       ui.setView(kind, where || null);
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** How old live updates were when they reached this page (receive time → page),
      *  since the last call: {n, p50, p99, max} in ms. */
@@ -87,14 +93,14 @@ export function installApi(store, link, map, ui) {
       map.labelMode = mode;
       store.version++;
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
     /** Keep a track centred (null: stop following). */
     async follow(sensorId) {
       map.follow = sensorId === null ? null : Number(sensorId);
       store.version++;
       await drawn();
-      return store.snapshot();
+      return snapshot();
     },
   };
   Object.freeze(api);

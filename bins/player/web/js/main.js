@@ -158,7 +158,8 @@ function header(cursor) {
   const f = store.factors();
   $('units-text').textContent = `${store.settings.units} · ${f.altitude.unit} · ${f.speed.unit}${store.settings.session ? ` · ${store.settings.session.name} ${store.settings.session.id}` : ''}`;
   const conn = $('conn');
-  conn.textContent = store.connected ? `connected · ${store.fps} fps` : 'disconnected — retrying';
+  const fps = store.fps === null ? '' : ` · ${store.fps} fps`;
+  conn.textContent = store.connected ? `connected${fps}` : 'disconnected — retrying';
   conn.classList.toggle('down', !store.connected);
   const banner = $('banner');
   const running = store.groups[store.groups.length - 1];
@@ -177,6 +178,7 @@ function header(cursor) {
   }
   const origin = store.config.origin;
   $('view-select').querySelector('option[value=range]').disabled = !origin;
+  if ($('view-select').value !== map.kind) $('view-select').value = map.kind;
   const info = [];
   if (map.kind === 'range' && origin) info.push(`origin ${origin.lat.toFixed(4)}, ${origin.lon.toFixed(4)}`);
   if (store.archiveError) info.push(`archive: ${store.archiveError}`);
@@ -206,6 +208,7 @@ function frame(ts) {
     lastMode = modeKey;
     const t0 = performance.now();
     map.draw(cursor);
+    if (store.tracks.size > 0) store.mark('drawn');
     const t1 = performance.now();
     timeline.draw(cursor, now);
     const t2 = performance.now();
@@ -234,7 +237,8 @@ function frame(ts) {
       wanted = { mode: store.mode.mode === 'replay' ? 'replay' : 'live', t: store.cursorMs(), speed: store.mode.speed, paused: store.mode.paused };
     }
   }
-  if (ts - fpsAt >= 1000) {
+  // The first figure after half a second, then one a second.
+  if (ts - fpsAt >= (store.fps === null ? 500 : 1000)) {
     store.fps = Math.round((frames * 1000) / (ts - fpsAt));
     frames = 0;
     fpsAt = ts;

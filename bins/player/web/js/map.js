@@ -23,7 +23,10 @@ export class MapView {
     this.canvas = canvas;
     this.ctx = canvas.getContext('2d', { alpha: false, desynchronized: true });
     this.store = store;
-    this.kind = 'map';
+    // The view asked for (the address, the selector, the API); `kind` is the one shown:
+    // the range view needs the origin, which arrives with the server's hello, so an
+    // address's view=range waits for it instead of falling back to the map for good.
+    this.wantedKind = 'map';
     this.zoom = 8;
     this.center = { map: mercator(34.9, -117.9), range: [0, 0] };
     this.follow = null;
@@ -82,9 +85,12 @@ export class MapView {
   }
 
   setKind(kind) {
-    if (kind === 'range' && !this.store.plane) kind = 'map';
-    this.kind = kind;
+    this.wantedKind = kind === 'range' ? 'range' : 'map';
     this.baseKey = '';
+  }
+
+  get kind() {
+    return this.wantedKind === 'range' && this.store.plane ? 'range' : 'map';
   }
 
   /** Centre and zoom to show every track (or the origin's surroundings). */

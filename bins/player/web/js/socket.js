@@ -27,6 +27,7 @@ export class Link {
     this.ws = ws;
     ws.onopen = () => {
       this.backoff = 500;
+      this.store.mark('open');
       this.store.connected = true;
       this.store.changed();
       if (this.onOpen) this.onOpen();

@@ -5,6 +5,8 @@
 import { mercator, LocalPlane } from './geo.js';
 
 export const DEFAULT_COLOUR = '#36d6ff';
+/** How long a clock sample counts (the server sends one every 2 s). */
+const CLOCK_WINDOW_MS = 10000;
 
 function iso(ms) {
   return new Date(ms).toISOString();
@@ -34,6 +36,7 @@ export class Store {
     this.mode = { mode: 'live', state: 'FOLLOWING_LIVESTREAM', channel: null, channel_id: 'livestream',
       cursor_kind: 'live', cursor: {}, speed: 1, paused: false, gen: 0 };
     this.clockOffset = 0;
+    this.clockSamples = [];
     this.tracks = new Map();
     this.pending = null;
     this.gen = 0;
@@ -44,12 +47,22 @@ export class Store {
     this.trailMs = 60000;
     this.plane = null;
     this.version = 0;
-    this.fps = 0;
+    /** Frames drawn in the last second; null until a second has been measured. */
+    this.fps = null;
     this.waiters = [];
     this.toasts = [];
     this.lastFrameArrival = 0;
     this.perf = { frame: 0, map: 0, trails: 0, markers: 0, labels: 0, timeline: 0, header: 0, table: 0, apply: 0 };
     this.latencies = [];
+    /** When this page (performance.now(), ms from navigation) first had its socket open,
+     *  the server's hello, a complete picture, and that picture drawn: what a cold load
+     *  costs, and where. */
+    this.timing = { open: null, hello: null, picture: null, drawn: null };
+  }
+
+  /** Note the first time of `what` (see timing). */
+  mark(what) {
+    if (this.timing[what] === null) this.timing[what] = Math.round(performance.now());
   }
 
   now() {
@@ -57,10 +70,16 @@ export class Store {
   }
 
   /** The server's clock from its stamp on a message. A message is only ever late, so
-   *  the largest offset seen on this connection is the one least delayed. */
+   *  the largest offset is the one least delayed — of the last 10 s only (on the
+   *  monotonic clock), so a page clock stepped forward (NTP, a laptop waking, a headless
+   *  browser's virtual time) is followed within seconds instead of showing every track
+   *  stale for good. */
   syncClock(serverMs) {
-    const offset = serverMs - Date.now();
-    if (offset > this.clockOffset) this.clockOffset = offset;
+    const at = performance.now();
+    const samples = this.clockSamples;
+    samples.push([at, serverMs - Date.now()]);
+    while (samples.length > 64 || at - samples[0][0] > CLOCK_WINDOW_MS) samples.shift();
+    this.clockOffset = Math.max(...samples.map((s) => s[1]));
   }
 
   /** The moment the display shows. */
@@ -137,10 +156,11 @@ export class Store {
   applyMessage(msg) {
     switch (msg.t) {
       case 'hello':
+        this.mark('hello');
         this.config = msg.config;
         this.clientId = msg.client_id;
         this.operator = msg.operator;
-        this.clockOffset = -Infinity;
+        this.clockSamples = [];
         this.syncClock(msg.server_ms);
         if (msg.config.origin) {
           const o = msg.config.origin;
@@ -173,6 +193,7 @@ export class Store {
           this.gen = msg.gen;
           this.pending = null;
         }
+        this.mark('picture');
         break;
       case 'tags':
         if (msg.full) this.tags = new Map();
@@ -309,7 +330,7 @@ export class Store {
       units_shown: { altitude: f.altitude.unit, speed: f.speed.unit },
       channel: this.mode.mode === 'channel' ? this.mode.channel_id : null,
       connected: this.connected,
-      fps: this.fps,
+      fps: this.fps ?? 0,
       perf: { ...this.perf },
       clock_offset_ms: this.clockOffset,
       client_id: this.clientId,
@@ -319,6 +340,7 @@ export class Store {
       session: this.settings.session,
       groups: this.groups.map((g) => ({ id: g.id, name: g.name })),
       trail_s: this.trailMs / 1000,
+      timing_ms: { ...this.timing },
       tracks,
       tags,
     };

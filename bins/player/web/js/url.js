@@ -63,8 +63,10 @@ export function writeUrl(store, map, screenshot) {
   if (m.speed !== 1 && m.mode === 'replay') q.set('speed', String(m.speed));
   if (map.follow !== null) q.set('follow', String(map.follow));
   q.set('trail', String(store.trailMs / 1000));
-  q.set('view', map.kind);
-  if (map.kind === 'map') {
+  // Until the server has said whether there is an origin, the view asked for stands.
+  const view = store.clientId === null ? map.wantedKind : map.kind;
+  q.set('view', view);
+  if (view === 'map') {
     const [lat, lon] = inverseMercator(map.center.map[0], map.center.map[1]);
     q.set('lat', lat.toFixed(5));
     q.set('lon', lon.toFixed(5));
