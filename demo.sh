@@ -36,15 +36,19 @@ Usage: ./demo.sh [options]
                     S seconds (its leaf connection disabled by a configuration reload,
                     as an operator would); the site keeps storing and the centre catches
                     up when the link is back
-  --compose         run the same system with deploy/docker-compose.yml instead
-                    (needs a Docker engine and docker-compose)
+  --compose         run the same system with deploy/docker-compose.yml instead (as
+                    root: installs Docker and debootstrap when missing, starts dockerd
+                    when none runs, makes the images locally with
+                    deploy/images/build.sh); --base-port, --udp-port, --metrics-port and
+                    --web-port set the published ports (127.0.0.1 only)
   -h, --help        this text
 
 Environment: TSPI_DEMO_BIN_DIR=DIR runs the programs already built in DIR (e.g.
-target/debug) instead of building release binaries.
+target/debug) instead of building release binaries (with --compose: packages them).
 
 Examples: ./demo.sh --duration 60 --count 50 --rate 50 --style airshow
           ./demo.sh --sites 2 --cut-site north 30
+          sudo ./demo.sh --compose --duration 60
 EOF
 }
 
@@ -300,6 +304,14 @@ echo "demo: PostgreSQL primary :$pg_port and replica :$((pg_port + 1))" >&2
 "${as_pg[@]}" "$pgbin/initdb" -D "$log_dir/pg/primary" -U tspi --auth=trust -E UTF8 --locale=C >"$log_dir/pg/initdb.log" 2>&1
 printf "%s\n" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$log_dir/pg'" \
   "wal_level = replica" "max_wal_senders = 5" "hot_standby = on" >> "$log_dir/pg/primary/postgresql.conf"
+# TimescaleDB where this PostgreSQL has it (tests/install-deps.sh builds it): preloaded, as
+# deployed, so the archive is hypertables; the replica's copy of the configuration says
+# the same. Telemetry stays off (a range is air-gapped).
+if ls "$pgbin"/../lib/timescaledb.so >/dev/null 2>&1; then
+  printf "%s\n" "shared_preload_libraries = 'timescaledb'" "timescaledb.telemetry_level = off" \
+    >> "$log_dir/pg/primary/postgresql.conf"
+  echo "demo: the archive runs on TimescaleDB (preloaded)" >&2
+fi
 echo "host replication all 127.0.0.1/32 trust" >> "$log_dir/pg/primary/pg_hba.conf"
 pg_wait() {
   for _ in $(seq 1 150); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$1" && return 0; sleep 0.2; done

@@ -225,7 +225,8 @@ async fn timescale(client: &mut Client, options: &SchemaOptions) -> Result<bool,
         .get(0);
     if available && !preloaded {
         tracing::warn!(
-            "timescaledb is installed but not in shared_preload_libraries; using plain PostgreSQL"
+            "timescaledb is installed but not in shared_preload_libraries; using plain PostgreSQL \
+             (to use it: shared_preload_libraries = 'timescaledb' in postgresql.conf, restart the server)"
         );
     }
     let created = if available && preloaded {

@@ -143,6 +143,18 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
     // 5 aircraft × 10 Hz × 8 s, every one received, archived on both servers.
     assert!(out.contains("demo: receiver printed 400 lines"), "{out}");
     assert!(
+        out.contains("demo: exact: sent 400, published 400, receiver lines 400"),
+        "{out}"
+    );
+    // On TimescaleDB where the machine's PostgreSQL has it, as deployed.
+    let archiver_log = std::fs::read_to_string(logs.join("archiver.log")).unwrap();
+    if tspi_test_support::timescaledb_installed().is_ok() {
+        assert!(err.contains("the archive runs on TimescaleDB"), "{err}");
+        assert!(archiver_log.contains("timescaledb=true"), "{archiver_log}");
+    } else {
+        assert!(archiver_log.contains("timescaledb=false"), "{archiver_log}");
+    }
+    assert!(
         out.contains("archive holds 400 rows on the primary, 400 on the replica"),
         "{out}"
     );
