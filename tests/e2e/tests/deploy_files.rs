@@ -487,6 +487,11 @@ fn documents_name_only_real_flags() {
         .output()
         .unwrap();
     help.push_str(&String::from_utf8_lossy(&demo.stdout));
+    let images = Command::new(root.join("deploy/images/build.sh"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    help.push_str(&String::from_utf8_lossy(&images.stdout));
     // Other tools' flags the documents use, and the test command's own.
     let others = [
         "--release",    // cargo
@@ -497,6 +502,8 @@ fn documents_name_only_real_flags() {
         "--test",       // cargo test
         "--nocapture",  // the test harness
         "--build",      // docker-compose up
+        "--volumes",    // docker-compose down
+        "--variant",    // debootstrap
         "--rm",         // docker-compose run
         "--profile",    // docker-compose
         "--now",        // systemctl enable
