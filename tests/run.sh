@@ -4,14 +4,49 @@
 # real servers that the tests start themselves on loopback. Extra arguments go to
 # `cargo test` (e.g. `tests/run.sh -p tspi-core`). The whole run (no arguments) first
 # gates on formatting and on clippy with warnings as errors, so the workspace lints
-# (unwrap_used, expect_used, …) are enforced, not only declared.
+# (unwrap_used, expect_used, …) are enforced, not only declared. At the end it prints the
+# wall time of each phase and of the slowest test binaries (also in
+# target/test-times.txt).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-tests/install-deps.sh
+
+phases=()
+started=$SECONDS
+# phase NAME CMD… : run CMD and note how long it took.
+phase() {
+  local name="$1" t0=$SECONDS
+  shift
+  "$@"
+  phases+=("$(printf '%-22s %5d s' "$name" $((SECONDS - t0)))")
+}
+mkdir -p target
+log="$root/target/test-output.log"
+report() {
+  local status=$?
+  {
+    echo
+    echo "test command: wall time per phase"
+    printf '  %s\n' "${phases[@]}"
+    printf '  %-22s %5d s\n' "total" $((SECONDS - started))
+    if [ -f "$log" ]; then
+      echo "slowest test binaries (cargo test's own 'finished in'):"
+      awk '/^     Running / {name = ($2 == "unittests" ? $3 " (unit)" : $2)} /^test result:/ {for (i = 1; i <= NF; i++) if ($i == "in") {t = $(i + 1); sub(/s$/, "", t); printf "%8.1f s  %s\n", t, name}}' "$log" |
+        sort -rn | head -n 12 | sed 's/^/  /'
+    fi
+  } | tee "$root/target/test-times.txt"
+  exit "$status"
+}
+trap report EXIT
+
+phase "install-deps" tests/install-deps.sh
 export TSPI_NATS_SERVER="$root/.tools/nats/bin/nats-server"
 if [ "$#" -eq 0 ]; then
-    cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --locked -- -D warnings
+  phase "rustfmt" cargo fmt --all -- --check
+  phase "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
-exec cargo test --workspace --locked "$@"
+# With arguments they choose what runs (`-p tspi-core`); without, the whole workspace.
+[ "$#" -gt 0 ] || set -- --workspace
+phase "build tests" cargo test --locked --no-run "$@"
+run_tests() { cargo test --locked "$@" 2>&1 | tee "$log"; }
+phase "run tests" run_tests "$@"

@@ -43,7 +43,10 @@ pub async fn picture_at(
     let lookback = spec.lookback.max(spec.trail);
     let step_s = spec.step.as_secs_f64().max(0.001);
     let earliest = spec.at - span(lookback);
-    // Trail steps are bins counted back from the moment; everything older is one bin.
+    // Trail steps are bins counted back from the moment, each closed at its end: (at -
+    // step, at] is the first, so a record exactly at the moment is in it (date_bin's bins
+    // are closed at their start, hence t - 1 µs, the timestamps' resolution). Everything
+    // older is one bin.
     let trail_floor = spec.at - span(spec.trail) - span(spec.step);
     let (from, to) = (earliest - span(CLOCK_SKEW), spec.at + span(RECEIVE_MARGIN));
     // The choice on narrow rows (sensor, time, key), then the chosen rows by their key:
@@ -59,7 +62,8 @@ pub async fn picture_at(
                AND coalesce(m.recv_ts, m.stream_ts) > $5),
          picked AS (
              SELECT DISTINCT ON (w.sensor_id, b.bucket) w.stream_seq, w.stream_ts, w.t
-             FROM w, LATERAL (SELECT greatest(date_bin(make_interval(secs => $6), w.t, $4), $7) AS bucket) b
+             FROM w, LATERAL (SELECT greatest(date_bin(make_interval(secs => $6),
+                                                       w.t - interval '1 microsecond', $4), $7) AS bucket) b
              ORDER BY w.sensor_id, b.bucket, w.t DESC, w.stream_seq DESC)
          SELECT m.stream_seq, m.stream_ts, m.recv_ts, m.subject, m.kind, m.msg_id, m.day,
                 m.time_s, m.raw

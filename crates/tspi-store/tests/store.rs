@@ -424,6 +424,23 @@ async fn display_queries_show_the_picture_at_a_moment() {
     assert!(of("4").is_empty());
     // Nothing after the moment, however close.
     assert!(picture.iter().all(|m| m.receive_time() <= at));
+    // A moment exactly on a record: that record closes the newest trail step (it is
+    // not a step of its own), so the trail is as long as at any other moment.
+    let on_record = tspi_store::PictureSpec {
+        at: t0() + Duration::milliseconds(30_001),
+        ..spec
+    };
+    let picture = tspi_store::picture_at(&client, "TSPI", &on_record)
+        .await
+        .unwrap();
+    let of_1: Vec<String> = picture
+        .iter()
+        .map(|m| String::from_utf8(m.raw.to_vec()).unwrap())
+        .filter(|r| r.starts_with("1@"))
+        .collect();
+    assert_eq!(of_1.len(), 11, "{of_1:?}");
+    assert_eq!(of_1.last().unwrap(), "1@30001");
+    assert_eq!(of_1[1], "1@21001");
 
     let counts = tspi_store::coverage(&client, "TSPI", t0(), t0() + Duration::seconds(60), 6)
         .await
