@@ -9,7 +9,8 @@
 #     and systemd's systemd-analyze for deploy/systemd (none with --no-compose: the
 #     loopback demo does not need them)
 #   - nats-py and cbor2 (pinned, PyPI) into .tools/interop: the foreign client of the
-#     interop test, other NATS and CBOR implementations than the kit's (not with --no-compose)
+#     interop test, other NATS and CBOR implementations than the kit's; pyarrow (pinned,
+#     PyPI) into .tools/pyarrow, the export tests' Parquet reader (not with --no-compose)
 #   - Debian's chromium and chromium-driver, for the web display's browser tests (not with
 #     --no-compose); never a downloaded browser
 #   - the toolchain's rustfmt and clippy components, the test command's gates (rustup;
@@ -124,6 +125,16 @@ if [ "$with_compose" = 1 ] && ! have_interop; then
   echo "install-deps: installing ${INTEROP_PACKAGES[*]} (PyPI) into .tools/interop, the interop test's foreign client" >&2
   pip_into interop "${INTEROP_PACKAGES[@]}"
   have_interop || { echo "install-deps: ${INTEROP_PACKAGES[*]} did not install" >&2; exit 1; }
+fi
+
+# The export tests read Parquet with a reader the kit did not write: pyarrow, pinned (it
+# needs nothing else to read and list a file).
+PYARROW_VERSION=22.0.0
+have_pyarrow() { [ -d "$tools/pyarrow/pyarrow-${PYARROW_VERSION}.dist-info" ]; }
+if [ "$with_compose" = 1 ] && ! have_pyarrow; then
+  echo "install-deps: installing pyarrow ${PYARROW_VERSION} (PyPI) into .tools/pyarrow, the export tests' Parquet reader" >&2
+  pip_into pyarrow "pyarrow==${PYARROW_VERSION}"
+  have_pyarrow || { echo "install-deps: pyarrow ${PYARROW_VERSION} did not install" >&2; exit 1; }
 fi
 
 # The web display's tests drive a real browser: Debian's own, with its matching driver.

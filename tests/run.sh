@@ -45,8 +45,31 @@ if [ "$#" -eq 0 ]; then
   phase "rustfmt" cargo fmt --all -- --check
   phase "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
-# With arguments they choose what runs (`-p tspi-core`); without, the whole workspace.
-[ "$#" -gt 0 ] || set -- --workspace
-phase "build tests" cargo test --locked --no-run "$@"
 run_tests() { cargo test --locked "$@" 2>&1 | tee "$log"; }
-phase "run tests" run_tests "$@"
+if [ "$#" -gt 0 ]; then
+  # The arguments choose what runs (`-p tspi-core`).
+  phase "build tests" cargo test --locked --no-run "$@"
+  phase "run tests" run_tests "$@"
+  exit 0
+fi
+phase "build tests" cargo test --workspace --locked --no-run
+# The compose demo's tests (tests/e2e/tests/compose_demo.rs) spend their minutes making
+# images and waiting on containers at a few dozen messages a second: they run beside
+# the rest instead of after it, and report at the end.
+# Run as its own executable: a second `cargo test` would wait on the first's lock.
+compose_log="$root/target/compose-test.log"
+compose_bin="$(cargo test --locked -p tspi-e2e --test compose_demo --no-run 2>&1 |
+  sed -n 's/.*Executable .*(\(.*compose_demo-[^)]*\)).*/\1/p' | tail -n 1)"
+[ -x "$compose_bin" ] || { echo "test command: no compose_demo test executable" >&2; exit 1; }
+compose_started=$SECONDS
+"$compose_bin" > "$compose_log" 2>&1 &
+compose_pid=$!
+phase "run tests" run_tests --workspace -- --skip a_compose_demo
+compose_status=0
+wait "$compose_pid" || compose_status=$?
+phases+=("$(printf '%-22s %5d s' "compose tests (beside)" $((SECONDS - compose_started)))")
+{ echo "     Running tests/compose_demo.rs ($compose_bin, beside the rest)"; cat "$compose_log"; } | tee -a "$log"
+if [ "$compose_status" != 0 ]; then
+  echo "test command: the compose demo's tests failed (above)" >&2
+  exit "$compose_status"
+fi

@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use tspi_bus::{connect, connect_observed, ensure_stream, NatsArgs, StreamSpec};
 use tspi_core::geo::LocalFrame;
 use tspi_core::StreamPrefix;
+use tspi_display::placement::{parse_sensor_site, parse_site};
 use tspi_display::Placement;
 use tspi_player::web::{auth, serve, WebMetrics, WebOptions};
 use tspi_player::{run, Clock, PlayerOptions, Source};
@@ -136,36 +137,6 @@ struct WebArgs {
     /// https://display.range.example), repeatable.
     #[arg(long, value_name = "ORIGIN")]
     web_allow_origin: Vec<String>,
-}
-
-fn parse_site(text: &str) -> Result<LocalFrame, String> {
-    let parts: Vec<f64> = text
-        .split(',')
-        .map(|p| p.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("{text:?} is not LAT,LON[,ALT] in degrees and metres"))?;
-    let (lat, lon, alt) = match parts[..] {
-        [lat, lon] => (lat, lon, 0.0),
-        [lat, lon, alt] => (lat, lon, alt),
-        _ => return Err(format!("{text:?} is not LAT,LON[,ALT]")),
-    };
-    if lat.abs() > 90.0 || lon.abs() > 180.0 {
-        return Err(format!(
-            "{text:?}: latitude within ±90, longitude within ±180"
-        ));
-    }
-    LocalFrame::new(lat, lon, alt).ok_or_else(|| format!("{text:?} is not a position"))
-}
-
-fn parse_sensor_site(text: &str) -> Result<(u16, LocalFrame), String> {
-    let (id, site) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not ID=LAT,LON[,ALT]"))?;
-    let id = id
-        .trim()
-        .parse::<u16>()
-        .map_err(|_| format!("{id:?} is not a sensor id (0-65535)"))?;
-    Ok((id, parse_site(site)?))
 }
 
 fn main() -> ExitCode {

@@ -11,6 +11,11 @@
 //! Archive questions (answered without a session): `{"op":"coverage","start":T,"end":T,
 //! "buckets":N}` → `"coverage":{…,"counts":[…]}`; `{"op":"tags","start":T,"end":T}` →
 //! `"tags":[…]`.
+//! Exports (a window as a file, pulled in chunks; `crate::serve_export`):
+//! `{"op":"export","start":T,"end":T | "tag":ID,"before":S,"after":S,"format":F,
+//! "sensors":[…],"clock":C,"origin":"LAT,LON,ALT","sites":["ID=LAT,LON,ALT"],"step":S}` →
+//! `"export":{"id","format","content_type","filename"}`; then `{"op":"export_next","id":…}`
+//! until a reply says `Tspi-Export-State: done`.
 //! Reply: `{"ok":true,"status":{…}}` or `{"ok":false,"error":"…"}`.
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +75,47 @@ pub enum Request {
         #[serde(default)]
         limit: Option<u32>,
     },
+    Export(ExportRequest),
+    #[serde(rename = "export_next")]
+    ExportNext {
+        id: String,
+    },
+}
+
+/// `{"op":"export",…}`: which window, as which file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Seconds before and after the tag (30 each by default).
+    #[serde(default)]
+    pub before: Option<f64>,
+    #[serde(default)]
+    pub after: Option<f64>,
+    pub format: String,
+    #[serde(default)]
+    pub sensors: Vec<u16>,
+    #[serde(default)]
+    pub clock: Option<String>,
+    /// `LAT,LON[,ALT]`: east/north/up, spherical sensors' default site, tags on a map.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// `ID=LAT,LON[,ALT]` per spherical sensor with its own site.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// The wide CSV's step, seconds.
+    #[serde(default)]
+    pub step: Option<f64>,
+    #[serde(default)]
+    pub udp_port: Option<u16>,
+    /// Only check that the export can be made (the window, the sensors): nothing starts.
+    #[serde(default)]
+    pub check: Option<bool>,
 }
 
 /// The picture a segment starts with: each track's last record within `lookback`
@@ -155,6 +201,8 @@ pub struct Reply {
     pub coverage: Option<Coverage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<tspi_store::TagSummary>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<crate::serve_export::Started>,
 }
 
 impl Reply {

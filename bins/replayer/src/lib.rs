@@ -3,6 +3,7 @@
 //! - `play`: one window (by time or around a tag) into one room, then exit.
 //! - `serve`: a daemon playing per-room sessions on request (`player.<room>.ctrl`).
 //! - `pcap`: replays the TSPI datagrams of a capture file to UDP or JetStream.
+//! - `export`: a window of the archive as a file (CSV, Parquet, KML, CZML, …).
 //!
 //! **Architecture Invariant:** playout never goes back onto archived subjects: it is
 //! published on `player.<room>.playout.<original subject>` with `Tspi-Replay` headers, so
@@ -10,8 +11,10 @@
 
 pub mod capture;
 pub mod control;
+pub mod export;
 pub mod pacing;
 pub mod pcap_replay;
+pub mod serve_export;
 pub mod session;
 
 use std::collections::HashMap;
@@ -116,6 +119,7 @@ pub async fn serve(
         .context("subscribing to player.*.ctrl")?;
     let mut rooms: HashMap<String, Session> = HashMap::new();
     let queries = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ARCHIVE_QUERIES));
+    let exports = serve_export::Exports::default();
     tracing::info!("serving playout control on player.<room>.ctrl");
     loop {
         let msg = tokio::select! {
@@ -152,6 +156,52 @@ pub async fn serve(
                         "{MAX_ARCHIVE_QUERIES} archive queries are running; ask again shortly"
                     )),
                 }
+            }
+            // Exports prepare (archive questions) and then wait on their writer: off
+            // the loop too.
+            (Ok(()), Ok(Request::Export(req))) => {
+                let (ctx, stream, exports, shutdown) = (
+                    ctx.clone(),
+                    stream.clone(),
+                    exports.clone(),
+                    shutdown.clone(),
+                );
+                tokio::spawn(async move {
+                    let reply = match exports.start(&ctx, &stream, &req, &shutdown).await {
+                        Ok(started) => Reply {
+                            ok: true,
+                            export: Some(started),
+                            ..Default::default()
+                        },
+                        Err(e) => Reply::error(e),
+                    };
+                    if let Some(to) = msg.reply {
+                        if let Err(e) = ctx.client.publish(to, reply.encode(encoding).into()).await
+                        {
+                            tracing::warn!(error = %e, "reply not sent");
+                        }
+                    }
+                });
+                continue;
+            }
+            (Ok(()), Ok(Request::ExportNext { id })) => {
+                let (ctx, exports) = (ctx.clone(), exports.clone());
+                tokio::spawn(async move {
+                    let (headers, payload) = match exports.next(&id).await {
+                        Ok(piece) => serve_export::reply(piece, encoding),
+                        Err(e) => (
+                            async_nats::HeaderMap::new(),
+                            Reply::error(e).encode(encoding).into(),
+                        ),
+                    };
+                    if let Some(to) = msg.reply {
+                        if let Err(e) = ctx.client.publish_with_headers(to, headers, payload).await
+                        {
+                            tracing::warn!(error = %e, "export chunk not sent");
+                        }
+                    }
+                });
+                continue;
             }
             (Ok(()), Ok(req)) => handle(&ctx, &stream, &mut rooms, &room, req).await,
         };
@@ -283,7 +333,9 @@ async fn handle(
                     Request::Play { .. }
                     | Request::Status
                     | Request::Coverage { .. }
-                    | Request::Tags { .. } => unreachable!("handled above"),
+                    | Request::Tags { .. }
+                    | Request::Export(_)
+                    | Request::ExportNext { .. } => unreachable!("handled above"),
                 };
                 if !session.control(control.clone()) {
                     return Err(format!("the session in room {room:?} has ended"));

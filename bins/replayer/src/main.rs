@@ -12,7 +12,12 @@ use tspi_bus::{
     connect, ensure_stream, use_fast_batches, NatsArgs, PublishMetrics, PublishMode,
     PublisherOptions, StreamSpec,
 };
+use tspi_core::geo::LocalFrame;
 use tspi_core::StreamPrefix;
+use tspi_display::placement::{parse_sensor_site, parse_site};
+use tspi_display::Placement;
+use tspi_export::Format;
+use tspi_replayer::export::{ExportOptions, ExportWindow, OutputFile, Progress};
 use tspi_replayer::pcap_replay::{self, PcapOptions};
 use tspi_replayer::session::{Clock, ReplayContext, SessionSpec};
 use tspi_replayer::{control, parse_time, resolve_window, WindowSpec};
@@ -31,6 +36,12 @@ Examples:
   replayer serve --database-url ...
   nats req player.r1.ctrl '{\"op\":\"play\",\"start\":\"2025-09-28T11:00:00Z\",\"end\":\"2025-09-28T11:05:00Z\"}'
   nats req player.r1.ctrl '{\"op\":\"seek\",\"to\":\"2025-09-28T11:02:00Z\"}'
+
+  # A minute of the archive for analysts: Parquet, and KML for a globe (east/north/up
+  # columns from the range origin)
+  replayer export --start 2025-09-28T11:00:00Z --end 2025-09-28T11:01:00Z -o sortie7.parquet \
+                  --origin 34.9,-117.9,700 --database-url 'host=db2,db1 user=tspi_reader dbname=tspi'
+  replayer export --tag 0b7e1c3a-4f7d-4a55-9a1e-2b7f3d9c8e01 --before 2m --after 30s --sensor 10001 -o pass.kml
 
   # A capture: what is in it, then into a producer at twice the pace
   replayer pcap capture.pcapng --dry-run
@@ -52,6 +63,72 @@ enum Command {
     Serve(ServeArgs),
     /// Replay the 37-byte UDP datagrams of a pcap/pcapng capture.
     Pcap(PcapArgs),
+    /// Write a window of the archive to a file: csv, csv-wide, jsonl, parquet, kml, czml,
+    /// geojson or pcap (no NATS needed; JSON summary on stdout, on stderr with -o -).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Window start (RFC 3339).
+    #[arg(long, value_parser = parse_time, requires = "end", conflicts_with = "tag")]
+    start: Option<time::OffsetDateTime>,
+    /// Window end (RFC 3339, exclusive).
+    #[arg(long, value_parser = parse_time, requires = "start")]
+    end: Option<time::OffsetDateTime>,
+    /// The window around this tag id instead (--before and --after it).
+    #[arg(long, required_unless_present = "start")]
+    tag: Option<String>,
+    /// With --tag: how long before the tagged moment.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "tag")]
+    before: Duration,
+    /// With --tag: how long after the tagged moment.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "tag")]
+    after: Duration,
+    /// Only this sensor (repeatable); each must have telemetry in the window.
+    #[arg(long = "sensor", value_name = "ID")]
+    sensors: Vec<u16>,
+    /// The window, and the time column of the geographic formats, on the receive time or
+    /// the TSPI time.
+    #[arg(long, value_enum, default_value_t = Clock::Receive)]
+    clock: Clock,
+    /// Range origin LAT,LON[,ALT]: east/north/up columns, the site of spherical sensors
+    /// without their own, where tags are placed on a map.
+    #[arg(long, env = "TSPI_ORIGIN", value_name = "LAT,LON[,ALT]", value_parser = parse_site)]
+    origin: Option<LocalFrame>,
+    /// A spherical sensor's own site, ID=LAT,LON[,ALT] (repeatable).
+    #[arg(long, value_name = "ID=LAT,LON[,ALT]", value_parser = parse_sensor_site)]
+    sensor_site: Vec<(u16, LocalFrame)>,
+    /// csv, csv-wide, jsonl, parquet, kml, czml, geojson or pcap (pcapng); default: from
+    /// --output's extension.
+    #[arg(long, value_parser = parse_format)]
+    format: Option<Format>,
+    /// The file to write, or - for standard output. A file is written under a temporary
+    /// name beside it and renamed when complete.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: String,
+    /// csv-wide: one row per this much time.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    step: Duration,
+    /// pcap: the UDP port the datagrams are addressed to.
+    #[arg(long, default_value_t = 30_000)]
+    udp_port: u16,
+    /// libpq URL or key=value string of the archive; with several hosts a standby is
+    /// preferred (the primary stays free for the archiver).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The archived stream.
+    #[arg(long, default_value = "TSPI")]
+    stream: String,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    Format::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+        format!("unknown format {text:?}: one of {}", names.join(", "))
+    })
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +243,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         Command::Play(a) => &a.archive.log,
         Command::Serve(a) => &a.archive.log,
         Command::Pcap(a) => &a.log,
+        Command::Export(a) => &a.log,
     };
     init_logging(log)?;
     tokio::runtime::Builder::new_multi_thread()
@@ -176,6 +254,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 Command::Play(args) => play(args).await,
                 Command::Serve(args) => serve(args).await,
                 Command::Pcap(args) => pcap(args).await,
+                Command::Export(args) => export(args).await,
             }
         })
 }
@@ -316,4 +395,90 @@ async fn pcap(args: PcapArgs) -> anyhow::Result<()> {
         bail!("{} records could not be published", summary.publish_failed);
     }
     Ok(())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let format = match (args.format, Format::from_path(&args.output)) {
+        (Some(f), _) | (None, Some(f)) => f,
+        (None, None) => bail!(
+            "give --format: {:?} does not say (csv, jsonl, parquet, kml, czml, geojson, pcapng)",
+            args.output
+        ),
+    };
+    if args.step.is_zero() {
+        bail!("--step must be more than 0");
+    }
+    let shutdown = shutdown_on_signals()?;
+    let options = ExportOptions {
+        window: match (args.start, args.end, args.tag) {
+            (Some(start), Some(end), _) => ExportWindow::Range { start, end },
+            (_, _, Some(id)) => ExportWindow::Tag {
+                id,
+                before: args.before,
+                after: args.after,
+            },
+            _ => bail!("give --start and --end, or --tag"),
+        },
+        clock: args.clock.into(),
+        sensors: args.sensors,
+        placement: Placement::new(args.origin, args.sensor_site.into_iter().collect()),
+        format,
+        step: args.step,
+        udp_port: args.udp_port,
+        stream: args.stream,
+    };
+    // Where the file goes is settled before anything is read: a place that cannot be
+    // written fails now, and nothing is left under the final name unless complete.
+    let file = match args.output.as_str() {
+        "-" => None,
+        path => Some(OutputFile::create(std::path::Path::new(path))?),
+    };
+    let client = tspi_replayer::export::connect(&args.database_url).await?;
+    let prepared = tspi_replayer::export::prepare(&client, &options).await?;
+    let sink: Box<dyn std::io::Write + Send> = match &file {
+        Some(f) => Box::new(f.writer()?),
+        None => Box::new(std::io::stdout()),
+    };
+    let writer = tspi_export::writer(format, &prepared.meta, sink)?;
+    let mut progress = Progress::new(prepared.estimate);
+    let result = tspi_replayer::export::write(
+        &client,
+        &prepared,
+        &options,
+        writer,
+        |rows| {
+            progress.show(rows);
+            std::future::ready(Ok(()))
+        },
+        &shutdown,
+    )
+    .await;
+    progress.done();
+    let summary = match result {
+        Ok(s) => s,
+        // A reader that closed the pipe (`| head`) has what it wanted.
+        Err(e) if file.is_none() && is_broken_pipe(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let line = serde_json::to_string(&summary)?;
+    match file {
+        Some(f) => {
+            let path = f.commit()?;
+            let mut summary: serde_json::Value = serde_json::from_str(&line)?;
+            summary["output"] = serde_json::Value::String(path.display().to_string());
+            println!("{summary}");
+        }
+        None => eprintln!("{line}"),
+    }
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<tspi_export::ExportError>().is_some_and(|x| {
+                matches!(x, tspi_export::ExportError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
 }

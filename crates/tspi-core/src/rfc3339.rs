@@ -171,6 +171,31 @@ mod tests {
     }
 
     #[test]
+    fn tspi_time_in_microseconds_agrees_with_milliseconds() {
+        let reference = 1_759_057_200_123; // 2025-09-28T11:00:00.123Z, day 271
+        for (day, time_s) in [
+            (271, 39_600.1234),
+            (1, 0.0),
+            (365, 86_399.9999),
+            (271, 0.0001),
+        ] {
+            let us = tspi_to_epoch_us(day, time_s, reference);
+            let ms = tspi_to_epoch_ms(day, time_s, reference);
+            assert!(
+                (us - ms * 1000).abs() <= 500,
+                "{day} {time_s}: {us} vs {ms}"
+            );
+        }
+        assert_eq!(
+            tspi_to_epoch_us(271, 39_600.1234, reference),
+            1_759_057_200_123_400
+        );
+        // Day 1 seen from the last day of the year is next year's.
+        let dec31 = 1_767_225_599_000; // 2025-12-31T23:59:59Z
+        assert_eq!(tspi_to_epoch_us(1, 1.0, dec31), 1_767_225_601_000_000);
+    }
+
+    #[test]
     fn civil_round_trip() {
         for days in (-800_000..800_000).step_by(37) {
             let (y, m, d) = civil_from_days(days);
@@ -183,16 +208,30 @@ mod tests {
 /// which carry no year — taking the year from `reference_ms` (e.g. the receive time).
 /// Near New Year the neighbouring year is chosen when it lands closer to the reference.
 pub fn tspi_to_epoch_ms(day: u16, time_s: f64, reference_ms: i64) -> i64 {
-    let days = reference_ms.div_euclid(MS_PER_DAY);
+    tspi_in_nearest_year(day, (time_s * 1000.0).round() as i64, 1, reference_ms)
+}
+
+/// [`tspi_to_epoch_ms`] in microseconds: the full resolution of TSPI time (0.1 ms ticks).
+pub fn tspi_to_epoch_us(day: u16, time_s: f64, reference_ms: i64) -> i64 {
+    tspi_in_nearest_year(
+        day,
+        (time_s * 1e6).round() as i64,
+        1000,
+        reference_ms * 1000,
+    )
+}
+
+/// Day `day` of the year nearest `reference` plus `of_day`, in units of `1/per_ms` ms.
+fn tspi_in_nearest_year(day: u16, of_day: i64, per_ms: i64, reference: i64) -> i64 {
+    let days = reference.div_euclid(MS_PER_DAY * per_ms);
     let (y, _, _) = civil_from_days(days);
     let in_year = |year: i64| {
-        (days_from_civil(year, 1, 1) + i64::from(day) - 1) * MS_PER_DAY
-            + (time_s * 1000.0).round() as i64
+        (days_from_civil(year, 1, 1) + i64::from(day) - 1) * MS_PER_DAY * per_ms + of_day
     };
     [y - 1, y, y + 1]
         .into_iter()
         .map(in_year)
-        .min_by_key(|t| (t - reference_ms).abs())
+        .min_by_key(|t| (t - reference).abs())
         .unwrap_or_else(|| in_year(y))
 }
 

@@ -84,6 +84,38 @@ impl Placement {
     }
 }
 
+/// `LAT,LON[,ALT]` in degrees and metres (a flag's value: `--origin`).
+pub fn parse_site(text: &str) -> Result<LocalFrame, String> {
+    let parts: Vec<f64> = text
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{text:?} is not LAT,LON[,ALT] in degrees and metres"))?;
+    let (lat, lon, alt) = match parts[..] {
+        [lat, lon] => (lat, lon, 0.0),
+        [lat, lon, alt] => (lat, lon, alt),
+        _ => return Err(format!("{text:?} is not LAT,LON[,ALT]")),
+    };
+    if lat.abs() > 90.0 || lon.abs() > 180.0 {
+        return Err(format!(
+            "{text:?}: latitude within ±90, longitude within ±180"
+        ));
+    }
+    LocalFrame::new(lat, lon, alt).ok_or_else(|| format!("{text:?} is not a position"))
+}
+
+/// `ID=LAT,LON[,ALT]`: a sensor's own site (a flag's value: `--sensor-site`).
+pub fn parse_sensor_site(text: &str) -> Result<(u16, LocalFrame), String> {
+    let (id, site) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=LAT,LON[,ALT]"))?;
+    let id = id
+        .trim()
+        .parse::<u16>()
+        .map_err(|_| format!("{id:?} is not a sensor id (0-65535)"))?;
+    Ok((id, parse_site(site)?))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -11,6 +11,7 @@
 //! **Architecture Invariant:** no NATS here; rows in, rows out.
 
 mod display;
+mod export;
 mod quality;
 mod read;
 mod schema;
@@ -22,6 +23,10 @@ use tokio_postgres::NoTls;
 
 pub use display::{
     coverage, picture_at, tags_between, PictureSpec, TagSummary, CLOCK_SKEW, RECEIVE_MARGIN,
+};
+pub use export::{
+    copy_csv_baseline, estimated_rows, export_rows, has_telemetry, sensor_in_window,
+    sensors_in_window, telemetry_span, ExportQuery, ExportSource,
 };
 pub use quality::{
     analyse as analyse_quality, quality_rows, Gap, MinuteQuality, QualityRow, QualitySource,

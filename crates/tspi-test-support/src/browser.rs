@@ -165,6 +165,8 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         }
         let profile = b.dir.path().join("profile");
+        let downloads = b.downloads();
+        let _ = std::fs::create_dir_all(&downloads);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -179,6 +181,11 @@ impl Browser {
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.display()),
                 ],
+                "prefs": {
+                    "download.default_directory": downloads,
+                    "download.prompt_for_download": false,
+                    "download.directory_upgrade": true,
+                },
             },
             "goog:loggingPrefs": {"performance": "ALL", "browser": "ALL"},
             "timeouts": {"script": 60000, "pageLoad": 60000},
@@ -208,6 +215,33 @@ impl Browser {
                 v["value"]["error"].as_str().unwrap_or("error"),
                 v["value"]["message"].as_str().unwrap_or_default()
             ))
+        }
+    }
+
+    /// Where this browser saves downloads.
+    pub fn downloads(&self) -> PathBuf {
+        self.dir.path().join("downloads")
+    }
+
+    /// The first download that has completed (Chromium writes `*.crdownload` until it
+    /// has), waiting up to `timeout`.
+    pub fn downloaded(&self, timeout: Duration) -> Option<PathBuf> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done = std::fs::read_dir(self.downloads())
+                .ok()
+                .and_then(|entries| {
+                    entries.flatten().map(|e| e.path()).find(|p| {
+                        p.extension().is_none_or(|x| x != "crdownload")
+                            && !p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    })
+                });
+            if done.is_some() || Instant::now() > deadline {
+                return done;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod export;
 pub mod hub;
 pub mod listener;
 pub mod metrics;
@@ -114,6 +115,7 @@ pub async fn serve(
         .route("/", get(index))
         .route("/assets/{*path}", get(asset))
         .route("/ws", get(websocket))
+        .route("/export", get(export_window))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .with_state(app);
@@ -244,6 +246,18 @@ async fn asset(State(app): State<App>, headers: HeaderMap, Path(path): Path<Stri
         return refused(&app, why);
     }
     serve_asset(&headers, &path)
+}
+
+/// `GET /export`: the archive's window as a file, through the replayer ([`export`]).
+async fn export_window(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<export::ExportQuery>,
+) -> Response {
+    if let Err(why) = auth::check_token(app.ctx.options.token.as_deref(), &headers, None) {
+        return refused(&app, why);
+    }
+    secure(export::export(&app.ctx, q).await)
 }
 
 fn serve_asset(headers: &HeaderMap, path: &str) -> Response {

@@ -95,6 +95,23 @@ export function installApi(store, link, map, ui) {
       await drawn();
       return snapshot();
     },
+    /** Choose the window to export (RFC 3339 start and end; null forgets the choice). */
+    async selectRange(start, end) {
+      if (start === null) {
+        store.selectRange(null);
+      } else {
+        const [a, b] = [Date.parse(start), Date.parse(end)];
+        if (!(Number.isFinite(a) && Number.isFinite(b) && b > a)) throw new Error('selectRange needs RFC 3339 start < end');
+        store.selectRange({ start: a, end: b });
+      }
+      await drawn();
+      return snapshot();
+    },
+    /** Download the chosen window (or the span shown) as `format` (csv, csv-wide, jsonl,
+     *  parquet, kml, czml, geojson, pcap); options {sensors: [ids], clock, start, end}.
+     *  Resolves with the download's address once it started; rejects with the reason
+     *  the archive gives (an empty window, an unknown sensor). */
+    exportWindow: (format, options) => ui.exportWindow(String(format), options || {}),
     /** Keep a track centred (null: stop following). */
     async follow(sensorId) {
       map.follow = sensorId === null ? null : Number(sensorId);

@@ -86,6 +86,31 @@ const timeline = new Timeline($('timeline'), store, {
 });
 const table = new TrackTable($('tracks'), store, map);
 
+// Export: the chosen window (or the span shown) as a file. The display asks first (the
+// replayer answers an empty window or an unknown sensor in a line), then downloads.
+function exportUrl(format, span, options = {}) {
+  const q = new URLSearchParams({ start: iso(span.start), end: iso(span.end), format });
+  if (options.sensors && options.sensors.length) q.set('sensors', options.sensors.join(','));
+  if (options.clock) q.set('clock', options.clock);
+  return `/export?${q}`;
+}
+async function exportWindow(format, options = {}) {
+  const span = options.start && options.end
+    ? { start: Date.parse(options.start), end: Date.parse(options.end) }
+    : timeline.exportWindow(store.now());
+  const url = exportUrl(format, span, options);
+  const check = await fetch(`${url}&check=1`);
+  if (!check.ok) throw new Error((await check.text()).trim() || `export refused (${check.status})`);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = '';
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  return url;
+}
+ui.exportWindow = exportWindow;
+
 // Controls.
 $('pause-btn').addEventListener('click', () => (store.mode.paused ? api.resume() : api.pause()).catch((e) => toast(e.message, true)));
 document.querySelectorAll('#speed-group [data-speed]').forEach((b) => {
@@ -101,6 +126,12 @@ $('operator').addEventListener('change', (e) => {
   const name = e.target.value.trim();
   localStorage.setItem('tspi.operator', name);
   if (name) link.request('operator', { name }).catch((x) => toast(x.message, true));
+});
+$('export-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  exportWindow($('export-format').value)
+    .then(() => toast('export started: see your downloads', false))
+    .catch((x) => toast(x.message, true));
 });
 $('tag-form').addEventListener('submit', (e) => {
   e.preventDefault();
@@ -183,6 +214,9 @@ function header(cursor) {
   if (map.kind === 'range' && origin) info.push(`origin ${origin.lat.toFixed(4)}, ${origin.lon.toFixed(4)}`);
   if (store.archiveError) info.push(`archive: ${store.archiveError}`);
   $('map-info').textContent = info.join(' · ');
+  const w = timeline.exportWindow(store.now());
+  const span = `${store.selection ? 'chosen' : 'shown'}: ${iso(w.start).slice(11, 19)}–${iso(w.end).slice(11, 19)}Z`;
+  if ($('export-span').textContent !== span) $('export-span').textContent = span;
 }
 
 // Drawing: every animation frame; in screenshot mode only when something changed.

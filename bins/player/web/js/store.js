@@ -58,6 +58,13 @@ export class Store {
      *  the server's hello, a complete picture, and that picture drawn: what a cold load
      *  costs, and where. */
     this.timing = { open: null, hello: null, picture: null, drawn: null };
+    /** The window chosen on the timeline (to export): {start, end} ms, or null. */
+    this.selection = null;
+  }
+
+  selectRange(range) {
+    this.selection = range;
+    this.version++;
   }
 
   /** Note the first time of `what` (see timing). */
@@ -341,6 +348,7 @@ export class Store {
       groups: this.groups.map((g) => ({ id: g.id, name: g.name })),
       trail_s: this.trailMs / 1000,
       timing_ms: { ...this.timing },
+      selection: this.selection && { start: iso(this.selection.start), end: iso(this.selection.end) },
       tracks,
       tags,
     };

@@ -1,6 +1,7 @@
 // The time conductor: one timeline under the map. It shows a span of time, where the
 // archive holds data (density bands), the tags, the live edge and the cursor. Dragging
-// or clicking into the past asks for a replay there; clicking a tag seeks to it.
+// or clicking into the past asks for a replay there; clicking a tag seeks to it;
+// shift+drag chooses a window (to export), shift+click forgets it.
 
 const SPANS = [60e3, 5 * 60e3, 15 * 60e3, 30 * 60e3, 3600e3, 6 * 3600e3, 24 * 3600e3, 7 * 24 * 3600e3];
 
@@ -26,6 +27,7 @@ export class Timeline {
     this.askedAt = 0;
     this.scrub = null;
     this.hover = null;
+    this.selecting = null;
     this.listeners();
   }
 
@@ -69,6 +71,11 @@ export class Timeline {
     const c = this.canvas;
     const now = () => this.store.now();
     c.addEventListener('mousedown', (e) => {
+      if (e.shiftKey) {
+        this.selecting = this.msOf(e.offsetX, now());
+        this.store.selectRange(null);
+        return;
+      }
       const tag = e.offsetY < 22 ? this.tagAt(e.offsetX, now()) : null;
       if (tag) {
         this.actions.seek(Date.parse(tag.at));
@@ -82,13 +89,19 @@ export class Timeline {
       const tag = e.offsetY < 22 ? this.tagAt(e.offsetX, now()) : null;
       c.title = tag ? `${tag.comment} (${tag.at})` : '';
       if (this.scrub) this.scrubTo(e.offsetX, false);
+      if (this.selecting !== null) this.selectTo(e.offsetX);
     });
     c.addEventListener('mouseleave', () => {
       this.hover = null;
     });
     window.addEventListener('mouseup', (e) => {
-      if (!this.scrub) return;
       const x = e.clientX - c.getBoundingClientRect().left;
+      if (this.selecting !== null) {
+        this.selectTo(x);
+        this.selecting = null;
+        return;
+      }
+      if (!this.scrub) return;
       this.scrub = null;
       this.scrubTo(x, true);
     });
@@ -106,6 +119,20 @@ export class Timeline {
       }
       this.store.version++;
     }, { passive: false });
+  }
+
+  /** The window from where shift+drag began to `x` (none while it is a click). */
+  selectTo(x) {
+    const ms = this.msOf(Math.max(0, x), this.store.now());
+    const [a, b] = [Math.min(ms, this.selecting), Math.max(ms, this.selecting)];
+    this.store.selectRange(b - a >= 1000 ? { start: a, end: b } : null);
+  }
+
+  /** The window an export takes: the chosen one, or the span shown (up to now). */
+  exportWindow(now) {
+    if (this.store.selection) return this.store.selection;
+    const [a, b] = this.range(now);
+    return { start: a, end: Math.min(b, now) };
   }
 
   /** Follow the pointer with replays, at most five a second; always on release. */
@@ -168,6 +195,18 @@ export class Timeline {
         g.fillStyle = `rgba(54, 214, 255, ${(0.15 + 0.45 * k).toFixed(3)})`;
         g.fillRect(x0, 30, Math.max(1, x1 - x0), h - 48);
       }
+    }
+    // The window chosen for export.
+    const sel = this.store.selection;
+    if (sel) {
+      const x0 = this.xOf(sel.start, now);
+      const x1 = this.xOf(sel.end, now);
+      g.fillStyle = 'rgba(255, 255, 255, 0.10)';
+      g.fillRect(x0, 0, x1 - x0, h);
+      g.strokeStyle = '#d7e2ea';
+      g.setLineDash([3, 3]);
+      g.strokeRect(x0 + 0.5, 0.5, x1 - x0 - 1, h - 1);
+      g.setLineDash([]);
     }
     // Time axis.
     const steps = [1e3, 5e3, 10e3, 30e3, 60e3, 300e3, 600e3, 1800e3, 3600e3, 6 * 3600e3, 12 * 3600e3, 24 * 3600e3];
