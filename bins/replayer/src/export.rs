@@ -136,6 +136,7 @@ pub async fn prepare(client: &Client, o: &ExportOptions) -> anyhow::Result<Prepa
         received,
         sensors: Vec::new(),
         by_sensor: o.format.order() == tspi_export::Order::Sensor,
+        seqs: None,
     };
     if !tspi_store::has_telemetry(client, &query).await? {
         let held = match tspi_store::telemetry_span(client, &o.stream).await? {
@@ -172,7 +173,13 @@ pub async fn prepare(client: &Client, o: &ExportOptions) -> anyhow::Result<Prepa
         );
     }
     query.sensors.clone_from(&sensors);
-    let estimate = tspi_store::estimated_rows(client, &query).await?;
+    let estimate = match tspi_store::window_seqs(client, &query).await? {
+        Some((first, last, count)) => {
+            query.seqs = Some((first, last));
+            count
+        }
+        None => 0,
+    };
     let tags = if o.format.has_tags() {
         tspi_store::tags_between(client, start, end, 10_000)
             .await?

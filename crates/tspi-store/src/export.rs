@@ -24,6 +24,9 @@ pub struct ExportQuery {
     pub sensors: Vec<u16>,
     /// Sensor by sensor (each in stream order) instead of stream order.
     pub by_sensor: bool,
+    /// The stream sequences of the bounds, when known ([`window_seqs`]): the primary key
+    /// then reads the window in order, on any server, without sorting it.
+    pub seqs: Option<(i64, i64)>,
 }
 
 /// One archived telemetry message: its stream sequence and the record's CBOR.
@@ -61,6 +64,11 @@ fn conditions(q: &ExportQuery) -> String {
         timestamp_literal(q.from),
         timestamp_literal(q.to)
     );
+    if let Some((first, last)) = q.seqs {
+        sql.push_str(&format!(
+            " AND stream_seq >= {first} AND stream_seq <= {last}"
+        ));
+    }
     if let Some((start, end)) = q.received {
         sql.push_str(&format!(
             " AND recv_ts >= {} AND recv_ts < {}",
@@ -84,10 +92,12 @@ pub async fn export_rows(
     client: &Client,
     q: &ExportQuery,
 ) -> Result<impl Stream<Item = Result<ExportSource, StoreError>>, StoreError> {
+    // Stream order is sequence order (the primary key's); sensor order is served by the
+    // (sensor_id, stream_ts) index where there is one (TimescaleDB), sorted otherwise.
     let order = if q.by_sensor {
         "sensor_id, stream_ts, stream_seq"
     } else {
-        "stream_ts, stream_seq"
+        "stream_seq"
     };
     let sql = format!(
         "COPY (SELECT stream_seq, raw FROM messages WHERE {} ORDER BY {order}) TO STDOUT (FORMAT binary)",
@@ -110,7 +120,7 @@ pub async fn export_rows(
 pub async fn copy_csv_baseline(client: &Client, q: &ExportQuery) -> Result<u64, StoreError> {
     let sql = format!(
         "COPY (SELECT stream_seq, stream_ts, recv_ts, subject, sensor_id, day, time_s, record
-               FROM messages WHERE {} ORDER BY stream_ts, stream_seq) TO STDOUT WITH (FORMAT csv, HEADER)",
+               FROM messages WHERE {} ORDER BY stream_seq) TO STDOUT WITH (FORMAT csv, HEADER)",
         conditions(q)
     );
     let copy = client.copy_out(sql.as_str()).await?;
@@ -184,12 +194,16 @@ pub async fn sensor_in_window(
     has_telemetry(client, &one).await
 }
 
-/// How many messages the stream holds between the bounds (by sequence: an estimate of
-/// the rows to come, for progress, counted in two index probes).
-pub async fn estimated_rows(client: &Client, q: &ExportQuery) -> Result<i64, StoreError> {
+/// The first and last stream sequence between the query's bus-time bounds, and how many
+/// messages that spans (an estimate of the rows to come, for progress): two probes that
+/// grow from each end of the window.
+pub async fn window_seqs(
+    client: &Client,
+    q: &ExportQuery,
+) -> Result<Option<(i64, i64, i64)>, StoreError> {
     Ok(crate::read::window_span(client, &q.stream, q.from, q.to)
         .await?
-        .map_or(0, |s| s.count))
+        .map(|s| (s.first_seq, s.last_seq, s.count)))
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ pub use display::{
     coverage, picture_at, tags_between, PictureSpec, TagSummary, CLOCK_SKEW, RECEIVE_MARGIN,
 };
 pub use export::{
-    copy_csv_baseline, estimated_rows, export_rows, has_telemetry, sensor_in_window,
-    sensors_in_window, telemetry_span, ExportQuery, ExportSource,
+    copy_csv_baseline, export_rows, has_telemetry, sensor_in_window, sensors_in_window,
+    telemetry_span, window_seqs, ExportQuery, ExportSource,
 };
 pub use quality::{
     analyse as analyse_quality, quality_rows, Gap, MinuteQuality, QualityRow, QualitySource,
