@@ -22,7 +22,8 @@ Usage: ./demo.sh [options]
   --base-port P     first NATS client port; the cluster uses P..P+2, P+100..P+102 for
                     routes, P+200..P+202 for monitoring (default 14222)
   --udp-port P      producer's UDP port (default 30000)
-  --metrics-port P  producer's Prometheus port; the archiver's is P+1 (default 19464)
+  --metrics-port P  producer's Prometheus port; the archiver's is P+1, the alarmer's
+                    P+3 (default 19464)
   --pg-port P       PostgreSQL primary port; the replica uses P+1 (default 15432)
   --web-port P      the web display on http://127.0.0.1:P/ (default 8080); its metrics
                     are on the metrics port + 2
@@ -30,7 +31,7 @@ Usage: ./demo.sh [options]
                     nats-server (a leaf node of the centre, deploy/nats/site.conf), a
                     producer in site mode and a generator with its own fleet; the
                     centre's TSPI sources them. Site k (0-based) listens on the base
-                    port + 3 + k, UDP port + 1 + k, metrics port + 3 + k; the centre
+                    port + 3 + k, UDP port + 1 + k, metrics port + 4 + k; the centre
                     takes leaf nodes on the base port + 103..105
   --cut-site NAME S cut site NAME's link to the centre 10 s after the data starts, for
                     S seconds (its leaf connection disabled by a configuration reload,
@@ -107,7 +108,15 @@ http_get() { # host port path -> body
 # Counters from the producer's and the archiver's Prometheus endpoints.
 metric_at() { { http_get 127.0.0.1 "$1" /metrics 2>/dev/null || true; } | awk -v m="tspi_producer_$2" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
 metric() { metric_at "$metrics_port" "$1"; }
-archived() { { http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}'; }
+# Telemetry rows archived: every row the archiver wrote, less the alarmer's transitions
+# (archived too, in the same stream).
+archived() {
+  local rows alarms
+  rows=$({ http_get 127.0.0.1 $((metrics_port + 1)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_archiver_rows_written_total" {s += $2} END {printf "%d", s}')
+  alarms=$(alarm_transitions)
+  echo $((rows - alarms))
+}
+alarm_transitions() { { http_get 127.0.0.1 $((metrics_port + 3)) /metrics 2>/dev/null || true; } | awk '$1 ~ /^tspi_alarmer_transitions_total/ {s += $2} END {printf "%d", s}'; }
 # Browser tabs connected to the web display.
 tabs() { { http_get 127.0.0.1 $((metrics_port + 2)) /metrics 2>/dev/null || true; } | awk '$1 == "tspi_player_web_sessions" {s += $2} END {printf "%d", s}'; }
 
@@ -146,8 +155,8 @@ fi
 
 for p in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 100)) $((base_port + 101)) \
          $((base_port + 102)) $((base_port + 200)) $((base_port + 201)) $((base_port + 202)) "$metrics_port" \
-         $((metrics_port + 1)) $((metrics_port + 2)) "$pg_port" $((pg_port + 1)) "$web_port" \
-         $(for k in "${!site_names[@]}"; do echo $((base_port + 103 + k)) $((base_port + 3 + k)) $((base_port + 203 + k)) $((metrics_port + 3 + k)); done); do
+         $((metrics_port + 1)) $((metrics_port + 2)) $((metrics_port + 3)) "$pg_port" $((pg_port + 1)) "$web_port" \
+         $(for k in "${!site_names[@]}"; do echo $((base_port + 103 + k)) $((base_port + 3 + k)) $((base_port + 203 + k)) $((metrics_port + 4 + k)); done); do
   if port_busy "$p"; then
     echo "demo.sh: port $p on 127.0.0.1 is already in use (another NATS or PostgreSQL?); move the demo with --base-port, --metrics-port, --pg-port or --web-port" >&2
     exit 1
@@ -165,7 +174,7 @@ tests/install-deps.sh --no-compose
 nats_server="$root/.tools/nats/bin/nats-server"
 if [ -n "${TSPI_DEMO_BIN_DIR:-}" ]; then
   bin="$(cd "$TSPI_DEMO_BIN_DIR" && pwd)"
-  for p in producer receiver generator archiver player console replayer; do
+  for p in producer receiver generator archiver player console replayer alarmer; do
     [ -x "$bin/$p" ] || { echo "demo.sh: TSPI_DEMO_BIN_DIR=$bin has no $p" >&2; exit 1; }
   done
   echo "demo: using the binaries in $bin" >&2
@@ -176,7 +185,7 @@ else
   }
   echo "demo: building release binaries (first time takes a few minutes)" >&2
   cargo build --release --locked -q -p tspi-producer -p tspi-receiver -p tspi-generator \
-    -p tspi-archiver -p tspi-player -p tspi-console -p tspi-replayer
+    -p tspi-archiver -p tspi-player -p tspi-console -p tspi-replayer -p tspi-alarmer
   bin="$root/target/release"
 fi
 
@@ -240,7 +249,7 @@ site_user_block() { awk '/\{ user: site-north,/ {on = 1} on {print} on && /^ *\}
     printf '%s\n' "$line"
   done < deploy/nats/accounts.conf
 } > "$log_dir/accounts.conf"
-users=(producer generator receiver archiver player console replayer admin site-north)
+users=(producer generator receiver archiver player console replayer alarmer admin site-north)
 for name in "${site_names[@]}"; do [ "$name" = north ] || users+=("site-$name"); done
 declare -A password
 for u in "${users[@]}"; do password[$u]="$(new_password)"; done
@@ -350,6 +359,9 @@ as_user receiver; program "${ENV[@]}" "$bin/receiver" --durable demo --deliver a
   { echo "demo: archiver migrate failed: $(tail -n 1 "$log_dir/migrate.log")" >&2; exit 1; }
 as_user archiver; program "${ENV[@]}" "$bin/archiver" --database-url "$database_url" \
   --metrics-addr "127.0.0.1:$((metrics_port + 1))" 2> "$log_dir/archiver.log"
+# Alarms and range-safety boundaries around the demo's range (deploy/alarms/rules.toml).
+as_user alarmer; program "${ENV[@]}" "$bin/alarmer" --rules deploy/alarms/rules.toml --origin 34.9,-117.9,700 \
+  --metrics-addr "127.0.0.1:$((metrics_port + 3))" 2> "$log_dir/alarmer.log"
 as_user player; program "${ENV[@]}" "$bin/player" --no-create-stream --rate 1 --operator demo \
   --client-id demo-player > "$log_dir/player.jsonl" 2> "$log_dir/player.log"
 # History for the web display (scrubbing, the timeline) comes from the replayer.
@@ -387,14 +399,14 @@ for k in "${!site_names[@]}"; do
   nats_pids+=("$last_pid")
   site_pids+=("$last_pid")
   site_confs+=("$dir/site.conf")
-  site_metrics+=($((metrics_port + 3 + k)))
+  site_metrics+=($((metrics_port + 4 + k)))
   for _ in $(seq 1 150); do
     http_get 127.0.0.1 $((base_port + 203 + k)) /healthz 2>/dev/null | grep -q '"ok"' && break
     sleep 0.2
   done
   program env "NATS_URL=nats://127.0.0.1:$((base_port + 3 + k))" NATS_USER=producer \
     "NATS_PASSWORD=$site_producer_password" "NATS_INBOX_PREFIX=_INBOX_site-$name" "$bin/producer" --site "$name" \
-    --udp-host 127.0.0.1 --udp-port $((udp_port + 1 + k)) --metrics-addr "127.0.0.1:$((metrics_port + 3 + k))" \
+    --udp-host 127.0.0.1 --udp-port $((udp_port + 1 + k)) --metrics-addr "127.0.0.1:$((metrics_port + 4 + k))" \
     2> "$dir/producer.log"
 done
 for k in "${!site_names[@]}"; do
@@ -519,9 +531,10 @@ while :; do
     echo "demo: receiver printed $lines lines; the last one:"
     tail -n 1 "$log_dir/receiver.jsonl"
     for _ in $(seq 1 60); do [ "$(archived)" -ge "$published" ] && break; sleep 0.5; done
-    primary_rows=$(psql_at "$pg_port" -d tspi -c "SELECT count(*) FROM messages")
-    replica_rows=$(psql_at $((pg_port + 1)) -d tspi -c "SELECT count(*) FROM messages")
-    echo "demo: archive holds $primary_rows rows on the primary, $replica_rows on the replica"
+    primary_rows=$(psql_at "$pg_port" -d tspi -c "SELECT count(*) FROM messages WHERE kind = 'telemetry'")
+    replica_rows=$(psql_at $((pg_port + 1)) -d tspi -c "SELECT count(*) FROM messages WHERE kind = 'telemetry'")
+    alarm_rows=$(psql_at "$pg_port" -d tspi -c "SELECT count(*) FROM messages WHERE kind = 'alarm'")
+    echo "demo: archive holds $primary_rows telemetry rows on the primary, $replica_rows on the replica, and $alarm_rows alarm transitions (the alarmer published $(alarm_transitions))"
     echo "demo: the player's last frame:"
     grep '"event":"frame"' "$log_dir/player.jsonl" | tail -n 1 || true
     # Every generator's final report: what was sent, to the centre and to each site.

@@ -18,7 +18,7 @@ run_compose_demo() {
     return 1
   fi
   local p
-  for p in "$base_port" $((base_port + 103)) "$metrics_port" $((metrics_port + 1)) $((metrics_port + 2)) "$web_port"; do
+  for p in "$base_port" $((base_port + 103)) "$metrics_port" $((metrics_port + 1)) $((metrics_port + 2)) $((metrics_port + 3)) "$web_port"; do
     if port_busy "$p"; then
       echo "demo.sh: port $p on 127.0.0.1 is already in use; move the demo with --base-port, --metrics-port or --web-port" >&2
       return 1
@@ -71,6 +71,7 @@ run_compose_demo() {
     echo "PRODUCER_METRICS_PORT=$metrics_port"
     echo "ARCHIVER_METRICS_PORT=$((metrics_port + 1))"
     echo "DISPLAY_METRICS_PORT=$((metrics_port + 2))"
+    echo "ALARMER_METRICS_PORT=$((metrics_port + 3))"
     echo "DISPLAY_PORT=$web_port"
   ) > "$env_file"
   dc=(docker-compose -p "$compose_project" --env-file "$env_file" -f deploy/docker-compose.yml --profile demo)
@@ -161,12 +162,12 @@ receiver_lines() { receiver_output | wc -l; }
 generator_report() { docker logs "${compose_project}_demo_generator" 2>/dev/null | tail -n 1; }
 generator_reports() { docker logs "${compose_project}_demo_generator" 2>/dev/null | wc -l; }
 generator_running() { [ "$(docker inspect -f '{{.State.Running}}' "${compose_project}_demo_generator" 2>/dev/null)" = true ]; }
-# "ROWS|DISTINCT MESSAGE IDS" in the archive on one database server (its local socket,
+# "ROWS|DISTINCT MESSAGE IDS" of telemetry in the archive on one database server (its local socket,
 # as the superuser); "0|0" while it cannot be asked.
 archive_rows() {
   local out
   out="$("${dc[@]}" exec -T "$1" psql -X -q -t -A -U postgres -d tspi \
-    -c "SELECT count(*) || '|' || count(DISTINCT msg_id) FROM messages" 2>/dev/null | tr -d '\r')" || true
+    -c "SELECT count(*) || '|' || count(DISTINCT msg_id) FROM messages WHERE kind = 'telemetry'" 2>/dev/null | tr -d '\r')" || true
   [[ "$out" =~ ^[0-9]+\|[0-9]+$ ]] && echo "$out" || echo "0|0"
 }
 

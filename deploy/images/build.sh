@@ -54,7 +54,7 @@ root="$(cd "$here/../.." && pwd)"
 . "$root/tests/vendored-sources.sh"
 TIMESCALEDB_VERSION=2.28.3
 SUITE=bookworm
-PROGRAMS=(producer receiver generator archiver replayer console player)
+PROGRAMS=(producer receiver generator archiver replayer console player alarmer)
 prefix="${TSPI_IMAGE_PREFIX:-tspi-local}"
 
 say() { echo "images: $*" >&2; }

@@ -5,6 +5,6 @@ ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 RUN useradd --system --no-create-home --shell /usr/sbin/nologin tspi
 COPY bin/ /usr/local/bin/
-RUN for b in producer receiver generator archiver replayer console player; do "$b" --version >/dev/null; done
+RUN for b in producer receiver generator archiver replayer console player alarmer; do "$b" --version >/dev/null; done
 USER tspi
 ENTRYPOINT []

@@ -222,6 +222,8 @@ pub fn to_row(stream: &str, msg: &jetstream::Message) -> Option<MessageRow> {
         classify_command(&mut row, payload);
     } else if subject.starts_with("tags.") {
         classify_tag(&mut row, payload);
+    } else if subject.starts_with("tspi.alarm.") {
+        classify_alarm(&mut row, payload);
     } else {
         match TelemetryRecord::from_cbor(payload) {
             Ok(rec) => {
@@ -299,6 +301,19 @@ fn classify_tag(row: &mut MessageRow, payload: &[u8]) {
             _ => row.error = Some("tag time out of range".into()),
         },
         Err(e) => row.error = Some(e.to_string()),
+    }
+}
+
+fn classify_alarm(row: &mut MessageRow, payload: &[u8]) {
+    match tspi_alarms::AlarmEvent::from_cbor(payload) {
+        Ok(alarm) => match serde_json::to_vec(&alarm) {
+            Ok(json) => {
+                row.kind = MessageKind::Alarm;
+                row.record = Some(JsonText(json));
+            }
+            Err(e) => row.error = Some(e.to_string()),
+        },
+        Err(e) => row.error = Some(e),
     }
 }
 

@@ -175,6 +175,7 @@ async fn exact_archive_through_archiver_database_and_node_kills() {
                 garbage_every: Some(25),
                 faults: Default::default(),
                 metrics_interval: None,
+                script: None,
                 prefix: StreamPrefix::default(),
             };
             let sinks = Sinks {

@@ -354,3 +354,29 @@ pub async fn serve_directory(
         client.publish(reply, body.into()).await.ok();
     }
 }
+
+/// A request to the alarmer (`alarms.ctrl`): its reply, or one line saying why not.
+pub async fn ask_alarmer(
+    client: &async_nats::Client,
+    request: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let body = serde_json::to_vec(request)?;
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.request(tspi_core::alarm::CONTROL_SUBJECT, body.into()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the alarmer did not answer within 10 s"))?
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "no alarmer answers on {}: {e}",
+            tspi_core::alarm::CONTROL_SUBJECT
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|_| anyhow::anyhow!("the alarmer's reply is not JSON"))?;
+    if v["ok"] != true {
+        anyhow::bail!("{}", v["error"].as_str().unwrap_or("the alarmer refused"));
+    }
+    Ok(v)
+}

@@ -83,6 +83,34 @@ enum Command {
         #[arg(long, default_value = "15s", value_parser = parse_duration)]
         stale: Duration,
     },
+    /// The alarms in force now (from the alarmer): newest first, shelved ones last.
+    Alarms {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge an alarm (its id, as `console alarms` lists it).
+    Ack {
+        id: String,
+        /// Who acknowledges (default: the user running the console).
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Shelve an alarm: still evaluated, off the operators' list until it runs out.
+    Shelve {
+        id: String,
+        /// For how long.
+        #[arg(long = "for", default_value = "1h", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Take an alarm off the shelf.
+    Unshelve {
+        id: String,
+        #[arg(long)]
+        operator: Option<String>,
+    },
     /// Sensor-quality history from the archive: per sensor its rate, expected and missed
     /// messages, gaps (start, length), undecodable messages and receive-time skew, per
     /// minute of receive time. Reads the database only (a read-only replica is fine).
@@ -216,6 +244,10 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             None
         }
         Command::Clients { .. }
+        | Command::Alarms { .. }
+        | Command::Ack { .. }
+        | Command::Shelve { .. }
+        | Command::Unshelve { .. }
         | Command::Replay(ReplayCommand::Stop { .. })
         | Command::Channels { .. }
         | Command::Directory { .. } => None,
@@ -307,6 +339,51 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                         .await?;
                 }
                 Command::Quality { .. } => anyhow::bail!("quality reads the archive, not NATS"),
+                Command::Alarms { json } => {
+                    let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "list"})).await?;
+                    let alarms = reply["alarms"].as_array().cloned().unwrap_or_default();
+                    if json {
+                        println!("{}", serde_json::Value::Array(alarms));
+                    } else {
+                        println!("{:<32} {:<9} {:<24} {:<14} WHAT", "ALARM", "LEVEL", "SINCE", "STATE");
+                        for a in alarms {
+                            let state = if a["shelved_until_ms"].is_i64() {
+                                "shelved".to_owned()
+                            } else if a["acknowledged"] == true {
+                                format!("acked {}", a["operator"].as_str().unwrap_or_default())
+                            } else {
+                                "UNACKNOWLEDGED".to_owned()
+                            };
+                            println!(
+                                "{:<32} {:<9} {:<24} {:<14} {}",
+                                a["id"].as_str().unwrap_or_default(),
+                                a["level"].as_str().unwrap_or("-"),
+                                a["at"].as_str().unwrap_or_default(),
+                                state,
+                                a["text"].as_str().unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                Command::Ack { id, operator } => {
+                    let operator = operator.unwrap_or_else(|| sender.clone());
+                    let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "ack", "id": id, "operator": operator})).await?;
+                    println!("{}", reply["alarm"]);
+                }
+                Command::Shelve { id, duration, operator } => {
+                    let operator = operator.unwrap_or_else(|| sender.clone());
+                    let reply = tspi_console::ask_alarmer(
+                        &client,
+                        &serde_json::json!({"op": "shelve", "id": id, "operator": operator, "seconds": duration.as_secs_f64()}),
+                    )
+                    .await?;
+                    println!("{}", reply["alarm"]);
+                }
+                Command::Unshelve { id, operator } => {
+                    let operator = operator.unwrap_or_else(|| sender.clone());
+                    let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "unshelve", "id": id, "operator": operator})).await?;
+                    println!("{}", reply["alarm"]);
+                }
                 Command::Clients {
                     json,
                     window,

@@ -1,7 +1,9 @@
 //! Synthetic aircraft: where each one is at a given time, as TSPI datagrams.
 //!
 //! Normal style flies level orbits; airshow style flies vertical loops (pulls capped at
-//! 9 g). Kinematics are analytic (position, velocity and acceleration agree with each
+//! 9 g); a script (`--script FILE`) flies each aircraft along straight legs, for
+//! rehearsals whose every moment is known (a corridor crossed, a floor descended
+//! through, two tracks closing). Kinematics are analytic (position, velocity and acceleration agree with each
 //! other), computed in a local east-north-up frame around the range origin and rotated
 //! into ECEF (WGS-84), or observed from a radar at the origin for spherical messages.
 
@@ -52,10 +54,92 @@ fn scale(a: Vec3, k: f64) -> Vec3 {
     [a[0] * k, a[1] * k, a[2] * k]
 }
 
+/// A scripted flight: from `start` (east, north, up metres in the origin's plane) at
+/// `velocity`, changing velocity at each leg's time.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedAircraft {
+    pub sensor: u16,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    pub start: Vec3,
+    pub velocity: Vec3,
+    #[serde(default)]
+    pub legs: Vec<ScriptedLeg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedLeg {
+    /// Seconds after the start.
+    pub at: f64,
+    pub velocity: Vec3,
+}
+
+/// A flight script (TOML): `[[aircraft]]` tables of [`ScriptedAircraft`].
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    pub aircraft: Vec<ScriptedAircraft>,
+}
+
+impl Script {
+    /// Read and check a script: one line naming what is wrong.
+    pub fn load(path: &std::path::Path) -> Result<Script, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let script: Script = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            format!(
+                "{}:{line}: {}",
+                path.display(),
+                e.message().trim().replace('\n', " ")
+            )
+        })?;
+        if script.aircraft.is_empty() {
+            return Err(format!("{}: no [[aircraft]]", path.display()));
+        }
+        for a in &script.aircraft {
+            let finite = |v: &Vec3| v.iter().all(|x| x.is_finite());
+            if !finite(&a.start)
+                || !finite(&a.velocity)
+                || a.legs
+                    .iter()
+                    .any(|l| !(finite(&l.velocity) && l.at.is_finite() && l.at >= 0.0))
+            {
+                return Err(format!(
+                    "{}: aircraft {}: numbers must be finite, leg times 0 or more",
+                    path.display(),
+                    a.sensor
+                ));
+            }
+            if !matches!(a.kind.as_deref(), None | Some("geocentric" | "spherical")) {
+                return Err(format!(
+                    "{}: aircraft {}: type is geocentric or spherical",
+                    path.display(),
+                    a.sensor
+                ));
+            }
+            if a.legs.windows(2).any(|w| w[1].at < w[0].at) {
+                return Err(format!(
+                    "{}: aircraft {}: legs must be in time order",
+                    path.display(),
+                    a.sensor
+                ));
+            }
+        }
+        Ok(script)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Aircraft {
     sensor_id: u16,
     spherical: bool,
+    /// Scripted straight legs: (from t, position then, velocity); empty for the styles.
+    legs: Vec<(f64, Vec3, Vec3)>,
     center_enu: Vec3,
     radius_m: f64,
     speed_mps: f64,
@@ -106,6 +190,7 @@ impl Fleet {
                     }
                 };
                 Aircraft {
+                    legs: Vec::new(),
                     sensor_id: o.sensor_base.wrapping_add(i),
                     spherical: match o.kind {
                         Kind::Geocentric => false,
@@ -138,6 +223,37 @@ impl Fleet {
         }
     }
 
+    /// A scripted fleet around the options' origin (their count, style and speeds unused).
+    pub fn scripted(o: &FleetOptions, script: &Script) -> Fleet {
+        let mut fleet = Fleet::new(&FleetOptions {
+            count: 0,
+            ..o.clone()
+        });
+        fleet.aircraft = script
+            .aircraft
+            .iter()
+            .map(|a| {
+                let mut legs = vec![(0.0, a.start, a.velocity)];
+                for leg in &a.legs {
+                    let (t0, p0, v0) = legs[legs.len() - 1];
+                    legs.push((leg.at, add(p0, scale(v0, leg.at - t0)), leg.velocity));
+                }
+                Aircraft {
+                    sensor_id: a.sensor,
+                    spherical: a.kind.as_deref() == Some("spherical"),
+                    legs,
+                    center_enu: [0.0; 3],
+                    radius_m: 1.0,
+                    speed_mps: 0.0,
+                    phase: 0.0,
+                    direction: 1.0,
+                    heading: 0.0,
+                }
+            })
+            .collect();
+        fleet
+    }
+
     pub fn len(&self) -> usize {
         self.aircraft.len()
     }
@@ -147,6 +263,13 @@ impl Fleet {
     }
 
     fn kinematics(&self, a: &Aircraft, t: f64) -> Kinematics {
+        if let Some(&(t0, p0, v)) = a.legs.iter().rev().find(|l| l.0 <= t).or(a.legs.first()) {
+            return Kinematics {
+                pos: add(p0, scale(v, t - t0)),
+                vel: v,
+                acc: [0.0; 3],
+            };
+        }
         let w = a.speed_mps / a.radius_m;
         let th = a.phase + a.direction * w * t;
         let (s, c) = th.sin_cos();
@@ -265,6 +388,39 @@ mod tests {
             origin_alt_m: 700.0,
             seed: 7,
         }
+    }
+
+    #[test]
+    fn a_script_flies_its_legs() {
+        let dir = tempfile_dir();
+        let path = dir.join("s.toml");
+        std::fs::write(
+            &path,
+            "[[aircraft]]\nsensor = 7\nstart = [0.0, 0.0, 1000.0]\nvelocity = [100.0, 0.0, 0.0]\nlegs = [{ at = 10.0, velocity = [0.0, 0.0, -50.0] }]\n",
+        )
+        .unwrap();
+        let script = Script::load(&path).unwrap();
+        let fleet = Fleet::scripted(&options(Style::Normal, Kind::Geocentric), &script);
+        let a = &fleet.aircraft[0];
+        let k = fleet.kinematics(a, 15.0);
+        assert_eq!(k.pos, [1000.0, 0.0, 750.0]);
+        assert_eq!(k.vel, [0.0, 0.0, -50.0]);
+        assert_eq!(fleet.kinematics(a, 5.0).pos, [500.0, 0.0, 1000.0]);
+        std::fs::write(
+            &path,
+            "[[aircraft]]\nsensor = 7\nstart = [0.0, 0.0]\nvelocity = [1.0, 0.0, 0.0]\n",
+        )
+        .unwrap();
+        assert!(Script::load(&path).unwrap_err().contains(":3:"), "the line");
+        std::fs::write(&path, "[[aircraft]]\nsensor = 7\nstart = [0.0, 0.0, 0.0]\nvelocity = [1.0, 0.0, 0.0]\nspeed = 3\n").unwrap();
+        assert!(Script::load(&path).unwrap_err().contains("speed"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tspi-script-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 
     #[test]

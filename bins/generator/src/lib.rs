@@ -43,6 +43,8 @@ pub struct GeneratorOptions {
     pub faults: faults::Faults,
     /// Print a progress line this often.
     pub metrics_interval: Option<Duration>,
+    /// Scripted flights instead of the fleet's style (`--script`).
+    pub script: Option<fleet::Script>,
     pub prefix: StreamPrefix,
 }
 
@@ -90,7 +92,10 @@ pub async fn run(
         options.rate_hz.is_finite() && options.rate_hz > 0.0 && options.rate_hz <= 10_000.0,
         "--rate must be in (0, 10000] Hz"
     );
-    let fleet = Fleet::new(&options.fleet);
+    let fleet = match &options.script {
+        Some(script) => Fleet::scripted(&options.fleet, script),
+        None => Fleet::new(&options.fleet),
+    };
     let period = Duration::from_secs_f64(1.0 / options.rate_hz);
     let total_frames = options
         .duration

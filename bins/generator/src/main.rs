@@ -106,6 +106,11 @@ struct Cli {
     /// injection: out of order).
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
     reorder_every: Option<u64>,
+    /// Fly the aircraft of a script instead (TOML `[[aircraft]]`: sensor, type, start =
+    /// [east, north, up] m from the origin, velocity = [e, n, u] m/s, legs = [{ at = S,
+    /// velocity = […] }]).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["count", "style", "sensor_base", "kind"])]
+    script: Option<std::path::PathBuf>,
     /// Print a progress summary line this often.
     #[arg(long, value_parser = parse_duration)]
     metrics_interval: Option<Duration>,
@@ -169,6 +174,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             reorder_every: cli.reorder_every,
         },
         metrics_interval: cli.metrics_interval,
+        script: cli
+            .script
+            .as_deref()
+            .map(tspi_generator::fleet::Script::load)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         prefix: prefix.clone(),
     };
     tokio::runtime::Builder::new_multi_thread()

@@ -27,6 +27,7 @@ pub enum Decoded {
     Telemetry(TelemetryRecord),
     Command(DisplayCommand),
     Tag { subject: String, tag: Tag },
+    Alarm(tspi_core::alarm::AlarmEvent),
     Marker(SegmentMarker),
     Invalid(String),
 }
@@ -46,6 +47,11 @@ impl Decoded {
                 },
                 Err(e) => Decoded::Invalid(format!("tag: {e}")),
             }
+        } else if subject.starts_with(tspi_core::alarm::EVENT_PREFIX) {
+            match tspi_core::alarm::AlarmEvent::from_cbor(payload) {
+                Ok(a) => Decoded::Alarm(a),
+                Err(e) => Decoded::Invalid(format!("alarm: {e}")),
+            }
         } else if subject == playout::BEGIN_SUBJECT || subject == playout::READY_SUBJECT {
             match SegmentMarker::from_bytes(payload) {
                 Ok(m) => Decoded::Marker(m),
@@ -64,6 +70,7 @@ impl Decoded {
             Decoded::Telemetry(r) => Content::Telemetry(r),
             Decoded::Command(c) => Content::Command(c),
             Decoded::Tag { subject, tag } => Content::Tag { subject, tag },
+            Decoded::Alarm(a) => Content::Alarm(a),
             Decoded::Marker(m) => Content::Marker(m),
             Decoded::Invalid(_) => Content::Invalid,
         }
@@ -100,6 +107,22 @@ pub async fn tag_history(stream: &mut jetstream::stream::Stream) -> anyhow::Resu
         })
         .await?;
     read_all(history, Tag::from_cbor).await
+}
+
+/// Each alarm's last transition the stream holds (its state now), oldest first.
+pub async fn alarm_history(
+    stream: &mut jetstream::stream::Stream,
+) -> anyhow::Result<Vec<tspi_core::alarm::AlarmEvent>> {
+    let history = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            filter_subject: format!("{}.>", tspi_core::alarm::EVENT_PREFIX),
+            inactive_threshold: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .await?;
+    read_all(history, tspi_core::alarm::AlarmEvent::from_cbor).await
 }
 
 async fn read_all<T, E>(
@@ -182,11 +205,12 @@ pub async fn live_latest(
     Ok((futures::stream::select_all(feeds), history))
 }
 
-/// Display commands and tags.
-fn operations_filters() -> [String; 2] {
+/// Display commands, tags and alarm transitions.
+fn operations_filters() -> [String; 3] {
     [
         format!("{}.>", tspi_core::command::DISPLAY_COMMAND_PREFIX),
         "tags.>".into(),
+        format!("{}.>", tspi_core::alarm::EVENT_PREFIX),
     ]
 }
 

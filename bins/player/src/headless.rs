@@ -134,6 +134,7 @@ impl<W: Write> Headless<'_, W> {
                 Effect::Tag { subject, tag } => {
                     self.event(&json!({"event": "tag", "subject": subject, "tag": tag}))?
                 }
+                Effect::Alarm(alarm) => self.event(&json!({"event": "alarm", "alarm": alarm}))?,
                 Effect::Channel => {
                     let s = &self.session;
                     let v = json!({"event": "channel", "state": s.state(), "channel_id": s.channel_id(),

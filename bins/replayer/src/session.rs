@@ -508,20 +508,21 @@ impl Player {
         Ok(n)
     }
 
-    /// Command state in force at `at`, then the tags before it.
+    /// Command state in force at `at`, then the tags before it, then the alarms in force.
     fn emit_state(&self, at: OffsetDateTime) -> anyhow::Result<u64> {
         let pool = self.ctx.pool.clone();
         let stream = self.spec.stream.clone();
-        let (commands, tags) = self.ctx.handle.block_on(async move {
+        let (commands, tags, alarms) = self.ctx.handle.block_on(async move {
             let client = pool.get().await?;
             let commands = tspi_store::command_state_at(&client, &stream, at).await?;
             let tags = tspi_store::tags_before(&client, &stream, at).await?;
-            anyhow::Ok((commands, tags))
+            let alarms = tspi_store::alarms_at(&client, &stream, at).await?;
+            anyhow::Ok((commands, tags, alarms))
         })?;
-        for m in commands.iter().chain(tags.iter()) {
+        for m in commands.iter().chain(tags.iter()).chain(alarms.iter()) {
             self.publish(m, Phase::State)?;
         }
-        let n = (commands.len() + tags.len()) as u64;
+        let n = (commands.len() + tags.len() + alarms.len()) as u64;
         self.update(|s| s.state_published += n);
         Ok(n)
     }

@@ -131,6 +131,8 @@ impl StreamSpec {
                 sph,
                 "tspi.cmd.>".into(),
                 "tags.>".into(),
+                // Alarm transitions (the alarmer): archived and replayed with the data.
+                "tspi.alarm.>".into(),
                 prefix.batch_control_subject(),
             ],
             replicas: args.replicas.map(usize::from),

@@ -26,6 +26,7 @@ async fn create_then_idempotent_update() {
         "tspi.spherical.>",
         "tspi.cmd.>",
         "tags.>",
+        "tspi.alarm.>",
         "tspi.batch",
     ] {
         assert!(created.config.subjects.contains(&s.to_string()), "{s}");

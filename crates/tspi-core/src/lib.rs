@@ -5,6 +5,7 @@
 //! display-unit conversions. It deliberately performs no I/O and pulls in no runtime, so
 //! every rule here is testable in microseconds and reusable by any program.
 
+pub mod alarm;
 mod cbor;
 pub mod command;
 pub mod datagram;

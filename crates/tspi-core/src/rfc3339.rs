@@ -174,9 +174,9 @@ mod tests {
     fn tspi_time_in_microseconds_agrees_with_milliseconds() {
         let reference = 1_759_057_200_123; // 2025-09-28T11:00:00.123Z, day 271
         for (day, time_s) in [
-            (271, 39_600.1234),
+            (271, 39_600.123_4),
             (1, 0.0),
-            (365, 86_399.9999),
+            (365, 86_399.999_9),
             (271, 0.0001),
         ] {
             let us = tspi_to_epoch_us(day, time_s, reference);
@@ -187,7 +187,7 @@ mod tests {
             );
         }
         assert_eq!(
-            tspi_to_epoch_us(271, 39_600.1234, reference),
+            tspi_to_epoch_us(271, 39_600.123_4, reference),
             1_759_057_200_123_400
         );
         // Day 1 seen from the last day of the year is next year's.

@@ -136,6 +136,21 @@ fn push_decimal(out: &mut String, mut v: u32, width: usize) {
     }
 }
 
+/// Whether a NATS subject filter (`*` one token, `>` the rest) takes a subject.
+pub fn filter_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -200,5 +215,17 @@ mod tests {
         s.clear();
         write_msg_id(&mut s, 1, 1, 5);
         assert_eq!(s, "1:1:0.0005");
+    }
+
+    #[test]
+    fn filters_take_what_nats_would() {
+        assert!(filter_matches("tspi.alarm.>", "tspi.alarm.event.floor.1"));
+        assert!(!filter_matches("tspi.alarm.>", "tspi.alarm"));
+        assert!(filter_matches("tspi.*.1", "tspi.geocentric.1"));
+        assert!(!filter_matches("tspi.*.1", "tspi.geocentric.1.x"));
+        assert!(filter_matches("tspi.batch", "tspi.batch"));
+        assert!(!filter_matches("tspi.batch", "tspi.batches"));
+        assert!(filter_matches(">", "a"));
+        assert!(!filter_matches("a.b", "a"));
     }
 }

@@ -24,6 +24,9 @@ pub struct TrackFix {
     pub speed_mps: f64,
     /// Course over ground, degrees clockwise from true north (geocentric, when moving).
     pub heading_deg: Option<f64>,
+    /// Where it would come down (vacuum impact point), for tracks an impact rule watches;
+    /// filled by the caller that knows the rules.
+    pub impact: Option<Geodetic>,
 }
 
 /// The sites tracks are placed from.
@@ -80,6 +83,7 @@ impl Placement {
             position,
             speed_mps,
             heading_deg,
+            impact: None,
         }
     }
 }

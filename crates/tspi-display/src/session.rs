@@ -120,6 +120,8 @@ pub enum Content<'a> {
         subject: &'a str,
         tag: &'a Tag,
     },
+    /// An alarm transition (the alarmer's).
+    Alarm(&'a tspi_core::alarm::AlarmEvent),
     /// Not what SPEC says: counted and skipped.
     Invalid,
     /// A replay segment's `begin` or `ready` marker.
@@ -197,6 +199,8 @@ pub enum Effect {
         subject: String,
         tag: Tag,
     },
+    /// An alarm transition of the feed followed (live, a replay, a group replay).
+    Alarm(tspi_core::alarm::AlarmEvent),
     /// The channel (state, channel id, subject) changed.
     Channel,
     /// A group replay started that this session does not join.
@@ -512,6 +516,7 @@ impl Session {
                     fx.push(Effect::Tag { subject, tag });
                 }
             }
+            Content::Alarm(alarm) => fx.push(Effect::Alarm(alarm.clone())),
             Content::Invalid => self.counts.invalid += 1,
             Content::Marker(_) => {}
         }

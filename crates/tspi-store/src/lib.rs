@@ -33,8 +33,8 @@ pub use quality::{
     SensorQuality, BINS_PER_MINUTE, QUALITY_VIEW,
 };
 pub use read::{
-    command_state_at, control_messages_between, tag_moment, tags_before, window_page, window_span,
-    ArchivedMessage, WindowSpan,
+    alarms_at, command_state_at, control_messages_between, tag_moment, tags_before, window_page,
+    window_span, ArchivedMessage, WindowSpan,
 };
 pub use schema::{
     failed_jobs, known_version, migrate, run_job, FailedJob, SchemaOptions, SchemaState,

@@ -195,6 +195,29 @@ pub async fn tags_before(
     .await
 }
 
+/// The alarms in force at `at`: each alarm's latest transition on the bus before `at`
+/// (by its id), when it left the alarm active; in stream order.
+pub async fn alarms_at(
+    client: &Client,
+    stream: &str,
+    at: OffsetDateTime,
+) -> Result<Vec<ArchivedMessage>, StoreError> {
+    query_archived(
+        client,
+        &format!(
+            "SELECT * FROM (
+                     SELECT DISTINCT ON (m.record->>'id') {COLUMNS}, (m.record->>'active')::boolean AS active
+                     FROM messages m
+                     WHERE m.stream = $1 AND m.kind = 'alarm' AND m.stream_ts < $2
+                     ORDER BY m.record->>'id', m.stream_seq DESC) s
+                 WHERE s.active
+                 ORDER BY s.stream_seq"
+        ),
+        &[&stream, &at],
+    )
+    .await
+}
+
 /// Every command and tag message from `from` up to `to` (stream time) after stream
 /// sequence `after_seq`, in stream order: what a forward seek skips over.
 pub async fn control_messages_between(
@@ -208,7 +231,7 @@ pub async fn control_messages_between(
         client,
         &format!(
             "SELECT {COLUMNS} FROM messages m
-                 WHERE m.stream = $1 AND m.kind IN ('command', 'tag')
+                 WHERE m.stream = $1 AND m.kind IN ('command', 'tag', 'alarm')
                    AND m.stream_ts >= $2 AND m.stream_ts < $3 AND m.stream_seq > $4
                  ORDER BY m.stream_seq"
         ),

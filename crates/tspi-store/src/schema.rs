@@ -98,6 +98,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
         // TimescaleDB continuous aggregate may use them.
         crate::quality::FUNCTIONS,
     ),
+    (
+        6,
+        // Alarm transitions (the alarmer's, kind 'alarm'): a replay's picture asks which
+        // alarms were in force at a moment, the latest transition of each before it.
+        // Indexed apart, so that question reads alarm rows only; telemetry rows are not
+        // in the index, so ingest does not pay for it.
+        "CREATE INDEX messages_alarm_ts ON messages (stream, stream_ts) WHERE kind = 'alarm';",
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -24,6 +24,8 @@ pub enum MessageKind {
     Telemetry,
     Command,
     Tag,
+    /// An alarm transition (the alarmer's).
+    Alarm,
     /// Could not be decoded; stored raw with its error.
     Invalid,
 }
@@ -34,6 +36,7 @@ impl MessageKind {
             MessageKind::Telemetry => "telemetry",
             MessageKind::Command => "command",
             MessageKind::Tag => "tag",
+            MessageKind::Alarm => "alarm",
             MessageKind::Invalid => "invalid",
         }
     }

@@ -138,6 +138,7 @@ async fn live() {
     let (warm, window) = if quick() { (5, 10) } else { (10, 30) };
     let range = Range::start(RangeOptions {
         archive: false,
+        alarm_rules: None,
         player_args: &["--web-rate", "10"],
     })
     .await;
@@ -373,6 +374,7 @@ async fn scrub() {
     let (aircraft, minutes, seeks) = if quick() { (20, 2, 15) } else { (20, 10, 50) };
     let range = Range::start(RangeOptions {
         archive: true,
+        alarm_rules: None,
         player_args: &[],
     })
     .await;
@@ -464,6 +466,7 @@ async fn scrub() {
 async fn screenshots() {
     let range = Range::start(RangeOptions {
         archive: true,
+        alarm_rules: None,
         player_args: &["--operator", "range-ops"],
     })
     .await;

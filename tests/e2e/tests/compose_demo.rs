@@ -226,7 +226,7 @@ fn a_compose_demo_of_a_minute_is_exact() {
     assert!(status.len() >= 10, "{out}");
     // Twelve long-running containers and the generator.
     assert!(
-        status.iter().any(|l| l.ends_with("containers up 13")),
+        status.iter().any(|l| l.ends_with("containers up 14")),
         "{out}"
     );
     let compose_log = std::fs::read_to_string(logs.join("compose.log")).unwrap();

@@ -155,7 +155,7 @@ fn a_short_demo_shows_data_flowing_and_leaves_nothing_behind() {
         assert!(archiver_log.contains("timescaledb=false"), "{archiver_log}");
     }
     assert!(
-        out.contains("archive holds 400 rows on the primary, 400 on the replica"),
+        out.contains("archive holds 400 telemetry rows on the primary, 400 on the replica"),
         "{out}"
     );
     assert!(
@@ -234,7 +234,7 @@ fn a_demo_with_two_sites_rides_out_a_cut_site() {
     // Three fleets (the centre's, north's, south's) of 5 aircraft × 10 Hz × 20 s.
     assert!(out.contains("demo: receiver printed 3000 lines"), "{out}");
     assert!(
-        out.contains("archive holds 3000 rows on the primary, 3000 on the replica"),
+        out.contains("archive holds 3000 telemetry rows on the primary, 3000 on the replica"),
         "{out}"
     );
     assert_nothing_left(session, &ports);
@@ -316,7 +316,7 @@ fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
     let err = read(&err_path);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(
-        err.contains("demo: stopping 12 processes")
+        err.contains("demo: stopping 13 processes")
             && err.contains(&format!("logs and data in {}", logs.display())),
         "{err}"
     );

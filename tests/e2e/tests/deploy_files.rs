@@ -55,6 +55,7 @@ fn node_config_parses_with_the_shipped_server() {
         "PLAYER",
         "CONSOLE",
         "REPLAYER",
+        "ALARMER",
         "ADMIN",
         "SITE_NORTH",
     ] {
@@ -158,6 +159,7 @@ fn dockerfile_builds_every_program_and_readme_covers_them() {
     assert_eq!(
         programs,
         [
+            "alarmer",
             "archiver",
             "console",
             "generator",

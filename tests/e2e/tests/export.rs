@@ -214,6 +214,7 @@ fn rows_of(doc: &Value) -> Vec<BTreeMap<String, Value>> {
 async fn filled_range() -> (Range, Archive, String) {
     let range = Range::start(RangeOptions {
         archive: true,
+        alarm_rules: None,
         player_args: &[],
     })
     .await;
@@ -346,7 +347,7 @@ async fn every_format_reads_back_as_the_archive() {
                         .as_array()
                         .unwrap()
                         .iter()
-                        .find(|t| t["name"] == sensor.to_string())
+                        .find(|t| t["name"].as_str() == Some(sensor.to_string().as_str()))
                         .unwrap_or_else(|| panic!("kml: no track {sensor}"));
                     (
                         t["when"]

@@ -50,6 +50,7 @@ fn generator_options() -> GeneratorOptions {
         garbage_every: Some(10),
         faults: Default::default(),
         metrics_interval: None,
+        script: None,
         prefix: StreamPrefix::default(),
     }
 }

@@ -374,6 +374,7 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
         garbage_every: None,
         faults: Default::default(),
         metrics_interval: None,
+        script: None,
         prefix: StreamPrefix::default(),
     };
     let sinks = tspi_generator::Sinks {

@@ -87,6 +87,7 @@ async fn tokens_cookies_and_origins() {
     let token_arg = token_file.to_str().unwrap().to_owned();
     let range = Range::start(RangeOptions {
         archive: false,
+        alarm_rules: None,
         player_args: &["--web-token-file", &token_arg],
     })
     .await;
@@ -168,6 +169,7 @@ async fn tokens_cookies_and_origins() {
 async fn without_a_token_loopback_is_open_and_other_origins_are_not() {
     let range = Range::start(RangeOptions {
         archive: false,
+        alarm_rules: None,
         player_args: &[],
     })
     .await;

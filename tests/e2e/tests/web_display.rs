@@ -38,6 +38,7 @@ fn headless_frames(lines: &[Value]) -> HashMap<(u64, String), Value> {
 async fn live_tracks_commands_tags_and_nothing_from_elsewhere() {
     let range = Range::start(RangeOptions {
         archive: true,
+        alarm_rules: None,
         player_args: &["--operator", "range-ops"],
     })
     .await;

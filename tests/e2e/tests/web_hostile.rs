@@ -116,6 +116,7 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
 async fn hostile_frames_floods_and_churn_are_survived() {
     let range = Range::start(RangeOptions {
         archive: false,
+        alarm_rules: None,
         player_args: &[],
     })
     .await;

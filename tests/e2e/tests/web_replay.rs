@@ -49,6 +49,7 @@ async fn archived_at(range: &Range, at_ms: i64) -> HashMap<u16, TelemetryRecord>
 async fn scrub_speed_tags_group_replays_and_two_tabs() {
     let range = Range::start(RangeOptions {
         archive: true,
+        alarm_rules: None,
         player_args: &[],
     })
     .await;

@@ -23,6 +23,7 @@ fn latency(tab: &tspi_test_support::Browser, secs: f64) -> serde_json::Value {
 async fn a_stalled_tab_is_thinned_then_dropped_and_the_other_keeps_up() {
     let range = Range::start(RangeOptions {
         archive: false,
+        alarm_rules: None,
         player_args: &["--web-stall-timeout", "10s"],
     })
     .await;

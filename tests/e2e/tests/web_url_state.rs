@@ -28,6 +28,7 @@ struct Case {
 async fn each_address_state_shows_on_a_cold_load() {
     let range = Range::start(RangeOptions {
         archive: true,
+        alarm_rules: None,
         player_args: &[],
     })
     .await;

@@ -14,8 +14,11 @@ use async_nats::jetstream;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tspi_alarms::geometry::{enu_velocity, impact_point};
+use tspi_alarms::rules::Selector;
+use tspi_core::alarm::AlarmEvent;
 use tspi_core::ops::{ChannelInfo, ChannelKind, OpsControl};
-use tspi_core::{StreamPrefix, Tag};
+use tspi_core::{RecordPayload, StreamPrefix, Tag, TelemetryRecord};
 use tspi_display::session::GroupChannel;
 use tspi_display::{DisplaySettings, Placement, TrackFix};
 
@@ -49,6 +52,8 @@ pub enum HubEvent {
     },
     /// Group replay control (`tspi.ops.ctrl`).
     Ops(OpsControl),
+    /// The alarmer's rules changed (boundaries to draw): its `rules` answer.
+    Overlays(serde_json::Value),
 }
 
 /// A track of the live picture.
@@ -66,6 +71,18 @@ struct HubState {
     tags: BTreeMap<String, Tag>,
     picture: HashMap<u16, LiveTrack>,
     groups: Vec<GroupChannel>,
+    /// Alarms active (or shelved) now, by id: each one's last transition.
+    alarms: BTreeMap<String, AlarmEvent>,
+    /// The alarmer's rules as it answers them (to draw), and what impact points need.
+    overlays: Option<serde_json::Value>,
+    impact: Option<ImpactRules>,
+}
+
+/// Which tracks get an impact point, and the ground it is found at.
+#[derive(Debug, Clone)]
+struct ImpactRules {
+    sensors: Vec<Selector>,
+    ground_alt_m: f64,
 }
 
 /// What a tab starts from.
@@ -74,6 +91,8 @@ pub struct Joined {
     pub events: broadcast::Receiver<Arc<HubEvent>>,
     pub groups: Vec<GroupChannel>,
     pub tags: Vec<Tag>,
+    pub alarms: Vec<AlarmEvent>,
+    pub overlays: Option<serde_json::Value>,
 }
 
 /// The live picture at one batch.
@@ -111,7 +130,29 @@ impl Hub {
             events: self.events.subscribe(),
             groups: st.groups.clone(),
             tags: st.tags.values().cloned().collect(),
+            alarms: st.alarms.values().cloned().collect(),
+            overlays: st.overlays.clone(),
         }
+    }
+
+    /// The alarms in force live now.
+    pub fn alarms(&self) -> Vec<AlarmEvent> {
+        self.lock().alarms.values().cloned().collect()
+    }
+
+    /// A record placed, with its impact point when an impact rule watches it.
+    pub fn place(&self, r: &TelemetryRecord) -> TrackFix {
+        let mut fix = self.placement.fix(r);
+        let impact = self.lock().impact.clone();
+        if let (Some(rules), RecordPayload::Geocentric(g), Some(p)) =
+            (impact, r.payload, fix.position)
+        {
+            if rules.sensors.iter().any(|s| s.matches(r.sensor_id)) {
+                let v = enu_velocity(&p, [g.vx_mps, g.vy_mps, g.vz_mps]);
+                fix.impact = impact_point(p, v, rules.ground_alt_m);
+            }
+        }
+        fix
     }
 
     /// The live picture and settings as of the newest batch.
@@ -150,6 +191,13 @@ impl Hub {
                     {
                         st.tags.remove(&oldest);
                     }
+                }
+            }
+            Decoded::Alarm(a) => {
+                if a.active || a.shelved_until_ms.is_some() {
+                    st.alarms.insert(a.id.clone(), a.clone());
+                } else {
+                    st.alarms.remove(&a.id);
                 }
             }
             Decoded::Invalid(_) => {
@@ -218,7 +266,7 @@ pub struct HubOptions {
 fn item(hub: &Hub, m: &Incoming) -> Item {
     let decoded = Decoded::new(&m.subject, &m.payload);
     let fix = match &decoded {
-        Decoded::Telemetry(r) => Some(hub.placement.fix(r)),
+        Decoded::Telemetry(r) => Some(hub.place(r)),
         _ => None,
     };
     Item { decoded, fix }
@@ -252,6 +300,7 @@ pub async fn start(
     let (live, history) = feed::live_latest(&client, &js, &options.stream, &options.prefix).await?;
     let mut stream = js.get_stream(&options.stream).await?;
     let tags = feed::tag_history(&mut stream).await?;
+    let alarms = feed::alarm_history(&mut stream).await?;
     let (events, _) = broadcast::channel(EVENT_BACKLOG);
     let mut state = HubState {
         settings: DisplaySettings::from_commands(&history),
@@ -259,6 +308,11 @@ pub async fn start(
     };
     for tag in tags {
         state.tags.insert(tag.id.clone(), tag);
+    }
+    for a in alarms {
+        if a.active || a.shelved_until_ms.is_some() {
+            state.alarms.insert(a.id.clone(), a);
+        }
     }
     state.groups = running_groups(&client).await;
     let hub = Arc::new(Hub {
@@ -274,6 +328,7 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", tspi_core::ops::CTRL_SUBJECT))?;
     tokio::spawn(follow_live(hub.clone(), Box::pin(live), shutdown.clone()));
+    tokio::spawn(follow_rules(hub.clone(), client.clone(), shutdown.clone()));
     tokio::spawn(follow_ops(hub.clone(), client, ctrl, shutdown.clone()));
     let pruner = hub.clone();
     tokio::spawn(async move {
@@ -286,6 +341,63 @@ pub async fn start(
         }
     });
     Ok(hub)
+}
+
+/// The alarmer's rules (boundaries to draw, which tracks get an impact point): asked at
+/// start and again every 30 s, so a restarted alarmer's new file reaches the tabs.
+async fn follow_rules(hub: Arc<Hub>, client: async_nats::Client, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let asked = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(
+                tspi_core::alarm::CONTROL_SUBJECT,
+                br#"{"op":"rules"}"#.to_vec().into(),
+            ),
+        )
+        .await;
+        let Ok(Ok(reply)) = asked else { continue };
+        let Ok(mut rules) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else {
+            continue;
+        };
+        if rules["ok"] != true {
+            continue;
+        }
+        if let Some(o) = rules.as_object_mut() {
+            o.remove("ok");
+        }
+        let impact = impact_rules(&rules);
+        let changed = {
+            let mut st = hub.lock();
+            let changed = st.overlays.as_ref() != Some(&rules);
+            st.overlays = Some(rules.clone());
+            st.impact = impact;
+            changed
+        };
+        if changed {
+            hub.publish(HubEvent::Overlays(rules));
+        }
+    }
+}
+
+fn impact_rules(rules: &serde_json::Value) -> Option<ImpactRules> {
+    let sensors: Vec<Selector> = rules["rules"]
+        .as_array()?
+        .iter()
+        .filter(|r| r["kind"] == "impact")
+        .filter_map(|r| {
+            let patterns: Vec<String> = serde_json::from_value(r["sensors"].clone()).ok()?;
+            Selector::parse(&patterns).ok()
+        })
+        .collect();
+    (!sensors.is_empty()).then(|| ImpactRules {
+        sensors,
+        ground_alt_m: rules["ground_alt_m"].as_f64().unwrap_or(0.0),
+    })
 }
 
 /// Group replays running now, from the channel directory (when a console answers it).

@@ -72,6 +72,16 @@ pub enum PageRequest {
     },
     /// A `tracks` batch applied (flow control; no reply).
     Ack { seq: u64 },
+    /// Acknowledge, shelve (for `seconds`, default an hour) or unshelve an alarm, as the
+    /// tab's operator (the alarmer does it and everyone sees it).
+    Alarm {
+        #[serde(default)]
+        id: Option<u64>,
+        action: String,
+        alarm: String,
+        #[serde(default)]
+        seconds: Option<f64>,
+    },
     /// Where the archive holds data over a span, and its tags (the timeline).
     Timeline {
         #[serde(default)]
@@ -95,7 +105,8 @@ impl PageRequest {
             | PageRequest::Tag { id, .. }
             | PageRequest::Operator { id, .. }
             | PageRequest::Trail { id, .. }
-            | PageRequest::Timeline { id, .. } => *id,
+            | PageRequest::Timeline { id, .. }
+            | PageRequest::Alarm { id, .. } => *id,
             PageRequest::Ack { .. } => None,
         }
     }
@@ -113,6 +124,7 @@ impl PageRequest {
             PageRequest::Trail { .. } => "trail",
             PageRequest::Timeline { .. } => "timeline",
             PageRequest::Ack { .. } => "ack",
+            PageRequest::Alarm { .. } => "alarm",
         }
     }
 }
@@ -132,7 +144,8 @@ pub fn parse(text: &str) -> Result<PageRequest, (Option<u64>, String)> {
 }
 
 /// A track as the page gets it: `[sensor_id, recv_ms, time_s, lat, lon, alt_m,
-/// speed_mps, heading_deg, spherical]` (lat/lon/alt `null` when it cannot be placed).
+/// speed_mps, heading_deg, spherical, impact_lat, impact_lon]` (lat/lon/alt `null` when
+/// it cannot be placed; the impact point `null` unless an impact rule watches it).
 pub fn track_row(f: &TrackFix) -> Value {
     let (lat, lon, alt) = match f.position {
         Some(p) => (json!(p.lat_deg), json!(p.lon_deg), json!(p.alt_m)),
@@ -147,7 +160,9 @@ pub fn track_row(f: &TrackFix) -> Value {
         alt,
         finite(f.speed_mps),
         f.heading_deg.map_or(Value::Null, finite),
-        u8::from(f.spherical)
+        u8::from(f.spherical),
+        f.impact.map_or(Value::Null, |p| finite(p.lat_deg)),
+        f.impact.map_or(Value::Null, |p| finite(p.lon_deg))
     ])
 }
 
@@ -302,10 +317,11 @@ mod tests {
             position: None,
             speed_mps: f64::NAN,
             heading_deg: None,
+            impact: None,
         };
         assert_eq!(
             track_row(&f),
-            json!([7, 1000, 2.5, null, null, null, null, null, 1])
+            json!([7, 1000, 2.5, null, null, null, null, null, 1, null, null])
         );
     }
 }

@@ -210,7 +210,8 @@ pub async fn run(
         acked_at: now_ms(),
     };
     let mut events = joined.events;
-    tab.hello(&joined.groups, &joined.tags).await;
+    tab.hello(&joined.groups, &joined.tags, joined.overlays.as_ref())
+        .await;
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = tokio::time::interval(Duration::from_secs(5));
@@ -309,6 +310,7 @@ impl Tab {
         &mut self,
         groups: &[tspi_display::session::GroupChannel],
         tags: &[tspi_core::Tag],
+        overlays: Option<&Value>,
     ) {
         let o = &self.ctx.options;
         let origin = self.hub.placement.origin().map(
@@ -332,6 +334,9 @@ impl Tab {
         self.push(json!({"t": "groups", "active": groups_json(groups)}));
         let tags: Vec<Value> = tags.iter().map(tag_json).collect();
         self.push(json!({"t": "tags", "full": true, "tags": tags}));
+        if let Some(rules) = overlays {
+            self.push(json!({"t": "overlays", "rules": rules}));
+        }
         self.heartbeat().await;
     }
 
@@ -436,6 +441,12 @@ impl Tab {
                 ..
             } => return self.timeline(id, start, end, buckets),
             PageRequest::Ack { .. } => return,
+            PageRequest::Alarm {
+                action,
+                alarm,
+                seconds,
+                ..
+            } => return self.alarm_request(id, &action, alarm, seconds),
         };
         let fx = self.session.handle(Input::Request(&request), now);
         self.apply(fx, None).await;
@@ -480,6 +491,63 @@ impl Tab {
                 Ok(Ok((tag, _))) => Ok(json!({"tag": tag_json(&tag)})),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("the tag was not acknowledged within 10 s".into()),
+            };
+            let _ = late.send(Late::Send(protocol::reply(id, reply))).await;
+        });
+    }
+
+    /// Acknowledge, shelve or unshelve an alarm as this tab's operator: the alarmer does it
+    /// and publishes it, so every tab and the console see the same.
+    fn alarm_request(
+        &mut self,
+        id: Option<u64>,
+        action: &str,
+        alarm: String,
+        seconds: Option<f64>,
+    ) {
+        if !matches!(action, "ack" | "shelve" | "unshelve") {
+            return self.refuse(
+                id,
+                format!("alarm action {action:?} is not ack, shelve or unshelve"),
+            );
+        }
+        if alarm.is_empty() || alarm.len() > 200 {
+            return self.refuse(id, "alarm: an alarm id is needed".into());
+        }
+        let Some(operator) = self
+            .setup
+            .operator
+            .clone()
+            .or_else(|| self.ctx.options.operator.clone())
+        else {
+            return self.refuse(
+                id,
+                "an operator name is needed to acknowledge or shelve (the Operator field)".into(),
+            );
+        };
+        let mut body = json!({"op": action, "id": alarm, "operator": operator});
+        if let Some(s) = seconds {
+            body["seconds"] = json!(s);
+        }
+        let client = self.ctx.client.clone();
+        let late = self.late_tx.clone();
+        tokio::spawn(async move {
+            let asked = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.request(
+                    tspi_core::alarm::CONTROL_SUBJECT,
+                    serde_json::to_vec(&body).unwrap_or_default().into(),
+                ),
+            )
+            .await;
+            let reply = match asked {
+                Ok(Ok(m)) => match serde_json::from_slice::<Value>(&m.payload) {
+                    Ok(v) if v["ok"] == true => Ok(json!({"alarm": v["alarm"]})),
+                    Ok(v) => Err(v["error"].as_str().unwrap_or("refused").to_owned()),
+                    Err(_) => Err("the alarmer's reply is not JSON".into()),
+                },
+                Ok(Err(e)) => Err(format!("no alarmer answers: {e}")),
+                Err(_) => Err("the alarmer did not answer within 10 s".into()),
             };
             let _ = late.send(Late::Send(protocol::reply(id, reply))).await;
         });
@@ -611,6 +679,7 @@ impl Tab {
                 self.apply(fx, None).await;
                 self.push(json!({"t": "groups", "active": groups_json(self.session.groups())}));
             }
+            HubEvent::Overlays(rules) => self.push(json!({"t": "overlays", "rules": rules})),
         }
     }
 
@@ -641,7 +710,7 @@ impl Tab {
         };
         let decoded = Decoded::new(&m.subject, &m.payload);
         let fix = match &decoded {
-            Decoded::Telemetry(r) => Some(self.hub.placement.fix(r)),
+            Decoded::Telemetry(r) => Some(self.hub.place(r)),
             _ => None,
         };
         let content: Content<'_> = decoded.content();
@@ -700,6 +769,9 @@ impl Tab {
                     self.picture.clear();
                     self.snapshot_rows.clear();
                     self.push(json!({"t": "reset", "gen": self.generation}));
+                    // The alarms of what comes next: the segment's state brings those in
+                    // force at its start (live: the hub's, below).
+                    self.push(json!({"t": "alarms", "full": true, "alarms": []}));
                     if std::mem::take(&mut self.channel_opened) {
                         // Not the live picture under a group-replay banner until the
                         // replay's first segment is ready.
@@ -721,6 +793,7 @@ impl Tab {
                 Effect::Tag { tag, .. } => {
                     self.push(json!({"t": "tag_shown", "tag": tag_json(&tag)}))
                 }
+                Effect::Alarm(alarm) => self.push(json!({"t": "alarm", "alarm": alarm})),
                 Effect::ChannelAvailable { .. } => {
                     self.push(json!({"t": "groups", "active": groups_json(self.session.groups())}));
                 }
@@ -827,6 +900,7 @@ impl Tab {
             }
             self.snapshot_rows = rows;
             self.send_snapshot();
+            self.push(json!({"t": "alarms", "full": true, "alarms": self.hub.alarms()}));
             self.push(json!({"t": "ready", "gen": self.generation, "segment": null}));
             if let Some((id, _)) = self.awaiting.take() {
                 self.push(protocol::reply(id, Ok(json!({"mode": "live"}))));

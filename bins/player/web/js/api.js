@@ -2,6 +2,9 @@
 // users' own scripts. Every method returns a Promise that resolves when the display
 // shows the result (the server's answer is in, the picture complete, a frame drawn).
 
+import { rulerEnds } from './overlays.js';
+import { rangeBearing } from './tools.js';
+
 export const API_VERSION = 1;
 
 function drawn() {
@@ -10,12 +13,32 @@ function drawn() {
 
 export function installApi(store, link, map, ui) {
   const settled = (test, what) => store.until(() => store.settled() && test(), 15000, what);
-  // The store's picture and the view it is drawn in.
-  const snapshot = () => Object.assign(store.snapshot(), {
-    view: map.kind,
-    zoom: map.zoom,
-    follow: map.follow,
-  });
+  // The store's picture and the view it is drawn in, with the tools' state.
+  const snapshot = () => {
+    const s = store.snapshot();
+    for (const t of s.tracks) {
+      const track = store.tracks.get(t.sensor_id);
+      t.colour = map.trackColour(track);
+      t.shown = map.shows(track);
+    }
+    const ends = rulerEnds(store, map.ruler);
+    const measured = ends && rangeBearing(ends[0], ends[1]);
+    const plot = ui.plotData();
+    return Object.assign(s, {
+      view: map.kind,
+      zoom: map.zoom,
+      follow: map.follow,
+      selected: map.selected,
+      filter: map.filter ? map.filter.text : null,
+      colour_by: map.colourBy,
+      ring_spacing_m: map.ringSpacing,
+      ruler: map.ruler && {
+        from: map.ruler.from, to: map.ruler.to,
+        range_m: measured ? measured.range : null, bearing_deg: measured ? measured.bearing : null,
+      },
+      plot: plot && { sensor: plot.sensor, field: plot.field, unit: plot.unit, points: plot.points, series: plot.series, min: plot.min, max: plot.max, last: plot.last },
+    });
+  };
   const api = {
     version: API_VERSION,
     /** A plain object: mode, cursor, speed, paused, units, channel, connected, fps, view, tracks, tags, … */
@@ -112,6 +135,56 @@ export function installApi(store, link, map, ui) {
      *  Resolves with the download's address once it started; rejects with the reason
      *  the archive gives (an empty window, an unknown sensor). */
     exportWindow: (format, options) => ui.exportWindow(String(format), options || {}),
+    /** Acknowledge an alarm as this tab's operator; resolves with its new state. */
+    async ackAlarm(id) {
+      const a = await ui.alarmAction('ack', id);
+      await store.until(() => { const x = store.alarms.get(id); return !x || x.seq >= a.seq; }, 10000, 'the acknowledgement');
+      await drawn();
+      return a;
+    },
+    /** Shelve an alarm for `seconds` (default an hour) / take it off the shelf. */
+    async shelveAlarm(id, seconds) {
+      const a = await ui.alarmAction('shelve', id, seconds === undefined ? 3600 : seconds);
+      await store.until(() => { const x = store.alarms.get(id); return !x || x.seq >= a.seq; }, 10000, 'the shelving');
+      await drawn();
+      return a;
+    },
+    async unshelveAlarm(id) {
+      const a = await ui.alarmAction('unshelve', id);
+      await store.until(() => { const x = store.alarms.get(id); return !x || x.seq >= a.seq; }, 10000, 'the unshelving');
+      await drawn();
+      return a;
+    },
+    /** Show only the tracks that pass a filter (`10001 10005-10009 type:geo alt:1000-5000`; '' for all). */
+    async setFilter(text) {
+      ui.setFilter(text);
+      await drawn();
+      return snapshot();
+    },
+    /** Marker colours: 'altitude' (with a legend) or 'none' (the commanded colour). */
+    async setColourBy(how) {
+      ui.setColourBy(how);
+      await drawn();
+      return snapshot();
+    },
+    /** Range rings every `units` range units (km or NM); null: chosen for the zoom. */
+    async setRingSpacing(units) {
+      ui.setRingSpacing(units);
+      await drawn();
+      return snapshot();
+    },
+    /** Range and bearing from a track (or 'origin') to another (or 'origin'); null removes it. */
+    async setRuler(from, to) {
+      ui.setRuler(from, to === undefined ? 'origin' : to);
+      await drawn();
+      return snapshot();
+    },
+    /** The plotted field of the followed (or selected) track: 'alt' or 'spd'. */
+    async setPlot(field) {
+      ui.setPlot(field);
+      await drawn();
+      return snapshot();
+    },
     /** Keep a track centred (null: stop following). */
     async follow(sensorId) {
       map.follow = sensorId === null ? null : Number(sensorId);

@@ -7,6 +7,9 @@ import { Timeline } from './timeline.js';
 import { TrackTable } from './table.js';
 import { readUrl, applyView, writeUrl } from './url.js';
 import { installApi } from './api.js';
+import { AlarmPanel } from './alarms.js';
+import { Plot } from './plot.js';
+import { parseFilter } from './tools.js';
 
 const u = readUrl();
 const $ = (id) => document.getElementById(id);
@@ -85,6 +88,77 @@ const timeline = new Timeline($('timeline'), store, {
       .catch((e) => { store.archiveError = e.message; }),
 });
 const table = new TrackTable($('tracks'), store, map);
+const plot = new Plot($('plot'), $('plot-title'), store, map);
+
+// Alarms: acknowledge and shelve go to the alarmer as this tab's operator.
+async function alarmAction(action, id, seconds) {
+  const fields = { action, alarm: String(id) };
+  if (seconds !== undefined) fields.seconds = Number(seconds);
+  const r = await link.request('alarm', fields);
+  return r.alarm;
+}
+const alarmPanel = new AlarmPanel($('alarm-list'), $('alarm-head'), store,
+  (action, id) => alarmAction(action, id, action === 'shelve' ? 3600 : undefined).catch((e) => toast(e.message, true)));
+
+// The tools: filter, colours, ring spacing, the plotted field, the ruler.
+ui.setFilter = (text) => {
+  map.filter = parseFilter(text);
+  if ($('filter').value !== (text || '')) $('filter').value = text || '';
+  store.version++;
+};
+ui.setColourBy = (how) => {
+  if (!['none', 'altitude'].includes(how)) throw new Error('colour by none or altitude');
+  map.colourBy = how;
+  $('colour-by').value = how;
+  store.version++;
+};
+ui.setRingSpacing = (units) => {
+  if (units === null || units === '' || units === undefined) {
+    map.ringSpacing = null;
+  } else {
+    const v = Number(units);
+    if (!(v > 0 && v <= 10000)) throw new Error('ring spacing must be more than 0 range units');
+    map.ringSpacing = v / store.factors().range.per_si;
+  }
+  store.version++;
+};
+ui.setPlot = (field) => {
+  if (!['alt', 'spd'].includes(field)) throw new Error('plot alt or spd');
+  plot.field = field;
+  $('plot-field').value = field;
+  plot.draw(store.cursorMs());
+  store.version++;
+};
+ui.setRuler = (from, to) => {
+  map.ruler = from === null || from === undefined ? null : { from: from === 'origin' ? 'origin' : Number(from), to: to === 'origin' ? 'origin' : Number(to) };
+  store.version++;
+};
+ui.alarmAction = alarmAction;
+ui.plotData = () => plot.data(store.cursorMs());
+$('filter').addEventListener('input', (e) => {
+  try {
+    ui.setFilter(e.target.value);
+    e.target.classList.remove('bad');
+    e.target.title = '';
+  } catch (x) {
+    e.target.classList.add('bad');
+    e.target.title = x.message;
+  }
+});
+$('colour-by').addEventListener('change', (e) => ui.setColourBy(e.target.value));
+$('ring-spacing').addEventListener('change', (e) => {
+  try {
+    ui.setRingSpacing(e.target.value.trim());
+  } catch (x) {
+    toast(x.message, true);
+  }
+});
+$('plot-field').addEventListener('change', (e) => ui.setPlot(e.target.value));
+$('ruler-btn').addEventListener('click', () => {
+  if (map.ruler) ui.setRuler(null);
+  else if (map.selected !== null) ui.setRuler(map.selected, 'origin');
+  else toast('select a track first (click it); shift+click another to measure to it', false);
+});
 
 // Export: the chosen window (or the span shown) as a file. The display asks first (the
 // replayer answers an empty window or an unknown sensor in a line), then downloads.
@@ -261,6 +335,8 @@ function frame(ts) {
   if (ts - lastTable > 500) {
     const t = performance.now();
     table.render();
+    alarmPanel.render();
+    plot.draw(cursor);
     store.perf.table = store.perf.table * 0.8 + (performance.now() - t) * 0.2;
     lastTable = ts;
   }

@@ -5,6 +5,8 @@
 
 import { mercator, inverseMercator, niceStep } from './geo.js';
 import { linesOf } from './topo.js';
+import { drawOverlays } from './overlays.js';
+import { ALARM_COLOURS, altitudeColour, passes } from './tools.js';
 
 const M_PER_PX_Z0 = 156543.03392; // Web Mercator metres per pixel at zoom 0
 const GREY = '#6d7b85';
@@ -32,6 +34,14 @@ export class MapView {
     this.follow = null;
     this.selected = null;
     this.labelMode = 'auto';
+    /** The operators' tools: a filter (tools.parseFilter), colours by altitude, the
+     *  range/bearing ruler ({from, to}: sensor ids or 'origin'), the range rings' spacing
+     *  (metres; null: chosen for the zoom). */
+    this.filter = null;
+    this.colourBy = 'none';
+    this.ruler = null;
+    this.ringSpacing = null;
+    this.spriteSets = new Map();
     // Screenshot mode draws once: labels then show their exact text, never a held one.
     this.frozen = document.body.classList.contains('screenshot');
     this.fitted = false;
@@ -152,6 +162,14 @@ export class MapView {
     window.addEventListener('mouseup', (e) => {
       if (drag && !drag.moved) {
         const id = this.hit(drag.x, drag.y);
+        // Shift+click measures from the selected track to the one clicked (to the origin
+        // when the click is on no track).
+        if (e.shiftKey && this.selected !== null) {
+          this.ruler = { from: this.selected, to: id === null ? 'origin' : id };
+          this.store.version++;
+          drag = null;
+          return;
+        }
         this.selected = id;
         if (id !== null && e.detail >= 2) this.follow = id;
         this.store.version++;
@@ -175,7 +193,7 @@ export class MapView {
     let best = null;
     let bestD = 100;
     for (const t of this.store.tracks.values()) {
-      if (!t.pos) continue;
+      if (!t.pos || !this.shows(t)) continue;
       const q = this.xy(t.pos);
       if (!q) continue;
       const [x, y] = this.toScreen(q[0], q[1]);
@@ -217,7 +235,7 @@ export class MapView {
     const world = this.worldLines();
     const [w, h] = this.size();
     const c = this.center[this.kind];
-    const key = `${this.kind}|${w}|${h}|${this.dpr}|${this.zoom}|${c[0]}|${c[1]}|${world === this.world.high}|${!!world}|${this.store.settings.units}`;
+    const key = `${this.kind}|${w}|${h}|${this.dpr}|${this.zoom}|${c[0]}|${c[1]}|${world === this.world.high}|${!!world}|${this.store.settings.units}|${this.ringSpacing}`;
     if (key === this.baseKey) return;
     this.baseKey = key;
     const g = this.base.getContext('2d');
@@ -307,12 +325,12 @@ export class MapView {
     const perUnit = 1 / f.per_si; // metres per display unit (km or NM)
     const [ox, oy] = this.toScreen(0, 0);
     const reach = Math.hypot(Math.max(ox, w - ox), Math.max(oy, h - oy)) / s; // metres
-    const step = niceStep((reach / 6) / perUnit) * perUnit;
+    const step = this.ringSpacing || niceStep((reach / 6) / perUnit) * perUnit;
     g.strokeStyle = '#21404f';
     g.fillStyle = '#5d8196';
     g.lineWidth = 1;
     g.font = '11px "DejaVu Sans", sans-serif';
-    for (let r = step, i = 1; r <= reach && i <= 40; r += step, i++) {
+    for (let r = step, i = 1; r <= reach && i <= 200; r += step, i++) {
       g.beginPath();
       g.arc(ox, oy, r * s, 0, 2 * Math.PI);
       g.stroke();
@@ -381,11 +399,10 @@ export class MapView {
     const c = this.center[this.kind];
     const X = (q) => w / 2 + (q[0] - c[0]) * s;
     const Y = (q) => h / 2 - (q[1] - c[1]) * s;
-    const colour = this.store.colour();
-    const trailFrom = cursor - this.store.trailMs;
+    const perSi = this.store.factors().altitude.per_si;
     const visible = [];
     for (const t of this.store.tracks.values()) {
-      if (!t.pos || !this.xy(t.pos)) continue;
+      if (!t.pos || !this.xy(t.pos) || !passes(this.filter, t.fix, perSi)) continue;
       const q = this.xy(t.pos);
       const x = X(q);
       const y = Y(q);
@@ -408,13 +425,12 @@ export class MapView {
     // a heading; stale ones hollow and grey): one image copy each, not a path to fill.
     let t1 = performance.now();
     avg('trails', t1 - t0);
-    const sprites = this.sprites(colour);
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     const half = SPRITE / 2;
     for (const v of visible) {
       const hdg = v.t.fix.hdg;
       const k = hdg === null || hdg === undefined ? 36 : Math.round(hdg / 10) % 36;
-      ctx.drawImage(sprites, k * SPRITE, v.stale ? SPRITE : 0, SPRITE, SPRITE,
+      ctx.drawImage(this.sprites(this.trackColour(v.t)), k * SPRITE, v.stale ? SPRITE : 0, SPRITE, SPRITE,
         Math.round(v.x * this.dpr - half), Math.round(v.y * this.dpr - half), SPRITE, SPRITE);
     }
     ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
@@ -422,6 +438,7 @@ export class MapView {
     avg('markers', t0 - t1);
     if (this.labelMode !== 'off') this.labels(ctx, visible);
     avg('labels', performance.now() - t0);
+    drawOverlays(ctx, this, visible);
     for (const id of [this.selected, this.follow]) {
       const v = visible.find((x) => x.t.id === id);
       if (v) {
@@ -454,7 +471,7 @@ export class MapView {
       this.trailKey = '';
     }
     const g = L.getContext('2d');
-    const key = `${this.kind}|${w}|${h}|${this.dpr}|${this.zoom}|${store.trailMs}|${store.colour()}|${store.gen}`;
+    const key = `${this.kind}|${w}|${h}|${this.dpr}|${this.zoom}|${store.trailMs}|${store.colour()}|${store.gen}|${this.filter ? this.filter.text : ''}`;
     const now = performance.now();
     const full = key !== this.trailKey || cursor < this.trailCursor || now - this.trailAt > 1000;
     if (!full && (c[0] !== this.trailCenter[0] || c[1] !== this.trailCenter[1])) {
@@ -482,7 +499,7 @@ export class MapView {
       for (const stale of [false, true]) {
         g.beginPath();
         for (const t of store.tracks.values()) {
-          if (!t.pos || store.isStale(t, cursor) !== stale) continue;
+          if (!t.pos || store.isStale(t, cursor) !== stale || !this.shows(t)) continue;
           let first = true;
           let px = 0;
           let py = 0;
@@ -514,7 +531,7 @@ export class MapView {
     g.beginPath();
     for (const t of store.tracks.values()) {
       const last = t.trail[t.trail.length - 1];
-      if (!last || last === t.drawnPt || last.ms > cursor) continue;
+      if (!last || last === t.drawnPt || last.ms > cursor || !this.shows(t)) continue;
       let prev = t.drawnPt ? this.xy(t.drawnPt) : null;
       const since = t.drawnPt ? t.drawnPt.ms : from;
       for (let i = t.trail.length - 1; i >= 0 && t.trail[i].ms > since; i--) {
@@ -538,10 +555,27 @@ export class MapView {
     g.stroke();
   }
 
-  /** Marker sprites for a colour: 36 headings and a diamond, live and stale. */
+  /** A track's marker colour: its worst alarm's, else its altitude's (when colouring by
+   *  altitude), else the colour commanded for every marker. */
+  trackColour(t) {
+    const level = this.store.alarmLevel(t.id);
+    if (level) return ALARM_COLOURS[level];
+    if (this.colourBy === 'altitude') return altitudeColour(t.fix.alt);
+    return this.store.colour();
+  }
+
+  /** Whether a track is shown (the filter). */
+  shows(t) {
+    return passes(this.filter, t.fix, this.store.factors().altitude.per_si);
+  }
+
+  /** Marker sprites for a colour: 36 headings and a diamond, live and stale (one atlas
+   *  per colour, kept). */
   sprites(colour) {
     const key = `${colour}|${this.dpr}`;
-    if (this.spriteKey === key) return this.spriteSet;
+    const kept = this.spriteSets.get(key);
+    if (kept) return kept;
+    if (this.spriteSets.size > 64) this.spriteSets.clear();
     // One atlas image (a row of live sprites over a row of stale ones): a thousand
     // copies from one source are cheaper than from 74 small canvases.
     const atlas = document.createElement('canvas');
@@ -581,9 +615,8 @@ export class MapView {
       make(k, false);
       make(k, true);
     }
-    this.spriteSet = atlas;
-    this.spriteKey = key;
-    return this.spriteSet;
+    this.spriteSets.set(key, atlas);
+    return atlas;
   }
 
   /** Labels (sensor id; altitude and speed in the current units), decluttered on a grid. */

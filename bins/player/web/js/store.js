@@ -12,9 +12,14 @@ function iso(ms) {
   return new Date(ms).toISOString();
 }
 
-/** A track row from the server: [id, recv_ms, time_s, lat, lon, alt, spd, hdg, sph]. */
+/** Severity of alarm levels, lowest first. */
+export const LEVELS = ['watch', 'warning', 'critical'];
+
+/** A track row from the server: [id, recv_ms, time_s, lat, lon, alt, spd, hdg, sph,
+ *  iip_lat, iip_lon]. */
 function fixOf(row) {
   return {
+    iip: row[9] === null || row[9] === undefined ? null : { lat: row[9], lon: row[10] },
     id: row[0],
     recvMs: row[1],
     timeS: row[2],
@@ -60,6 +65,27 @@ export class Store {
     this.timing = { open: null, hello: null, picture: null, drawn: null };
     /** The window chosen on the timeline (to export): {start, end} ms, or null. */
     this.selection = null;
+    /** Alarms in force for what this tab shows (live, or the replay), by id: each one's
+     *  latest transition. */
+    this.alarms = new Map();
+    /** The alarmer's rules (boundaries to draw), or null. */
+    this.overlays = null;
+  }
+
+  /** The worst level of a sensor's active alarms that are not shelved, or null. */
+  alarmLevel(sensor) {
+    let worst = -1;
+    for (const a of this.alarms.values()) {
+      if (!a.active || a.shelved_until_ms || !a.sensors.includes(sensor)) continue;
+      worst = Math.max(worst, LEVELS.indexOf(a.level));
+    }
+    return worst < 0 ? null : LEVELS[worst];
+  }
+
+  /** Alarms newest first: active ones, then shelved ones. */
+  alarmList() {
+    return [...this.alarms.values()].sort((a, b) =>
+      (!!a.shelved_until_ms - !!b.shelved_until_ms) || b.at_ms - a.at_ms || (a.id < b.id ? -1 : 1));
   }
 
   selectRange(range) {
@@ -218,6 +244,16 @@ export class Store {
       case 'coverage':
         this.coverage = msg;
         break;
+      case 'alarms':
+        if (msg.full) this.alarms = new Map();
+        for (const a of msg.alarms) this.takeAlarm(a);
+        break;
+      case 'alarm':
+        this.takeAlarm(msg.alarm);
+        break;
+      case 'overlays':
+        this.overlays = msg.rules;
+        break;
       case 'error':
         this.toasts.push({ text: msg.error, error: true });
         break;
@@ -225,6 +261,11 @@ export class Store {
         return;
     }
     this.changed();
+  }
+
+  takeAlarm(a) {
+    if (a.active || a.shelved_until_ms) this.alarms.set(a.id, a);
+    else this.alarms.delete(a.id);
   }
 
   rows(gen, rows, whole) {
@@ -256,7 +297,7 @@ export class Store {
     if (t.fix && f.recvMs < t.fix.recvMs && !whole) return;
     t.fix = f;
     if (f.lat === null) return;
-    const p = { ms: f.recvMs, lat: f.lat, lon: f.lon, alt: f.alt, m: mercator(f.lat, f.lon), en: null };
+    const p = { ms: f.recvMs, lat: f.lat, lon: f.lon, alt: f.alt, spd: f.spd, m: mercator(f.lat, f.lon), en: null };
     if (this.plane) p.en = this.plane.en(f.lat, f.lon, f.alt);
     // The trail keeps a point per step and a head that moves with every update: the head
     // is replaced until it is a step past the point before it, then it stays and a new
@@ -321,6 +362,8 @@ export class Store {
         spherical: x.spherical,
         // Trail points drawn behind the marker (those within the trail before the cursor).
         trail_points: t.trail.reduce((n, p) => n + (p.ms <= cursor && p.ms >= cursor - this.trailMs ? 1 : 0), 0),
+        alarm_level: this.alarmLevel(x.id),
+        iip: x.iip,
       });
     }
     tracks.sort((a, b) => a.sensor_id - b.sensor_id);
@@ -349,6 +392,12 @@ export class Store {
       trail_s: this.trailMs / 1000,
       timing_ms: { ...this.timing },
       selection: this.selection && { start: iso(this.selection.start), end: iso(this.selection.end) },
+      alarms: this.alarmList().map((a) => ({
+        id: a.id, rule: a.rule, kind: a.kind, sensors: a.sensors, level: a.level, active: a.active,
+        acknowledged: a.acknowledged, operator: a.operator, shelved_until: a.shelved_until_ms ? iso(a.shelved_until_ms) : null,
+        at: a.at, value: a.value, threshold: a.threshold, unit: a.unit, text: a.text,
+      })),
+      overlays: this.overlays ? this.overlays.rules.filter((r) => r.polygon).map((r) => r.name) : [],
       tracks,
       tags,
     };

@@ -77,8 +77,11 @@ export class TrackTable {
     const f = store.factors();
     const rows = [];
     for (const t of store.tracks.values()) {
+      if (!this.map.shows(t)) continue;
       const x = t.fix;
       rows.push({
+        colour: this.map.trackColour(t),
+        alarm: store.alarmLevel(x.id),
         sensor_id: x.id,
         kind: x.spherical ? 'S' : 'G',
         altitude: x.alt === null ? null : x.alt * f.altitude.per_si,
@@ -101,7 +104,6 @@ export class TrackTable {
     this.table.querySelectorAll('th[data-key]').forEach((th) => {
       th.classList.toggle('sorted', th.dataset.key === k);
     });
-    const colour = store.colour();
     const shown = rows.slice(0, ROWS);
     this.grow(shown.length);
     shown.forEach((r, i) => {
@@ -111,8 +113,9 @@ export class TrackTable {
       if (row.tr.dataset.id !== id) row.tr.dataset.id = id;
       row.tr.classList.toggle('stale', r.stale);
       row.tr.classList.toggle('followed', this.map.follow === r.sensor_id);
+      for (const l of ['watch', 'warning', 'critical']) row.tr.classList.toggle(`alarm-${l}`, r.alarm === l);
       // backgroundColor takes colours only: a bus string cannot load anything.
-      const swatch = r.stale ? '#6d7b85' : colour;
+      const swatch = r.stale ? '#6d7b85' : r.colour;
       if (row.swatchColour !== swatch) {
         row.swatch.style.backgroundColor = swatch;
         row.swatchColour = swatch;
@@ -134,7 +137,8 @@ export class TrackTable {
     for (let i = shown.length; i < this.pool.length; i++) this.pool[i].tr.hidden = true;
     this.more.textContent = rows.length > ROWS ? `… and ${rows.length - ROWS} more (sort to see them)` : '';
     const u = `${f.altitude.unit}, ${f.speed.unit}`;
-    this.count.textContent = `${rows.length} tracks (${u})`;
+    const all = store.tracks.size;
+    this.count.textContent = rows.length === all ? `${all} tracks (${u})` : `${rows.length} of ${all} tracks (${u})`;
     this.followText.textContent = this.map.follow === null ? '' : `following ${this.map.follow}`;
   }
 }

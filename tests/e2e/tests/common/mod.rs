@@ -159,7 +159,7 @@ pub fn deploy_users() -> Vec<DeployUser> {
 }
 
 /// The programs and the deploy user each runs as.
-pub const PROGRAM_USERS: [&str; 7] = [
+pub const PROGRAM_USERS: [&str; 8] = [
     "producer",
     "generator",
     "receiver",
@@ -167,6 +167,7 @@ pub const PROGRAM_USERS: [&str; 7] = [
     "player",
     "console",
     "replayer",
+    "alarmer",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -922,4 +923,101 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
         (0, 0),
         "archiver consumer drained"
     );
+
+    // The alarmer with its own user: its durable consumer, its transitions into TSPI and
+    // operators' requests from the console's user (list, acknowledge).
+    let rules = programs.logs.path().join("rules.toml");
+    fs::write(
+        &rules,
+        "[[limit]]\nname = \"ceiling\"\nsensors = [\"30000-30009\"]\nfield = \"altitude_m\"\nabove = { warning = -1000.0 }\n",
+    )
+    .unwrap();
+    let alarmer_metrics = free_port();
+    let mut alarmer = programs.start(
+        "alarmer",
+        "alarmer",
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{alarmer_metrics}"),
+        ],
+    );
+    let deadline = Instant::now() + long;
+    let tspi = admin.get_stream("TSPI").await.unwrap();
+    while tspi
+        .get_consumer::<jetstream::consumer::pull::Config>("alarmer")
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "alarmer not up: {}",
+            alarmer.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    programs
+        .run_ok(
+            "generator-alarm",
+            programs.command(
+                "generator",
+                "generator",
+                &[],
+                &[
+                    "--jetstream",
+                    "--count",
+                    "1",
+                    "--rate",
+                    "10",
+                    "--duration",
+                    "1",
+                    "--sensor-base",
+                    "30000",
+                ],
+            ),
+            long,
+        )
+        .await;
+    let deadline = Instant::now() + long;
+    let listed = loop {
+        let list = programs
+            .console("console-alarms", &["alarms", "--json"])
+            .await;
+        let alarms: serde_json::Value = serde_json::from_str(list.stdout().trim()).unwrap();
+        if alarms.as_array().is_some_and(|a| !a.is_empty()) {
+            break alarms;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alarm listed: {}",
+            alarmer.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed[0]["id"], "ceiling/30000", "{listed}");
+    assert_eq!(listed[0]["level"], "warning", "{listed}");
+    let acked = programs
+        .console(
+            "console-ack",
+            &["ack", "ceiling/30000", "--operator", "deploy"],
+        )
+        .await;
+    let acked: serde_json::Value = serde_json::from_str(acked.stdout().trim()).unwrap();
+    assert_eq!(
+        (acked["event"].as_str(), acked["operator"].as_str()),
+        (Some("acknowledged"), Some("deploy"))
+    );
+    let alarmed = scrape(alarmer_metrics);
+    assert!(
+        alarmed.contains("tspi_alarmer_messages_evaluated_total 10"),
+        "{alarmed}"
+    );
+    assert!(
+        alarmed.contains("tspi_alarmer_alarms_active{level=\"warning\"} 1"),
+        "{alarmed}"
+    );
+    let missing = undocumented_metrics(&alarmed);
+    assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+    assert!(alarmer.stop(long).await.success(), "{}", alarmer.stderr());
 }

@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 use tspi_test_support::{workspace_bin, workspace_root};
 
-/// Ports for one demo: base (P..P+2, P+100..P+102, P+200..P+202), UDP, metrics (M, M+1,
-/// M+2), PostgreSQL (G, G+1), the web display (W) — all free a moment ago.
+/// Ports for one demo: base (P..P+2, P+100..P+102, P+200..P+202), UDP, metrics (M..M+3),
+/// PostgreSQL (G, G+1), the web display (W) — all free a moment ago.
 pub struct DemoPorts {
     pub base: u16,
     pub udp: u16,
@@ -39,6 +39,7 @@ impl DemoPorts {
             self.metrics,
             self.metrics + 1,
             self.metrics + 2,
+            self.metrics + 3,
             self.pg,
             self.pg + 1,
             self.web,
@@ -46,7 +47,7 @@ impl DemoPorts {
         .into_iter()
         // With --sites: each site's client and monitoring port and producer metrics, and
         // the centre's leaf-node ports.
-        .chain((0..4).flat_map(|k| [b + 3 + k, b + 203 + k, self.metrics + 3 + k]))
+        .chain((0..4).flat_map(|k| [b + 3 + k, b + 203 + k, self.metrics + 4 + k]))
         .chain(b + 103..b + 106)
         .collect()
     }

@@ -36,12 +36,16 @@ pub struct Range {
     pub player: Running,
     pub url: String,
     pub metrics_port: u16,
+    pub alarmer: Option<Running>,
 }
 
 pub struct RangeOptions<'a> {
     /// PostgreSQL, the archiver and `replayer serve` (for replays and the timeline).
     pub archive: bool,
     pub player_args: &'a [&'a str],
+    /// The alarmer with this rule file (started before the display, so the display has
+    /// the boundaries from its start).
+    pub alarm_rules: Option<&'a std::path::Path>,
 }
 
 /// The range origin the generator flies around, as `--origin`.
@@ -72,6 +76,16 @@ impl Range {
         } else {
             (None, None, None)
         };
+        let alarmer = o.alarm_rules.map(|rules| {
+            programs.start(
+                "alarmer",
+                "alarmer",
+                &["--rules", rules.to_str().unwrap(), "--origin", ORIGIN],
+            )
+        });
+        if let Some(a) = &alarmer {
+            wait_alarmer(&nats, a).await;
+        }
         let metrics_port = free_port();
         let metrics = format!("127.0.0.1:{metrics_port}");
         let mut args = vec![
@@ -102,6 +116,7 @@ impl Range {
             player,
             url,
             metrics_port,
+            alarmer,
         }
     }
 
@@ -277,4 +292,28 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Until the alarmer answers on `alarms.ctrl`.
+async fn wait_alarmer(nats: &NatsServer, alarmer: &Running) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let asked = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request("alarms.ctrl", r#"{"op":"list"}"#.into()),
+        )
+        .await;
+        if let Ok(Ok(reply)) = asked {
+            if serde_json::from_slice::<Value>(&reply.payload).is_ok_and(|v| v["ok"] == true) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alarmer does not answer: {}",
+            alarmer.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
