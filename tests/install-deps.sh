@@ -13,6 +13,9 @@
 #     PyPI) into .tools/pyarrow, the export tests' Parquet reader (not with --no-compose)
 #   - Debian's chromium and chromium-driver, for the web display's browser tests (not with
 #     --no-compose); never a downloaded browser
+#   - Debian's prometheus (promtool) and prometheus-postgres-exporter: deploy/observability
+#     is checked by Prometheus's own tools and run against the programs (not with
+#     --no-compose)
 #   - the toolchain's rustfmt and clippy components, the test command's gates (rustup;
 #     not with --no-compose)
 #   - cargo-fuzz (pinned, built from crates.io) into .tools/cargo-fuzz, which runs the fuzz
@@ -81,7 +84,20 @@ apt_install() {
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo_cmd apt-get update -qq >&2
-  $sudo_cmd apt-get install -y -qq "$@" >&2
+  # Packages, never their services: Debian's prometheus, postgres_exporter and PostgreSQL
+  # would start daemons on public ports. Where no policy-rc.d exists, one that refuses
+  # every start is in place for the install only.
+  local policy=/usr/sbin/policy-rc.d placed=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# tests/install-deps.sh: no service starts while it installs\nexit 101\n' |
+      $sudo_cmd tee "$policy" >/dev/null
+    $sudo_cmd chmod 755 "$policy"
+    placed=1
+  fi
+  local status=0
+  $sudo_cmd apt-get install -y -qq "$@" >&2 || status=$?
+  [ "$placed" = 0 ] || $sudo_cmd rm -f "$policy"
+  return "$status"
 }
 
 if ! pg_bindir >/dev/null; then
@@ -143,6 +159,15 @@ if [ "$with_compose" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/ch
   echo "install-deps: installing chromium and chromium-driver from the OS packages (the web display's browser tests)" >&2
   apt_install "install chromium and chromedriver by hand (or set TSPI_CHROMIUM and TSPI_CHROMEDRIVER)" \
     --no-install-recommends chromium chromium-driver
+fi
+
+# The observability bundle's checks run Prometheus's own tools and servers: promtool and
+# prometheus (Debian's prometheus) and postgres_exporter (prometheus-postgres-exporter).
+if [ "$with_compose" = 1 ] && { ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null ||
+                               ! command -v prometheus-postgres-exporter >/dev/null; }; then
+  echo "install-deps: installing prometheus and prometheus-postgres-exporter from the OS packages (deploy/observability's checks)" >&2
+  apt_install "install prometheus (promtool) and prometheus-postgres-exporter by hand" \
+    --no-install-recommends prometheus prometheus-postgres-exporter
 fi
 
 # The test command's gates: rustfmt and clippy, components of the machine's toolchain.

@@ -1,13 +1,16 @@
 #!/bin/sh
 # Runs once, when the primary's data directory is created (docker-entrypoint-initdb.d).
 # Roles: the archiver writes, the replayer and players read, a replication user feeds the
-# streaming replica. The archiver creates the schema itself (`archiver migrate`).
+# streaming replica, a monitoring role reads the statistics for postgres_exporter. The
+# archiver creates the schema itself (`archiver migrate`).
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<SQL
 CREATE ROLE archiver LOGIN PASSWORD '${PG_ARCHIVER_PASSWORD}';
 CREATE ROLE tspi_reader LOGIN PASSWORD '${PG_READER_PASSWORD}';
 CREATE ROLE replicator LOGIN REPLICATION PASSWORD '${PG_REPLICATION_PASSWORD}';
-GRANT CONNECT ON DATABASE ${POSTGRES_DB} TO archiver, tspi_reader;
+-- postgres_exporter (deploy/observability): the statistics views, nothing else.
+CREATE ROLE tspi_monitor LOGIN PASSWORD '${PG_MONITOR_PASSWORD}' IN ROLE pg_monitor;
+GRANT CONNECT ON DATABASE ${POSTGRES_DB} TO archiver, tspi_reader, tspi_monitor;
 GRANT CREATE, USAGE ON SCHEMA public TO archiver;
 GRANT USAGE ON SCHEMA public TO tspi_reader;
 -- Tables the archiver creates later are readable by the reader role.

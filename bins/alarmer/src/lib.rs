@@ -90,6 +90,19 @@ impl AlarmerMetrics {
             "Time spent placing records and evaluating the rules",
             m.evaluation_seconds.clone(),
         );
+        // Every event at 0 from the start, so rate() and alerts see the series at once.
+        for event in [
+            "raised",
+            "level",
+            "cleared",
+            "acknowledged",
+            "shelved",
+            "unshelved",
+        ] {
+            let _series = m.transitions.get_or_create(&EventLabel {
+                event: event.into(),
+            });
+        }
         registry.register(
             "transitions",
             "Alarm transitions published, by event",

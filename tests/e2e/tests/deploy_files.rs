@@ -494,6 +494,15 @@ fn documents_name_only_real_flags() {
         .output()
         .unwrap();
     help.push_str(&String::from_utf8_lossy(&images.stdout));
+    // The observability profile's servers (tests/install-deps.sh installs them).
+    for tool in ["prometheus", "prometheus-postgres-exporter"] {
+        let out = Command::new(tool)
+            .arg("--help")
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e} (run tests/install-deps.sh)"));
+        help.push_str(&String::from_utf8_lossy(&out.stdout));
+        help.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
     // Other tools' flags the documents use, and the test command's own.
     let others = [
         "--release",    // cargo

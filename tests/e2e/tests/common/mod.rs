@@ -195,6 +195,7 @@ pub fn apply_deploy_roles(pg: &PgServer, db: &str) {
         .env("PG_ARCHIVER_PASSWORD", "pg-archiver")
         .env("PG_READER_PASSWORD", "pg-reader")
         .env("PG_REPLICATION_PASSWORD", "pg-replication")
+        .env("PG_MONITOR_PASSWORD", "pg-monitor")
         .output()
         .unwrap();
     assert!(
