@@ -142,6 +142,21 @@ pub fn replay_start(identifier: &str, start: Option<&str>) -> anyhow::Result<Rep
 
 const REPLAY_CONSUMER_PREFIX: &str = "replay-";
 
+/// Tell every player on `tspi.ops.ctrl`, and wait until the server has it.
+async fn announce(
+    client: &async_nats::Client,
+    ctrl: &tspi_core::ops::OpsControl,
+) -> anyhow::Result<()> {
+    client
+        .publish(
+            tspi_core::ops::CTRL_SUBJECT,
+            tspi_core::ops::to_cbor(ctrl).into(),
+        )
+        .await?;
+    client.flush().await?;
+    Ok(())
+}
+
 /// Start a group replay: announce `GroupReplayStart` on `tspi.ops.ctrl` so players on the
 /// livestream subscribe to `tspi.channel.replay.<slug>`, give them `join_delay`, then create
 /// the consumer that delivers the messages at their original gaps (the server paces).
@@ -184,22 +199,15 @@ pub async fn start_group_replay(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let announce = |ctrl: tspi_core::ops::OpsControl| async move {
-        client
-            .publish(
-                tspi_core::ops::CTRL_SUBJECT,
-                tspi_core::ops::to_cbor(&ctrl).into(),
-            )
-            .await?;
-        client.flush().await?;
-        anyhow::Ok(())
-    };
-    announce(tspi_core::ops::OpsControl::GroupReplayStart {
-        channel_id: slug.clone(),
-        display_name: display_name.clone(),
-        identifier: identifier.to_owned(),
-        stream: stream_name.to_owned(),
-    })
+    announce(
+        client,
+        &tspi_core::ops::OpsControl::GroupReplayStart {
+            channel_id: slug.clone(),
+            display_name: display_name.clone(),
+            identifier: identifier.to_owned(),
+            stream: stream_name.to_owned(),
+        },
+    )
     .await?;
     tokio::time::sleep(join_delay).await;
     let created = stream
@@ -217,9 +225,12 @@ pub async fn start_group_replay(
         .context("creating the replay consumer");
     if let Err(e) = created {
         // The players already switched: send them back to the livestream.
-        announce(tspi_core::ops::OpsControl::GroupReplayStop {
-            channel_id: slug.clone(),
-        })
+        announce(
+            client,
+            &tspi_core::ops::OpsControl::GroupReplayStop {
+                channel_id: slug.clone(),
+            },
+        )
         .await
         .ok();
         return Err(e);
@@ -304,17 +315,14 @@ pub async fn stop_group_replay(
             .delete_consumer(&format!("{REPLAY_CONSUMER_PREFIX}{slug}"))
             .await
             .with_context(|| format!("deleting the consumer of {slug}"))?;
-        let ctrl = tspi_core::ops::OpsControl::GroupReplayStop {
-            channel_id: slug.clone(),
-        };
-        client
-            .publish(
-                tspi_core::ops::CTRL_SUBJECT,
-                tspi_core::ops::to_cbor(&ctrl).into(),
-            )
-            .await?;
+        announce(
+            client,
+            &tspi_core::ops::OpsControl::GroupReplayStop {
+                channel_id: slug.clone(),
+            },
+        )
+        .await?;
     }
-    client.flush().await?;
     Ok(targets)
 }
 

@@ -196,9 +196,9 @@ fn quality(command: Command) -> anyhow::Result<()> {
             raw,
         ))?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        tspi_runtime::outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        print!("{}", tspi_console::quality::render_table(&report, minutes));
+        tspi_runtime::out!("{}", tspi_console::quality::render_table(&report, minutes))?;
     }
     Ok(())
 }
@@ -271,16 +271,16 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 Command::Units { .. } | Command::MarkerColor { .. } | Command::Session { .. } => {
                     let setting = setting.context("validated above")?;
                     let sent = tspi_console::send_command(&js, &sender, setting).await?;
-                    println!("{}", serde_json::to_string(&sent)?);
+                    tspi_runtime::outln!("{}", serde_json::to_string(&sent)?)?;
                 }
                 Command::Tag { comment, at, notes } => {
                     let (tag, sent) =
                         tspi_console::send_tag(&js, &comment, at.as_deref(), &sender, notes)
                             .await?;
-                    println!(
+                    tspi_runtime::outln!(
                         "{}",
                         serde_json::to_string(&serde_json::json!({"tag": tag, "sent": sent}))?
-                    );
+                    )?;
                 }
                 Command::Replay(ReplayCommand::Start {
                     identifier,
@@ -300,31 +300,31 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                         join_delay,
                     )
                     .await?;
-                    println!("{}", serde_json::to_string(&channel)?);
+                    tspi_runtime::outln!("{}", serde_json::to_string(&channel)?)?;
                 }
                 Command::Replay(ReplayCommand::Stop { channel, stream }) => {
                     let stopped =
                         tspi_console::stop_group_replay(&client, &js, channel.as_deref(), &stream)
                             .await?;
-                    println!(
+                    tspi_runtime::outln!(
                         "{}",
                         serde_json::to_string(&serde_json::json!({"stopped": stopped}))?
-                    );
+                    )?;
                 }
                 Command::Channels { json, stream } => {
                     let list = tspi_console::channels(&js, &stream).await?;
                     if json {
-                        println!("{}", serde_json::to_string(&list)?);
+                        tspi_runtime::outln!("{}", serde_json::to_string(&list)?)?;
                     } else {
-                        println!("{:<24} {:<14} {:<40} NAME", "CHANNEL", "KIND", "SUBJECT");
+                        tspi_runtime::outln!("{:<24} {:<14} {:<40} NAME", "CHANNEL", "KIND", "SUBJECT")?;
                         for c in list {
-                            println!(
+                            tspi_runtime::outln!(
                                 "{:<24} {:<14} {:<40} {}",
                                 c.channel_id,
                                 format!("{:?}", c.kind),
                                 c.subject,
                                 c.display_name
-                            );
+                            )?;
                         }
                     }
                 }
@@ -343,9 +343,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                     let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "list"})).await?;
                     let alarms = reply["alarms"].as_array().cloned().unwrap_or_default();
                     if json {
-                        println!("{}", serde_json::Value::Array(alarms));
+                        tspi_runtime::outln!("{}", serde_json::Value::Array(alarms))?;
                     } else {
-                        println!("{:<32} {:<9} {:<24} {:<14} WHAT", "ALARM", "LEVEL", "SINCE", "STATE");
+                        tspi_runtime::outln!("{:<32} {:<9} {:<24} {:<14} WHAT", "ALARM", "LEVEL", "SINCE", "STATE")?;
                         for a in alarms {
                             let state = if a["shelved_until_ms"].is_i64() {
                                 "shelved".to_owned()
@@ -354,21 +354,21 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                             } else {
                                 "UNACKNOWLEDGED".to_owned()
                             };
-                            println!(
+                            tspi_runtime::outln!(
                                 "{:<32} {:<9} {:<24} {:<14} {}",
                                 a["id"].as_str().unwrap_or_default(),
                                 a["level"].as_str().unwrap_or("-"),
                                 a["at"].as_str().unwrap_or_default(),
                                 state,
                                 a["text"].as_str().unwrap_or_default()
-                            );
+                            )?;
                         }
                     }
                 }
                 Command::Ack { id, operator } => {
                     let operator = operator.unwrap_or_else(|| sender.clone());
                     let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "ack", "id": id, "operator": operator})).await?;
-                    println!("{}", reply["alarm"]);
+                    tspi_runtime::outln!("{}", reply["alarm"])?;
                 }
                 Command::Shelve { id, duration, operator } => {
                     let operator = operator.unwrap_or_else(|| sender.clone());
@@ -377,12 +377,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                         &serde_json::json!({"op": "shelve", "id": id, "operator": operator, "seconds": duration.as_secs_f64()}),
                     )
                     .await?;
-                    println!("{}", reply["alarm"]);
+                    tspi_runtime::outln!("{}", reply["alarm"])?;
                 }
                 Command::Unshelve { id, operator } => {
                     let operator = operator.unwrap_or_else(|| sender.clone());
                     let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "unshelve", "id": id, "operator": operator})).await?;
-                    println!("{}", reply["alarm"]);
+                    tspi_runtime::outln!("{}", reply["alarm"])?;
                 }
                 Command::Clients {
                     json,
@@ -392,9 +392,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                     ensure_stream(&client, &js, &StreamSpec::ops(true)).await?;
                     let rows = tspi_console::roster(&js, window, stale).await?;
                     if json {
-                        println!("{}", serde_json::to_string(&rows)?);
+                        tspi_runtime::outln!("{}", serde_json::to_string(&rows)?)?;
                     } else {
-                        println!(
+                        tspi_runtime::outln!(
                             "{:<24} {:<26} {:<26} {:<25} {:<25} {:<12} {:>8}",
                             "CLIENT",
                             "CHANNEL",
@@ -403,9 +403,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                             "LAST SEEN",
                             "OPERATOR",
                             "PING ms"
-                        );
+                        )?;
                         for r in rows {
-                            println!(
+                            tspi_runtime::outln!(
                                 "{:<24} {:<26} {:<26} {:<25} {:<25} {:<12} {:>8}",
                                 r.client_id,
                                 r.channel_id,
@@ -414,7 +414,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                                 r.last_seen,
                                 r.operator.unwrap_or_default(),
                                 r.ping_ms.map(|p| format!("{p:.1}")).unwrap_or_default()
-                            );
+                            )?;
                         }
                     }
                 }

@@ -12,13 +12,19 @@ use tspi_test_support::{run_cli, NatsServer};
 const BIN: &str = env!("CARGO_BIN_EXE_console");
 const T: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_input_is_refused_and_nothing_is_sent() {
+/// A server with the TSPI stream, and a JetStream context on it.
+async fn server_with_tspi() -> (NatsServer, async_nats::jetstream::Context) {
     let nats = NatsServer::start().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
     ensure_stream(&client, &js, &spec).await.unwrap();
+    (nats, js)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_is_refused_and_nothing_is_sent() {
+    let (nats, js) = server_with_tspi().await;
     let url = nats.url();
     let run = |args: &[&str]| {
         let mut a = vec!["--nats-server", url.as_str()];
@@ -94,4 +100,29 @@ async fn invalid_input_is_refused_and_nothing_is_sent() {
     let out = run(&["clients", "--json"]).await.unwrap();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "[]");
+}
+
+/// `console … | head -1`: a reader that went away ends the command quietly (status 0, no
+/// panic message), as for any Unix tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_the_command_quietly() {
+    let (nats, _js) = server_with_tspi().await;
+    let url = nats.url();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(BIN)
+            .args(["--nats-server", url.as_str(), "units", "metric"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its one line.
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
 }

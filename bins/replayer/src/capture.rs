@@ -172,7 +172,8 @@ impl<R: Read> CaptureReader<R> {
         Ok(got)
     }
 
-    /// After the block type 0x0A0D0D0A: length, byte-order magic, rest of the SHB.
+    /// After the block type 0x0A0D0D0A: length, byte-order magic, rest of the SHB. The
+    /// length's bytes come first and can only be read once the magic has said the order.
     fn section_header(&mut self) -> Result<(), CaptureError> {
         let mut head = [0u8; 8];
         self.read_exact(&mut head)?;
@@ -239,32 +240,20 @@ impl<R: Read> CaptureReader<R> {
 
     fn next_pcapng(&mut self) -> Result<Option<Frame>, CaptureError> {
         loop {
-            let mut head = [0u8; 8];
-            if self.read_start(&mut head)? == 0 {
+            // A block starts with its type; a section header's length is only readable
+            // after its byte-order magic, so that block is read on its own.
+            let mut block_type = [0u8; 4];
+            if self.read_start(&mut block_type)? == 0 {
                 return Ok(None);
             }
-            if head[0..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-                // A new section: its own byte order and interfaces. Re-read its header.
-                let mut rest = [0u8; 4];
-                self.read_exact(&mut rest)?;
-                let big_endian = match rest {
-                    [0x1a, 0x2b, 0x3c, 0x4d] => true,
-                    [0x4d, 0x3c, 0x2b, 0x1a] => false,
-                    _ => return Err(self.damaged("section header without a byte-order magic")),
-                };
-                let len = u32_at(&head, 4, big_endian).unwrap_or(0);
-                if !(28..=MAX_BLOCK).contains(&len) || len % 4 != 0 {
-                    return Err(self.damaged(format!("section header length {len}")));
-                }
-                let mut body = vec![0u8; len as usize - 12];
-                self.read_exact(&mut body)?;
-                self.state = State::Pcapng {
-                    big_endian,
-                    interfaces: Vec::new(),
-                    last_ts_ns: 0,
-                };
+            if block_type == [0x0a, 0x0d, 0x0d, 0x0a] {
+                // A new section: its own byte order and interfaces.
+                self.section_header()?;
                 continue;
             }
+            let mut length = [0u8; 4];
+            self.read_exact(&mut length)?;
+            let head = [block_type, length].concat();
             let State::Pcapng {
                 big_endian: big, ..
             } = self.state
@@ -658,6 +647,31 @@ mod tests {
         assert_eq!(a.iter().map(|x| x.1).collect::<Vec<_>>(), expected);
         assert_eq!(a, b);
         assert_eq!(a[3].0, input[3].0);
+    }
+
+    #[test]
+    fn a_second_section_starts_over_with_its_own_interfaces() {
+        // Concatenated pcapng files are one valid file of two sections (mergecap -a).
+        let input = frames();
+        let mut two = write::pcapng(&input[..3]);
+        two.extend(write::pcapng(&input[3..]));
+        assert_eq!(outcomes(&two), outcomes(&write::pcapng(&input)));
+        let mut damaged = write::pcapng(&input[..3]);
+        damaged.extend([0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 1, 2, 3, 4]);
+        let mut r = CaptureReader::new(&damaged[..]).unwrap();
+        let mut error = None;
+        for _ in 0..10 {
+            match r.next_frame() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let error = error.unwrap_or_default();
+        assert!(error.contains("byte-order magic"), "{error}");
     }
 
     #[test]

@@ -317,7 +317,7 @@ async fn play(args: PlayArgs) -> anyhow::Result<()> {
     )
     .await?;
     client.flush().await.ok();
-    println!("{}", serde_json::to_string(&summary)?);
+    tspi_runtime::outln!("{}", serde_json::to_string(&summary)?)?;
     Ok(())
 }
 
@@ -390,7 +390,7 @@ async fn pcap(args: PcapArgs) -> anyhow::Result<()> {
         summary.published = metrics.published.get();
         summary.publish_failed += metrics.failed.get();
     }
-    println!("{}", serde_json::to_string(&summary)?);
+    tspi_runtime::outln!("{}", serde_json::to_string(&summary)?)?;
     if summary.publish_failed > 0 {
         bail!("{} records could not be published", summary.publish_failed);
     }
@@ -466,7 +466,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
             let path = f.commit()?;
             let mut summary: serde_json::Value = serde_json::from_str(&line)?;
             summary["output"] = serde_json::Value::String(path.display().to_string());
-            println!("{summary}");
+            tspi_runtime::outln!("{summary}")?;
         }
         None => eprintln!("{line}"),
     }

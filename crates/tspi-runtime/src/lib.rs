@@ -29,6 +29,25 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// `println!` that returns the write's error instead of panicking on it: a command whose
+/// reader went away (`console clients | head -1`) ends quietly through [`exit_code`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write's error; see [`outln!`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 /// The error chain on one line, without the repetition of sources that already quote
 /// their cause in their own message.
 pub fn one_line(e: &anyhow::Error) -> String {
