@@ -48,11 +48,15 @@ fi
 run_tests() { cargo test --locked "$@" 2>&1 | tee "$log"; }
 if [ "$#" -gt 0 ]; then
   # The arguments choose what runs (`-p tspi-core`).
-  phase "build tests" cargo test --locked --no-run "$@"
+  build_chosen() { cargo build --workspace --bins --locked && cargo test --locked --no-run "$@"; }
+  phase "build tests" build_chosen "$@"
   phase "run tests" run_tests "$@"
   exit 0
 fi
-phase "build tests" cargo test --workspace --locked --no-run
+# The programs themselves too: cargo builds a package's executables only for that
+# package's own integration tests, and tests/e2e runs every program (the alarmer has none).
+build_all() { cargo build --workspace --bins --locked && cargo test --workspace --locked --no-run; }
+phase "build tests" build_all
 # The compose demo's tests (tests/e2e/tests/compose_demo.rs) spend their minutes making
 # images and waiting on containers at a few dozen messages a second: they run beside
 # the rest instead of after it, and report at the end.

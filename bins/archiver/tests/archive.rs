@@ -227,8 +227,23 @@ async fn exact_rows(mut pg: PgServer, schema: SchemaOptions) {
 
     // Crash 2: PostgreSQL is killed under a running archiver (with pooled connections)
     // and restarted once the archiver has failed to write the late telemetry.
+    let before = count(&pg);
     let (shutdown, task) = start(&js, &url, &metrics);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Running: writing what crash 1 left, or (nothing left) its pull request waiting.
+    let running = || {
+        let js = js.clone();
+        let written = count(&pg) > before;
+        async move {
+            written
+                || tspi_test_support::consumer_info(&js, "TSPI", "archiver")
+                    .await
+                    .num_waiting
+                    > 0
+        }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(30), running)
+        .await
+        .expect("the second archiver at work");
     pg.kill();
     publish_telemetry(&js, TELEMETRY - LATE_TELEMETRY..TELEMETRY).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -416,7 +431,13 @@ async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
         metrics.clone(),
         shutdown.clone(),
     ));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failing = || {
+        let failed = metrics.db_errors.get() > 0;
+        async move { failed }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(30), failing)
+        .await
+        .expect("the archiver failing to write");
     let stopping = Instant::now();
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -235,8 +235,18 @@ async fn exact_archive_through_archiver_database_and_node_kills() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Let any late redelivery land: it must not add a row.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Every delivery acknowledged and none pending: no redelivery can come, and any that
+    // came before had to land without adding a row.
+    let settled = || {
+        let js = js.clone();
+        async move {
+            let info = tspi_test_support::consumer_info(&js, "TSPI", "archiver").await;
+            info.num_ack_pending == 0 && info.num_pending == 0
+        }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(30), settled)
+        .await
+        .expect("the archiver's consumer settled");
     let figures = scrape(archiver.metrics_port).await;
     sigterm(archiver.child.id());
     let status = archiver.child.wait().unwrap();

@@ -250,6 +250,22 @@ struct Got {
     recv_ms: Option<i64>,
 }
 
+type Collected = std::sync::Arc<std::sync::Mutex<Vec<Got>>>;
+
+/// Wait until what `collect` has gathered satisfies `condition`.
+async fn wait_for(what: &str, got: &Collected, condition: impl Fn(&[Got]) -> bool) {
+    let holds = || {
+        let holds = condition(&got.lock().unwrap());
+        async move { holds }
+    };
+    let waited = tspi_test_support::wait_until(Duration::from_secs(15), holds).await;
+    assert!(waited.is_some(), "{what}: not within 15 s");
+}
+
+fn windows(got: &[Got]) -> usize {
+    got.iter().filter(|g| g.phase == "window").count()
+}
+
 fn collect(
     mut sub: async_nats::Subscriber,
 ) -> (
@@ -453,7 +469,7 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     let summary = play("one", rec.window_start, rec.window_end, 1.0)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("the 1x window delivered", &got, |g| windows(g) >= window).await;
     task.abort();
     let got = got.lock().unwrap().clone();
     let played = check_playout(&got, &state_at_start, window, 1.0);
@@ -473,7 +489,7 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     let summary = play("ten", rec.window_start, rec.window_end, 10.0)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("the 10x window delivered", &got, |g| windows(g) >= window).await;
     task.abort();
     let played = check_playout(&got.lock().unwrap(), &state_at_start, window, 10.0);
     assert!((played - 1.0).abs() <= 0.1, "10x window took {played:.3} s");
@@ -491,8 +507,12 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     .unwrap();
     assert_eq!(start, rec.tag_c_at - time::Duration::SECOND);
     let (task, got) = collect(client.subscribe("player.tag.playout.>").await.unwrap());
-    play("tag", start, end, 10.0).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let summary = play("tag", start, end, 10.0).await.unwrap();
+    let published = summary.status.published as usize;
+    wait_for("the tag window delivered", &got, |g| {
+        windows(g) >= published
+    })
+    .await;
     task.abort();
     let got = got.lock().unwrap().clone();
     let around = window_count(&pg, &db, start, end).await;
@@ -528,7 +548,13 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
         "TSPI".into(),
         stop_serve.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answering = || {
+        let client = client.clone();
+        async move { client.request("player.r2.ctrl", "{}".into()).await.is_ok() }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(15), answering)
+        .await
+        .expect("replayer serve answers on player.*.ctrl");
     let (task, got) = collect(client.subscribe("player.r2.playout.>").await.unwrap());
     let request = |body: serde_json::Value| {
         let client = client.clone();
@@ -544,7 +570,7 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     assert_eq!(r["ok"], false, "no session yet: {r}");
     let r = request(serde_json::json!({"op": "play", "start": iso(rec.window_start), "end": iso(rec.window_end)})).await;
     assert_eq!(r["ok"], true, "{r}");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    wait_for("data before the pause", &got, |g| windows(g) > 50).await;
     let r = request(serde_json::json!({"op": "pause"})).await;
     assert_eq!(r["status"]["state"], "paused", "{r}");
     let paused_count = got.lock().unwrap().len();
@@ -552,6 +578,7 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
         paused_count > 50,
         "about a second of data before the pause: {paused_count}"
     );
+    // The behaviour under test: a second of pause in which nothing may arrive.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
         got.lock().unwrap().len() <= paused_count + 1,
@@ -559,17 +586,24 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     );
     let r = request(serde_json::json!({"op": "resume"})).await;
     assert_eq!(r["status"]["state"], "playing", "{r}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        got.lock().unwrap().len() > paused_count + 10,
-        "flows again after resume"
-    );
+    wait_for("flows again after resume", &got, |g| {
+        g.len() > paused_count + 10
+    })
+    .await;
     let before_seek = got.lock().unwrap().len();
     let r = request(serde_json::json!({"op": "seek", "tag": rec.tag_c})).await;
     assert_eq!(r["ok"], true, "{r}");
     let r = request(serde_json::json!({"op": "speed", "speed": 4})).await;
     assert_eq!(r["status"]["speed"], 4.0, "{r}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tag_c_at = rec.tag_c_at;
+    wait_for("frames at the seek's target", &got, |g| {
+        g[before_seek..]
+            .iter()
+            .filter(|g| g.phase == "window" && g.original_time >= tag_c_at)
+            .count()
+            >= 10
+    })
+    .await;
     let after_all: Vec<Got> = got.lock().unwrap()[before_seek..].to_vec();
     let forward = after_all
         .iter()
@@ -605,6 +639,7 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     let r = request(serde_json::json!({"op": "stop"})).await;
     assert_eq!(r["status"]["state"], "stopped", "{r}");
     let stopped = got.lock().unwrap().len();
+    // The behaviour under test: nothing may arrive in the time after a stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(got.lock().unwrap().len(), stopped, "nothing after stop");
 
@@ -629,11 +664,11 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     )
     .await;
     assert_eq!(r["ok"], true, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pic.lock().unwrap().iter().any(|g| g.phase == "ready") {
-        assert!(Instant::now() < deadline, "no ready marker");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the ready marker", &pic, |g| {
+        g.iter().any(|g| g.phase == "ready")
+    })
+    .await;
+    // The behaviour under test: paused, nothing may follow the picture.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let shown = pic.lock().unwrap().clone();
     assert_eq!(
@@ -663,11 +698,7 @@ async fn replay_and_controls(pg: PgServer, schema: tspi_store::SchemaOptions) {
     assert_eq!(ready.recv_ms.unwrap() % 1_000_000, snapshot.len() as i64);
     let r = ask(serde_json::json!({"op": "resume"})).await;
     assert_eq!(r["ok"], true, "{r}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        pic.lock().unwrap().iter().any(|g| g.phase == "window"),
-        "flows after resume"
-    );
+    wait_for("flows after resume", &pic, |g| windows(g) > 0).await;
     ask(serde_json::json!({"op": "stop"})).await;
     pic_task.abort();
 
