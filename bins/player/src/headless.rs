@@ -313,6 +313,14 @@ pub async fn run<W: Write + Send>(
         window_frames: 0,
         invalid_control: 0,
     };
+    // Group replay control: only a live player follows it.
+    let mut ctrl = match options.source {
+        Source::Live => Some(client.subscribe(tspi_core::ops::CTRL_SUBJECT).await?),
+        Source::Historical => None,
+    };
+    // The state line is the player's readiness: its feed and its control subscription are
+    // in place at the server by then (the flush's PONG comes after the SUB).
+    client.flush().await?;
     let s = h.session.settings().clone();
     h.event(&json!({
         "event": "state", "units": s.units.as_str(), "marker_color": s.marker_color,
@@ -333,11 +341,6 @@ pub async fn run<W: Write + Send>(
         });
         rx
     });
-    // Group replay control: only a live player follows it.
-    let mut ctrl = match options.source {
-        Source::Live => Some(client.subscribe(tspi_core::ops::CTRL_SUBJECT).await?),
-        Source::Historical => None,
-    };
     h.heartbeat().await;
     let started = Instant::now();
     let mut last_message = Instant::now();

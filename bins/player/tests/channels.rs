@@ -52,10 +52,10 @@ async fn group_replay_moves_livestream_players_and_back() {
         &["--source", "historical", "--room", "priv"],
     );
     let c = Player::start_with(&nats.url(), "override-c", &["--stay-live"]);
+    // The state line: each player's feed and control subscription are in place.
     for p in [&a, &b, &c, &d] {
         p.next("state");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let channel = tspi_console::start_group_replay(
         &client,
@@ -110,7 +110,13 @@ async fn group_replay_moves_livestream_players_and_back() {
         "TSPI".into(),
         stop_dir.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answering = || {
+        let asked = client.request(tspi_core::ops::CHANNEL_LIST_SUBJECT, "".into());
+        async move { asked.await.is_ok() }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(15), answering)
+        .await
+        .expect("the directory answers");
     let reply = client
         .request(tspi_core::ops::CHANNEL_LIST_SUBJECT, "".into())
         .await
@@ -151,8 +157,8 @@ async fn group_replay_moves_livestream_players_and_back() {
         .unwrap();
     assert_eq!(stopped, vec![channel.channel_id.clone()]);
     let back = a.next("channel");
+    // The channel line comes after the live feed is open again.
     assert_eq!(back["state"], "FOLLOWING_LIVESTREAM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     frame(&js, 1000).await;
     let live = a.next("frame");
     assert!(

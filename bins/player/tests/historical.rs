@@ -136,7 +136,13 @@ async fn replayed_tags_land_on_the_playhead_and_seeks_replay_what_they_skip() {
         &["--source", "historical", "--room", "h1", "--control-stdin"],
     );
     p.next("state");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let serving = || {
+        let asked = client.request("player.h1.ctrl", "{}".into());
+        async move { asked.await.is_ok() }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(15), serving)
+        .await
+        .expect("replayer serve answers");
 
     let iso = |ms: i64| tspi_core::rfc3339::format_utc_millis(ms);
     p.send(&json!({"op": "play", "start": iso(t0_ms), "end": iso(t0_ms + 6_500), "speed": 2}));

@@ -27,7 +27,7 @@ async fn commands_tags_and_units_reach_live_players_at_once() {
     let mut p1 = Player::start(&nats.url(), "p1");
     let state = p1.next("state");
     assert_eq!(state["units"], "metric");
-    tokio::time::sleep(Duration::from_millis(300)).await; // consumer in place
+    // The state line says the player's consumer is in place.
 
     frame(&js, 0).await;
     let f = p1.next("frame");
@@ -91,7 +91,6 @@ async fn commands_tags_and_units_reach_live_players_at_once() {
     // The rolling window: the frames so far come back on request, in the current units.
     let mut p3 = Player::start_with(&nats.url(), "p3", &["--control-stdin", "--clock", "tspi"]);
     p3.next("state");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 10..15 {
         frame(&js, i).await;
     }
