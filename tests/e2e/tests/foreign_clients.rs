@@ -170,7 +170,13 @@ async fn a_foreign_nats_and_cbor_client_interoperates() {
     assert_eq!(foreign_records.trim(), "1:-9.75,2:-9.75,6:-9.75");
 
     // 3. The receiver prints both foreign records and skips the bad one, counted.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let printed = || {
+        let lines = receiver.stdout().lines().count() as u64;
+        async move { lines >= valid + 3 }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(15), printed)
+        .await
+        .unwrap_or_else(|| panic!("receiver lines: {}", receiver.stderr()));
     assert!(receiver.stop(long).await.success(), "{}", receiver.stderr());
     let lines = receiver.json_lines();
     assert_eq!(lines.len() as u64, valid + 3, "{}", receiver.stderr());

@@ -235,7 +235,22 @@ async fn scrub_speed_tags_group_replays_and_two_tabs() {
         )
     });
     assert_ne!(ida, idb);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each tab's heartbeat on its change of state reaches the roster.
+    let roster_shows_both = || async {
+        let clients = range.console("clients-wait", &["clients", "--json"]).await;
+        let roster: Vec<Value> = serde_json::from_str(&clients.stdout()).unwrap_or_default();
+        let state = |id: &Value| {
+            roster
+                .iter()
+                .find(|r| r["client_id"] == *id)
+                .map(|r| r["state"].clone())
+        };
+        state(&ida) == Some(serde_json::json!("FOLLOWING_LIVESTREAM"))
+            && state(&idb) == Some(serde_json::json!("FOLLOWING_PRIVATE_REPLAY"))
+    };
+    tspi_test_support::wait_until(Duration::from_secs(15), roster_shows_both)
+        .await
+        .expect("both tabs in the roster with their states");
     let clients = range.console("clients", &["clients", "--json"]).await;
     let roster: Vec<Value> = serde_json::from_str(&clients.stdout()).unwrap();
     let row = |id: &Value| {
