@@ -20,7 +20,7 @@ mod range;
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -42,6 +42,17 @@ struct Flight {
     start: [f64; 3],
     velocity: [f64; 3],
     legs: &'static [(f64, [f64; 3])],
+}
+
+/// Messages the TSPI stream holds on subjects matching `filter`.
+async fn stored(js: &async_nats::jetstream::Context, filter: &str) -> usize {
+    let stream = js.get_stream("TSPI").await.unwrap();
+    let mut subjects = stream.info_with_subjects(filter).await.unwrap();
+    let mut total = 0;
+    while let Some(subject) = subjects.next().await {
+        total += subject.unwrap().1;
+    }
+    total
 }
 
 const FLIGHTS: [Flight; 5] = [
@@ -534,23 +545,35 @@ async fn scripted_flights_raise_the_expected_alarms_and_operators_work_them() {
         "{}",
         generator.stderr()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.rule == "silent")
-        .count()
-        < 5
+    let js = async_nats::jetstream::new(client.clone());
+    let silent = || {
+        let n = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.rule == "silent")
+            .count();
+        async move { n >= 5 }
+    };
+    if tspi_test_support::wait_until(Duration::from_secs(30), silent)
+        .await
+        .is_none()
     {
-        assert!(
-            Instant::now() < deadline,
-            "stale alarms: {:?}",
-            events.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        panic!("stale alarms: {:?}", events.lock().unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything the stream stored has reached the collectors (a retried publish is
+    // seen twice and stored once, so at least as many).
+    let all_seen = || {
+        let seen = (events.lock().unwrap().len(), records.lock().unwrap().len());
+        let js = js.clone();
+        async move {
+            seen.0 >= stored(&js, "tspi.alarm.event.>").await
+                && seen.1 >= stored(&js, "tspi.geocentric.>").await
+        }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(30), all_seen)
+        .await
+        .expect("the collectors saw what the stream stored");
     collect_events.abort();
     collect_records.abort();
     let events = events.lock().unwrap().clone();
@@ -655,6 +678,18 @@ async fn scripted_flights_raise_the_expected_alarms_and_operators_work_them() {
 
     // The replay of the window shows each transition at the cursor time it happened:
     // paused one sample before it, the state before; one sample after, the state after.
+    let transitions = events.len();
+    let archived = || {
+        let rows: usize = range
+            .psql("SELECT count(*) FROM messages WHERE kind = 'alarm'")
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        async move { rows >= transitions }
+    };
+    tspi_test_support::wait_until(Duration::from_secs(30), archived)
+        .await
+        .expect("the transitions archived");
     let archived_at: HashMap<(String, u64), i64> = {
         let rows = range.psql(
             "SELECT record->>'id', record->>'seq', (extract(epoch from stream_ts) * 1000)::bigint \

@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tspi_bus::NatsArgs;
@@ -220,11 +220,12 @@ fn api(port: u16, path: &str) -> Value {
 }
 
 async fn until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let holds = || {
+        let holds = ok();
+        async move { holds }
+    };
+    let waited = tspi_test_support::wait_until(timeout, holds).await;
+    assert!(waited.is_some(), "{what}: not within {timeout:?}");
 }
 
 /// Grafana's SQL macros, as its PostgreSQL data source expands them, over the last hour.
@@ -280,11 +281,10 @@ async fn prometheus_scrapes_the_programs_loads_the_rules_and_fires_an_alert() {
 
     let udp = free_udp_port();
     let _producer = programs.producer(udp, &["--metrics-addr", &addr("producer:9464")]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(port_of("producer:9464"), "/metrics").0 != 200 {
-        assert!(Instant::now() < deadline, "the producer's metrics");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until("the producer's metrics", Duration::from_secs(30), || {
+        get(port_of("producer:9464"), "/metrics").0 == 200
+    })
+    .await;
     let _archiver = programs.start(
         "archiver",
         "archiver",

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tspi_bus::NatsArgs;
@@ -208,35 +208,32 @@ pub fn rss_kb(pid: u32) -> u64 {
 async fn wait_stream(nats: &NatsServer, producer: &mut Running) {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while js.get_stream("TSPI").await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the producer did not create TSPI: {}",
-            producer.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let created = || {
+        let js = js.clone();
+        async move { js.get_stream("TSPI").await.is_ok() }
+    };
+    if tspi_test_support::wait_until(Duration::from_secs(30), created)
+        .await
+        .is_none()
+    {
+        panic!("the producer did not create TSPI: {}", producer.stderr());
     }
 }
 
 async fn wait_replayer(nats: &NatsServer, replayer: &Running) {
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = tokio::time::timeout(
+    let answering = || {
+        let asked = tokio::time::timeout(
             Duration::from_secs(1),
             client.request("player.probe.ctrl", r#"{"op":"status"}"#.into()),
-        )
-        .await;
-        if matches!(r, Ok(Ok(_))) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replayer serve not answering: {}",
-            replayer.stderr()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        async move { matches!(asked.await, Ok(Ok(_))) }
+    };
+    if tspi_test_support::wait_until(Duration::from_secs(30), answering)
+        .await
+        .is_none()
+    {
+        panic!("replayer serve not answering: {}", replayer.stderr());
     }
 }
 
@@ -297,23 +294,20 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
 /// Until the alarmer answers on `alarms.ctrl`.
 async fn wait_alarmer(nats: &NatsServer, alarmer: &Running) {
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let answering = || {
         let asked = tokio::time::timeout(
             Duration::from_secs(2),
             client.request("alarms.ctrl", r#"{"op":"list"}"#.into()),
-        )
-        .await;
-        if let Ok(Ok(reply)) = asked {
-            if serde_json::from_slice::<Value>(&reply.payload).is_ok_and(|v| v["ok"] == true) {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the alarmer does not answer: {}",
-            alarmer.stderr()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        async move {
+            matches!(asked.await, Ok(Ok(reply))
+                if serde_json::from_slice::<Value>(&reply.payload).is_ok_and(|v| v["ok"] == true))
+        }
+    };
+    if tspi_test_support::wait_until(Duration::from_secs(30), answering)
+        .await
+        .is_none()
+    {
+        panic!("the alarmer does not answer: {}", alarmer.stderr());
     }
 }
