@@ -19,7 +19,9 @@ use rcgen::{
 };
 use serde_json::Value;
 use tspi_bus::{connect, NatsArgs};
-use tspi_test_support::{free_port, pg_bindir, sigterm, workspace_bin, workspace_root, PgServer};
+use tspi_test_support::{
+    free_port, pg_bindir, sigterm, wait_until, workspace_bin, workspace_root, PgServer,
+};
 
 // ---------------------------------------------------------------------------------------
 // Certificates
@@ -344,6 +346,14 @@ impl Running {
     pub async fn stop(&mut self, timeout: Duration) -> ExitStatus {
         sigterm(self.pid());
         self.wait(timeout).await
+    }
+
+    /// Wait until stderr (the log) holds `needle`: a program's readiness line.
+    pub async fn logged(&mut self, timeout: Duration, needle: &str) {
+        self.poll(timeout, needle, |p, _| {
+            p.stderr().contains(needle).then_some(())
+        })
+        .await;
     }
 
     /// Wait until stdout has at least one line (the program is subscribed and talking).
@@ -944,20 +954,9 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
             &format!("127.0.0.1:{alarmer_metrics}"),
         ],
     );
-    let deadline = Instant::now() + long;
-    let tspi = admin.get_stream("TSPI").await.unwrap();
-    while tspi
-        .get_consumer::<jetstream::consumer::pull::Config>("alarmer")
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "alarmer not up: {}",
-            alarmer.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Its readiness line, not the consumer's existence: the consumer can be listed before
+    // the server has fixed where "new" starts, and a record stored in between precedes it.
+    alarmer.logged(long, "evaluating alarms").await;
     programs
         .run_ok(
             "generator-alarm",
@@ -980,22 +979,21 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
             long,
         )
         .await;
-    let deadline = Instant::now() + long;
-    let listed = loop {
+    let alarms_listed = || async {
         let list = programs
             .console("console-alarms", &["alarms", "--json"])
             .await;
-        let alarms: serde_json::Value = serde_json::from_str(list.stdout().trim()).unwrap();
-        if alarms.as_array().is_some_and(|a| !a.is_empty()) {
-            break alarms;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no alarm listed: {}",
-            alarmer.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        serde_json::from_str::<Value>(list.stdout().trim()).unwrap()
     };
+    let seen = wait_until(long, || async {
+        alarms_listed()
+            .await
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert!(seen.is_some(), "no alarm listed: {}", alarmer.stderr());
+    let listed = alarms_listed().await;
     assert_eq!(listed[0]["id"], "ceiling/30000", "{listed}");
     assert_eq!(listed[0]["level"], "warning", "{listed}");
     let acked = programs
