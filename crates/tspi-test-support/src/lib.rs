@@ -7,11 +7,13 @@
 //! the command that installs it, rather than skipping.
 
 pub mod browser;
+pub mod capture;
 pub mod fault;
 pub mod postgres;
 pub mod power_cut;
 
 pub use browser::Browser;
+pub use capture::Captured;
 pub use fault::{
     bounce, wait_until, wait_until_blocking, Bounce, BouncePlan, LinkProxy, LinkState, Paused,
 };

@@ -300,13 +300,18 @@ async fn deploy_permissions_hold() {
         rewind_window: Duration::ZERO,
         clock: tspi_player::Clock::Receive,
     };
+    let out = tspi_test_support::Captured::default();
     let player_task = tokio::spawn(tspi_player::run(
         options,
         player.clone(),
-        Vec::new(),
+        out.clone(),
         stop.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Its first line (state) says it is subscribed.
+    let ready =
+        tspi_test_support::wait_until(Duration::from_secs(30), || async { out.line_count() > 0 })
+            .await;
+    assert!(ready.is_some(), "the player printed no state line");
     publish_records(&producer_js, 200..203).await;
     let counts = player_task.await.unwrap().unwrap();
     assert_eq!(counts.frames_in, 3, "{counts:?}");
@@ -435,8 +440,15 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
     };
     let stop = CancellationToken::new();
     let server = tokio::spawn(tspi_replayer::serve(ctx, "TSPI".into(), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let player = d.as_user("player").await;
+    let serving = tspi_test_support::wait_until(Duration::from_secs(30), || async {
+        let asked = player.request("player.perm.ctrl", "{}".into());
+        tokio::time::timeout(Duration::from_secs(2), asked)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    })
+    .await;
+    assert!(serving.is_some(), "replayer serve does not answer");
     let mut playout = player.subscribe("player.perm.playout.>").await.unwrap();
     player.flush().await.unwrap();
     let now = tspi_runtime::now_epoch_ms();

@@ -9,41 +9,13 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use prometheus_client::registry::Registry;
-use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
 use tspi_core::{Datagram, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
 use tspi_receiver::{Deliver, ReceiverMetrics, ReceiverOptions};
-use tspi_test_support::NatsServer;
+use tspi_test_support::{Captured, NatsServer};
 
 const N: u32 = 3_000;
-
-/// Collects written lines somewhere the test can read after the task is aborted.
-#[derive(Clone, Default)]
-struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl AsyncWrite for Shared {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
 
 fn options(duration: Duration) -> ReceiverOptions {
     ReceiverOptions {
@@ -85,7 +57,7 @@ async fn crashed_durable_receiver_loses_nothing() {
     client.flush().await.unwrap();
 
     // Crash mid-stream: abort once 1,000 lines are out, with a batch still in hand.
-    let first = Shared::default();
+    let first = Captured::default();
     let out = first.clone();
     let js1 = js.clone();
     let task = tokio::spawn(async move {
@@ -99,21 +71,15 @@ async fn crashed_durable_receiver_loses_nothing() {
         )
         .await
     });
-    while first
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        < 1_000
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let crashed_at = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+        first.line_count() >= 1_000
+    })
+    .await;
+    assert!(crashed_at.is_some(), "no 1,000 lines from the receiver");
     task.abort();
     let _ = task.await;
 
-    let second = Shared::default();
+    let second = Captured::default();
     let m = ReceiverMetrics::new(&mut Registry::default());
     tspi_receiver::run(
         options(Duration::from_secs(8)),
@@ -127,14 +93,8 @@ async fn crashed_durable_receiver_loses_nothing() {
 
     let mut seen = HashSet::new();
     for buf in [&first, &second] {
-        for line in buf
-            .0
-            .lock()
-            .unwrap()
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-        {
-            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        for line in buf.lines() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             seen.insert((v["time_s"].as_f64().unwrap() * 10_000.0).round() as u64);
         }
     }

@@ -44,12 +44,13 @@ async fn live_tracks_commands_tags_and_nothing_from_elsewhere() {
     .await;
     let tab = block(|| range.tab("?view=map&trail=60"));
     // The headless player on the same stream, every frame, for the comparison.
-    let headless = range.programs.start(
+    let mut headless = range.programs.start(
         "player-headless",
         "player",
         &["--rate", "0", "--duration", "40s"],
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its first line (state) says it is subscribed.
+    headless.first_line(Duration::from_secs(30)).await;
 
     // Acceptance 1: 20 tracks within 2 s of the first datagram.
     let sent = Instant::now();
@@ -68,21 +69,34 @@ async fn live_tracks_commands_tags_and_nothing_from_elsewhere() {
     assert!(took <= Duration::from_secs(2), "20 tracks took {took:?}");
     assert!(sent.elapsed() < Duration::from_secs(10));
 
-    // Their positions equal the headless player's for the same record.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each placed track grows a trail (a point per 0.5 s of a 60 s trail) behind its
+    // marker.
+    block(|| {
+        tab.until(
+            "tspiDisplay.state().tracks.every(t => t.lat_deg === null || t.trail_points >= 3)",
+            Duration::from_secs(10),
+            "a trail of 3 points behind every placed track",
+        )
+    });
+    // Their positions equal the headless player's for the same record: the page's
+    // latest frame of each track, once the headless player has printed it too.
     let state = block(|| tab.eval("tspiDisplay.state()"));
-    // 3.5 s of 10 Hz updates: each placed track has a trail (a point per 0.5 s of a 60 s
-    // trail) behind its marker.
-    for t in state["tracks"].as_array().unwrap() {
-        if !t["lat_deg"].is_null() {
-            assert!(
-                t["trail_points"].as_u64().unwrap() >= 3,
-                "a trail behind {}: {t}",
-                t["sensor_id"]
-            );
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let track_key = |t: &Value| {
+        (
+            t["sensor_id"].as_u64().unwrap(),
+            format!("{:.4}", t["time_s"].as_f64().unwrap()),
+        )
+    };
+    let printed = tspi_test_support::wait_until(Duration::from_secs(10), || async {
+        let frames = headless_frames(&headless.json_lines());
+        state["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| frames.contains_key(&track_key(t)))
+    })
+    .await;
+    assert!(printed.is_some(), "the headless player lags the page");
     let frames = headless_frames(&headless.json_lines());
     let origin = {
         let p: Vec<f64> = ORIGIN.split(',').map(|x| x.parse().unwrap()).collect();
@@ -90,10 +104,7 @@ async fn live_tracks_commands_tags_and_nothing_from_elsewhere() {
     };
     let (mut geocentric, mut spherical) = (0, 0);
     for t in state["tracks"].as_array().unwrap() {
-        let key = (
-            t["sensor_id"].as_u64().unwrap(),
-            format!("{:.4}", t["time_s"].as_f64().unwrap()),
-        );
+        let key = track_key(t);
         let f = frames
             .get(&key)
             .unwrap_or_else(|| panic!("the headless player has no frame {key:?}"));
@@ -250,17 +261,13 @@ async fn live_tracks_commands_tags_and_nothing_from_elsewhere() {
     assert_eq!(page[0].2["creator"], "range-ops");
     assert_eq!(page[0].2["status"], "active");
     // And archived.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while range.psql(&format!(
-        "SELECT count(*) FROM tags WHERE id = '{id}' AND label = 'from the page'"
-    )) != "1"
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the page's tag is not in the archive"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let archived = tspi_test_support::wait_until(Duration::from_secs(10), || async {
+        range.psql(&format!(
+            "SELECT count(*) FROM tags WHERE id = '{id}' AND label = 'from the page'"
+        )) == "1"
+    })
+    .await;
+    assert!(archived.is_some(), "the page's tag is not in the archive");
 
     // Acceptance 8: every request the page made went to the display itself.
     let urls = block(|| tab.requested_urls());
