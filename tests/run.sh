@@ -5,7 +5,8 @@
 # `cargo test` (e.g. `tests/run.sh -p tspi-core`). The whole run (no arguments) first
 # gates on formatting and on clippy with warnings as errors, so the workspace lints
 # (unwrap_used, expect_used, …) are enforced, not only declared. At the end it prints the
-# wall time of each phase and of the slowest test binaries (also in
+# wall time of each phase, the count of tests passed, failed, ignored and skipped for want
+# of a dependency (each skip named), and the slowest test binaries (also in
 # target/test-times.txt).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +24,11 @@ phase() {
 }
 mkdir -p target
 log="$root/target/test-output.log"
+# A test that cannot run its subject here (no TimescaleDB, container engine or FUSE)
+# appends a line to the skip log (tspi_test_support::skipped); the report counts them.
+skip_log="$root/target/test-skips.txt"
+: > "$skip_log"
+export TSPI_SKIP_LOG="$skip_log"
 report() {
   local status=$?
   {
@@ -31,6 +37,11 @@ report() {
     printf '  %s\n' "${phases[@]}"
     printf '  %-22s %5d s\n' "total" $((SECONDS - started))
     if [ -f "$log" ]; then
+      awk '/^test result:/ {for (i = 1; i <= NF; i++) {if ($(i + 1) ~ /^passed;/) p += $i; if ($(i + 1) ~ /^failed;/) f += $i; if ($(i + 1) ~ /^ignored;/) g += $i}} END {printf "tests: %d passed, %d failed, %d ignored", p, f, g}' "$log"
+      skips=0
+      [ -s "$skip_log" ] && skips=$(wc -l < "$skip_log")
+      echo ", $skips skipped for want of a dependency (passed, but did not run their subject)"
+      [ "$skips" = 0 ] || awk -F '\t' '{printf "  SKIPPED %s (%s): %s\n", $1, $2, $3}' "$skip_log"
       echo "slowest test binaries (cargo test's own 'finished in'):"
       awk '/^     Running / {name = ($2 == "unittests" ? $3 " (unit)" : $2)} /^test result:/ {for (i = 1; i <= NF; i++) if ($i == "in") {t = $(i + 1); sub(/s$/, "", t); printf "%8.1f s  %s\n", t, name}}' "$log" |
         sort -rn | head -n 12 | sed 's/^/  /'
@@ -42,6 +53,11 @@ trap report EXIT
 
 phase "install-deps" tests/install-deps.sh
 export TSPI_NATS_SERVER="$root/.tools/nats/bin/nats-server"
+# What install-deps put in place may not be skipped for want of: such a skip is a
+# broken install (a test built against another PostgreSQL, say), so it fails instead.
+if ls /usr/lib/postgresql/*/lib/timescaledb.so >/dev/null 2>&1; then
+  export TSPI_REQUIRE="timescaledb${TSPI_REQUIRE:+,$TSPI_REQUIRE}"
+fi
 if [ "$#" -eq 0 ]; then
   phase "rustfmt" cargo fmt --all -- --check
   phase "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings

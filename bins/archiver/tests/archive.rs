@@ -450,19 +450,17 @@ async fn shutdown_with_the_database_down_is_bounded_and_loses_nothing() {
 
     pg.restart();
     let (shutdown, task) = start(&js, &url, &metrics);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pg
-        .psql(&db, "SELECT count(*) FROM messages")
-        .parse::<u64>()
-        .unwrap()
-        < total
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not everything archived after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+        pg.psql(&db, "SELECT count(*) FROM messages")
+            .parse::<u64>()
+            .unwrap()
+            >= total
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "not everything archived after the restart"
+    );
     shutdown.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(
@@ -493,15 +491,11 @@ async fn an_existing_consumer_gets_the_configured_ack_wait() {
 
     let metrics = ArchiverMetrics::new(&mut Registry::default());
     let (shutdown, task) = start(&js, &url, &metrics);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metrics.rows_written.get() < 100 {
-        assert!(
-            Instant::now() < deadline,
-            "archived {}",
-            metrics.rows_written.get()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(30), || async {
+        metrics.rows_written.get() >= 100
+    })
+    .await;
+    assert!(reached.is_some(), "archived {}", metrics.rows_written.get());
     let info = tspi_test_support::consumer_info(&js, "TSPI", "archiver").await;
     assert_eq!(
         info.config.ack_wait,

@@ -60,18 +60,14 @@ async fn archiver_follows_a_promoted_replica_without_losing_rows() {
         "ALTER SYSTEM SET synchronous_standby_names = '*'",
     );
     primary.psql("postgres", "SELECT pg_reload_conf()");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while primary.psql(
-        "postgres",
-        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
-    ) != "1"
-    {
-        assert!(
-            Instant::now() < deadline,
-            "replica never became synchronous"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(30), || async {
+        primary.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+        ) == "1"
+    })
+    .await;
+    assert!(reached.is_some(), "replica never became synchronous");
 
     let nc = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(nc.clone());

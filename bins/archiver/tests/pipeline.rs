@@ -225,16 +225,16 @@ async fn exact_archive_through_archiver_database_and_node_kills() {
         "the stream holds each message once"
     );
     let count = |pg: &PgServer, sql: &str| pg.psql(&db, sql).parse::<u64>().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while count(&pg, "SELECT count(*) FROM messages") < expected {
-        assert!(
-            Instant::now() < deadline,
-            "archive stuck at {} of {expected}:\n{}",
-            count(&pg, "SELECT count(*) FROM messages"),
-            tspi_test_support::file_tail(&log, 40)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(90), || async {
+        count(&pg, "SELECT count(*) FROM messages") >= expected
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "archive stuck at {} of {expected}:\n{}",
+        count(&pg, "SELECT count(*) FROM messages"),
+        tspi_test_support::file_tail(&log, 40)
+    );
     // Every delivery acknowledged and none pending: no redelivery can come, and any that
     // came before had to land without adding a row.
     let settled = || {

@@ -101,16 +101,14 @@ async fn replayed_tags_land_on_the_playhead_and_seeks_replay_what_they_skip() {
         frame(&js, i).await;
         published += 1;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pg
-        .psql(&db, "SELECT count(*) FROM messages")
-        .parse::<u64>()
-        .unwrap()
-        < published
-    {
-        assert!(Instant::now() < deadline, "archive incomplete");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(30), || async {
+        pg.psql(&db, "SELECT count(*) FROM messages")
+            .parse::<u64>()
+            .unwrap()
+            >= published
+    })
+    .await;
+    assert!(reached.is_some(), "archive incomplete");
     stop_archiver.cancel();
     archiver.await.unwrap().unwrap();
     // The archive holds SI whatever the displays showed, and both tags.

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod fault;
 pub mod postgres;
 pub mod power_cut;
+pub mod skip;
 
 pub use browser::Browser;
 pub use capture::Captured;
@@ -19,6 +20,7 @@ pub use fault::{
 };
 pub use postgres::{pg_bindir, timescaledb_installed, BackgroundQuery, PgServer, PG_USER};
 pub use power_cut::{CutReport, PowerCutMount};
+pub use skip::{skipped, Dependency};
 
 use std::collections::HashSet;
 use std::fs;

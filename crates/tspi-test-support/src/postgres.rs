@@ -145,10 +145,10 @@ impl PgServer {
 
     /// A primary with TimescaleDB preloaded and its telemetry off (a range network is
     /// air-gapped), or `None` when this machine's PostgreSQL has no TimescaleDB: then the
-    /// calling test says it was skipped and why, once, on stderr.
+    /// calling test is reported skipped ([`crate::skipped`]).
     pub fn start_timescaledb(test: &str) -> Option<PgServer> {
         if let Err(why) = timescaledb_installed() {
-            eprintln!("SKIPPED {test}: {why}");
+            crate::skipped(test, crate::Dependency::TimescaleDb, &why);
             return None;
         }
         Some(Self::start_primary_with(
@@ -372,11 +372,10 @@ impl PgServer {
         let mut cmd = as_server_user(&pg_bindir().join("pg_ctl"));
         cmd.args(["promote", "-w", "-D"]).arg(&self.data);
         run_ok(cmd, "pg_ctl promote");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
-            assert!(Instant::now() < deadline, "replica did not leave recovery");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let reached = crate::wait_until_blocking(Duration::from_secs(30), || {
+            self.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
+        });
+        assert!(reached.is_some(), "replica did not leave recovery");
     }
 
     pub fn log_tail(&self, n: usize) -> String {

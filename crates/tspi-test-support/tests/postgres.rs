@@ -1,16 +1,13 @@
 //! The PostgreSQL helpers work as the archive tests will use them: a primary, a streaming
 //! replica that follows it, a crash and restart, and promotion of the replica.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tspi_test_support::PgServer;
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    let reached = tspi_test_support::wait_until_blocking(Duration::from_secs(30), f);
+    assert!(reached.is_some(), "timed out waiting for {what}");
 }
 
 #[test]

@@ -221,11 +221,10 @@ impl ProducerProcess {
             udp: SocketAddr::from(([127, 0, 0, 1], udp_port)),
             metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while p.scrape("datagrams_received_total").is_none() {
-            assert!(Instant::now() < deadline, "producer metrics never came up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let reached = tspi_test_support::wait_until_blocking(Duration::from_secs(20), || {
+            p.scrape("datagrams_received_total").is_some()
+        });
+        assert!(reached.is_some(), "producer metrics never came up");
         p
     }
 

@@ -115,6 +115,8 @@ async fn replica_stall_under_synchronous_replication_stalls_and_resumes_exactly(
     let frozen = replica.pause().expect("replica running");
     // Commits wait for the stopped standby: once the batches in flight have landed
     // (visible on the primary before the standby confirms), the archive stops growing.
+    // The standby stays frozen for `stall` (the fault under test): the second half of it
+    // must add no row.
     tokio::time::sleep(stall / 2).await;
     let rows_when_stopped = rig.archived_rows();
     tokio::time::sleep(stall / 2).await;

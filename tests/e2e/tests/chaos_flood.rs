@@ -59,6 +59,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 async fn cpu_share_over(pid: u32, window: Duration) -> f64 {
     let before = cpu_seconds(pid);
     let started = Instant::now();
+    // The measuring window itself.
     tokio::time::sleep(window).await;
     (cpu_seconds(pid) - before) / started.elapsed().as_secs_f64()
 }

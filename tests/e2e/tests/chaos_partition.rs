@@ -59,6 +59,7 @@ async fn stream_leader_partitioned_from_its_peers_loses_nothing() {
         async move { seen.is_some_and(|l| l != old) }
     })
     .await;
+    // The partition lasts `cut` however soon the majority elected: its length is the fault.
     tokio::time::sleep(cut.saturating_sub(isolated_at.elapsed())).await;
     cluster.heal();
     let healed = Instant::now();
@@ -121,6 +122,7 @@ async fn producer_link_cut_is_absorbed_by_its_queue_and_overflow_is_counted() {
     for p in &proxies {
         p.cut();
     }
+    // The link stays cut for `cut`: the outage is the fault under test.
     tokio::time::sleep(cut).await;
     let depth_at_heal = rig.producer_metric("tspi_producer_publish_queue_depth");
     for p in &proxies {

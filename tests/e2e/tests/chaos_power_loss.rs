@@ -255,9 +255,10 @@ async fn power_cut_right_after_acks_loses_nothing_with_sync_always() {
     let mut mount = match PowerCutMount::mount(&backing, &mountpoint) {
         Ok(m) => m,
         Err(e) => {
-            chaos::report(
-                "power-cut",
-                &format!("SKIPPED: this machine cannot mount a FUSE file system: {e}"),
+            tspi_test_support::skipped(
+                "power_cut_right_after_acks_loses_nothing_with_sync_always",
+                tspi_test_support::Dependency::Fuse,
+                &format!("this machine cannot mount a FUSE file system: {e}"),
             );
             return;
         }

@@ -20,12 +20,9 @@ use tspi_test_support::workspace_root;
 
 /// Wait for `condition`, or fail saying what did not happen. Polled four times a second:
 /// each poll asks the Docker engine, which must not become the load under test.
-fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn wait_until(within: Duration, what: &str, condition: impl FnMut() -> bool) {
+    let reached = tspi_test_support::wait_until_blocking(within, condition);
+    assert!(reached.is_some(), "{what}: not within {within:?}");
 }
 
 /// One compose stack at a time: the project name (tspi-demo) is the demo's.
@@ -38,7 +35,8 @@ struct Engine {
 }
 
 impl Engine {
-    fn start() -> Option<Engine> {
+    /// The engine, or `None` with `test` reported skipped.
+    fn start(test: &str) -> Option<Engine> {
         let state = tempfile::tempdir().unwrap();
         let out = Command::new(workspace_root().join("deploy/images/engine.sh"))
             .arg("start")
@@ -46,9 +44,13 @@ impl Engine {
             .output()
             .unwrap();
         if !out.status.success() {
-            eprintln!(
-                "SKIPPED: no container engine: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+            tspi_test_support::skipped(
+                test,
+                tspi_test_support::Dependency::ContainerEngine,
+                &format!(
+                    "no container engine: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             );
             return None;
         }
@@ -200,7 +202,7 @@ fn assert_stack_gone(session: i32, ports: &DemoPorts) {
 #[test]
 fn a_compose_demo_of_a_minute_is_exact() {
     let _one = STACK.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_engine) = Engine::start() else {
+    let Some(_engine) = Engine::start("a_compose_demo_of_a_minute_is_exact") else {
         return;
     };
     let (tmp, logs) = run_dir();
@@ -245,7 +247,9 @@ fn a_compose_demo_of_a_minute_is_exact() {
 #[test]
 fn a_compose_demo_loses_nothing_when_a_nats_node_and_the_primary_are_killed() {
     let _one = STACK.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_engine) = Engine::start() else {
+    let Some(_engine) =
+        Engine::start("a_compose_demo_loses_nothing_when_a_nats_node_and_the_primary_are_killed")
+    else {
         return;
     };
     let (tmp, logs) = run_dir();

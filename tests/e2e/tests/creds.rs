@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nkeys::KeyPair;
 use serde_json::{json, Value};
@@ -150,11 +150,11 @@ async fn every_program_connects_with_creds_files_and_permissions_hold() {
 
     let admin = connect(&auth("admin"), "admin").await.unwrap();
     let admin_js = async_nats::jetstream::new(admin);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while admin_js.query_account().await.is_err() {
-        assert!(Instant::now() < deadline, "JetStream not ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+        admin_js.query_account().await.is_ok()
+    })
+    .await;
+    assert!(reached.is_some(), "JetStream not ready");
     let programs = common::Programs::new(&auth);
     common::every_program_end_to_end(&programs, &admin_js).await;
 }

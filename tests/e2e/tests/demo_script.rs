@@ -261,22 +261,23 @@ fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
     let session = child.id() as i32;
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while read(&out_path)
-        .lines()
-        .filter(|l| l.starts_with("demo "))
-        .count()
-        < 2
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "demo ended early:\n{}\n{}",
-            read(&out_path),
-            read(&err_path)
-        );
-        assert!(std::time::Instant::now() < deadline, "no status lines");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let status_lines = || {
+        read(&out_path)
+            .lines()
+            .filter(|l| l.starts_with("demo "))
+            .count()
+    };
+    let reached =
+        tspi_test_support::wait_until_blocking(std::time::Duration::from_secs(120), || {
+            status_lines() >= 2 || !matches!(child.try_wait(), Ok(None))
+        });
+    assert!(
+        reached.is_some() && status_lines() >= 2,
+        "no status lines (demo {:?}):\n{}\n{}",
+        child.try_wait(),
+        read(&out_path),
+        read(&err_path)
+    );
     // A browser on the demo's display: it shows the fleet, and the status line counts it.
     let tab = tspi_test_support::Browser::start(1200, 800);
     tab.goto(&format!("http://127.0.0.1:{}/", ports.web));
@@ -286,19 +287,18 @@ fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
         "the demo's five aircraft on the web display",
     );
     let lines_before = read(&out_path).lines().count();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !read(&out_path)
-        .lines()
-        .skip(lines_before)
-        .any(|l| l.starts_with("demo ") && l.ends_with("| display tabs 1"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no status line counts the tab:\n{}",
+    let reached =
+        tspi_test_support::wait_until_blocking(std::time::Duration::from_secs(30), || {
             read(&out_path)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+                .lines()
+                .skip(lines_before)
+                .any(|l| l.starts_with("demo ") && l.ends_with("| display tabs 1"))
+        });
+    assert!(
+        reached.is_some(),
+        "no status line counts the tab:\n{}",
+        read(&out_path)
+    );
     drop(tab);
     let kill = Command::new("kill")
         .args(["-INT", "--", &format!("-{session}")])

@@ -92,7 +92,11 @@ fn site_config_parses_with_the_shipped_server() {
 fn skipped(what: &str) -> bool {
     let skip = std::env::var_os("TSPI_SKIP_COMPOSE_CHECK").is_some();
     if skip {
-        eprintln!("TSPI_SKIP_COMPOSE_CHECK set: {what}");
+        tspi_test_support::skipped(
+            "deploy_files",
+            tspi_test_support::Dependency::DeployCheckers,
+            &format!("TSPI_SKIP_COMPOSE_CHECK set: {what}"),
+        );
     }
     skip
 }

@@ -225,14 +225,11 @@ async fn filled_range() -> (Range, Archive, String) {
     let sent = generator.json_lines().last().unwrap()["valid"]
         .as_i64()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while range.psql("SELECT count(*) FROM messages WHERE kind = 'telemetry'") != sent.to_string() {
-        assert!(
-            Instant::now() < deadline,
-            "the archive did not get all {sent}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+        range.psql("SELECT count(*) FROM messages WHERE kind = 'telemetry'") == sent.to_string()
+    })
+    .await;
+    assert!(reached.is_some(), "the archive did not get all {sent}");
     let archive = Archive::read(&range);
     let mid = archive.rows[archive.rows.len() / 2].1.recv_epoch_ms;
     range

@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tspi_bus::NatsArgs;
@@ -40,11 +40,10 @@ async fn a_foreign_nats_and_cbor_client_interoperates() {
     programs.archiver_migrate(&db_url).await;
     let udp_port = free_udp_port();
     let mut producer = programs.producer(udp_port, &[]);
-    let deadline = Instant::now() + long;
-    while admin.get_stream("TSPI").await.is_err() {
-        assert!(Instant::now() < deadline, "no TSPI: {}", producer.stderr());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached =
+        tspi_test_support::wait_until(long, || async { admin.get_stream("TSPI").await.is_ok() })
+            .await;
+    assert!(reached.is_some(), "no TSPI: {}", producer.stderr());
     let mut archiver = programs.start("archiver", "archiver", &["--database-url", &db_url]);
     let mut receiver = programs.start("receiver", "receiver", &["--deliver", "all"]);
     let mut player = programs.start(

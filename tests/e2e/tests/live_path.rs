@@ -231,9 +231,25 @@ async fn cluster_ingest_survives_kill_9_of_the_stream_leader() {
     let victim = tspi_test_support::stream_leader(&js, "TSPI").await;
 
     let generator = tokio::spawn(run_generator(producer.udp_addr));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The leader dies a quarter into the ingest and stays down for another quarter of it.
+    let received = || producer.metrics.received.get();
+    let quarter = EXPECTED / 4;
+    let into_ingest = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+        producer.metrics.publish.published.get() >= quarter
+    })
+    .await;
+    assert!(
+        into_ingest.is_some(),
+        "nothing published: {:?}",
+        producer.metrics
+    );
     cluster.node(victim).kill();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = received();
+    let down_for = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+        received() >= killed_at + quarter
+    })
+    .await;
+    assert!(down_for.is_some(), "the generator stalled");
     cluster.node(victim).restart();
     let summary = generator.await.unwrap();
     let metrics = producer

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
@@ -58,11 +58,11 @@ impl Deploy {
         };
         let admin = deploy.as_user("admin").await;
         let admin_js = jetstream::new(admin.clone());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while admin_js.query_account().await.is_err() {
-            assert!(Instant::now() < deadline, "JetStream not ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let reached = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+            admin_js.query_account().await.is_ok()
+        })
+        .await;
+        assert!(reached.is_some(), "JetStream not ready");
         (deploy, admin, admin_js)
     }
 
@@ -408,11 +408,11 @@ async fn generator_archiver_and_replayer_work_with_their_users() {
         metrics.clone(),
         stop.clone(),
     ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metrics.rows_written.get() < summary.valid {
-        assert!(Instant::now() < deadline, "archiver user could not archive");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(30), || async {
+        metrics.rows_written.get() >= summary.valid
+    })
+    .await;
+    assert!(reached.is_some(), "archiver user could not archive");
     stop.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(

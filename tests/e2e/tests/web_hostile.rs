@@ -127,7 +127,15 @@ async fn hostile_frames_floods_and_churn_are_survived() {
         let mut ws = connect(&range).await;
         ws.close(None).await.ok();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let closed = tspi_test_support::wait_until(Duration::from_secs(20), || async {
+        range.metric("tspi_player_web_sessions", "") <= 0.0
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "warm-up sessions left: {}",
+        range.metrics()
+    );
     let rss_before = range.player_rss_kb();
 
     // Malformed and unknown requests: an error reply each, the socket stays.
@@ -233,16 +241,11 @@ async fn hostile_frames_floods_and_churn_are_survived() {
         }
     }
     // Every session is gone again.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while range.metric("tspi_player_web_sessions", "") > 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "sessions left: {}",
-            range.metrics()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reached = tspi_test_support::wait_until(Duration::from_secs(20), || async {
+        range.metric("tspi_player_web_sessions", "") <= 0.0
+    })
+    .await;
+    assert!(reached.is_some(), "sessions left: {}", range.metrics());
     let rss_after = range.player_rss_kb();
     eprintln!(
         "display RSS before {rss_before} kB, after the bad input and 200 cycles {rss_after} kB ({:+} kB); sessions opened {}",

@@ -15,6 +15,7 @@ use range::{block, Range, RangeOptions};
 /// The age of the tab's live updates when they reached it, over `secs`: {n, p50, p99}.
 fn latency(tab: &tspi_test_support::Browser, secs: f64) -> serde_json::Value {
     tab.eval("tspiDisplay.latency()");
+    // The measuring window itself.
     std::thread::sleep(Duration::from_secs_f64(secs));
     tab.eval("tspiDisplay.latency()")
 }
@@ -49,7 +50,15 @@ async fn a_stalled_tab_is_thinned_then_dropped_and_the_other_keeps_up() {
         );
         (stalled, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The window opens once the display is thinning the stalled tab: it has stopped reading.
+    let stalling = tspi_test_support::wait_until(Duration::from_secs(10), || async {
+        range.metric("tspi_player_web_updates_thinned_total", "backlog") > 0.0
+    })
+    .await;
+    assert!(
+        stalling.is_some(),
+        "the busy tab's updates were never thinned"
+    );
     let during = block(|| latency(&other, 25.0));
     let (stalled, held) = busy.await.unwrap();
     assert!(

@@ -40,11 +40,11 @@ async fn each_address_state_shows_on_a_cold_load() {
             .parse::<u64>()
             .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while archived() < 20 * 10 * 6 {
-        assert!(Instant::now() < deadline, "the archive fills");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let reached = tspi_test_support::wait_until(Duration::from_secs(60), || async {
+        archived() >= 20 * 10 * 6
+    })
+    .await;
+    assert!(reached.is_some(), "the archive fills");
     let moment = time::OffsetDateTime::now_utc() - Duration::from_secs(3);
     let moment = moment
         .replace_millisecond(0)

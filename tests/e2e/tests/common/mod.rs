@@ -620,15 +620,11 @@ pub async fn every_program_end_to_end(programs: &Programs<'_>, admin: &jetstream
         udp_port,
         &["--metrics-addr", &format!("127.0.0.1:{producer_metrics}")],
     );
-    let deadline = Instant::now() + long;
-    while !(http_ok(producer_metrics) && admin.get_stream("TSPI").await.is_ok()) {
-        assert!(
-            Instant::now() < deadline,
-            "producer not up: {}",
-            producer.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = tspi_test_support::wait_until(long, || async {
+        http_ok(producer_metrics) && admin.get_stream("TSPI").await.is_ok()
+    })
+    .await;
+    assert!(reached.is_some(), "producer not up: {}", producer.stderr());
     assert_eq!(
         tspi_test_support::stream_info(admin, "TSPI")
             .await
