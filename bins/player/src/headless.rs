@@ -18,6 +18,7 @@ use tspi_core::TelemetryRecord;
 use tspi_display::{Effect, Feed, FeedSpec, Input, RateGate, Request, Session};
 
 use crate::feed::{self, Decoded, Incoming};
+use crate::replayer_client::{ask_replayer, send_heartbeat};
 use crate::{session_config, PlayerCounts, PlayerOptions, Source};
 
 /// Upper bound of the rewind buffer, whatever the window.
@@ -199,7 +200,17 @@ impl<W: Write> Headless<'_, W> {
                 return Ok(self
                     .event(&json!({"event": "control_reply", "request": line, "reply": reply}))?);
             }
-            (Ok(v), Source::Historical) => Request::Forward(v),
+            (Ok(v), Source::Historical) => {
+                match serde_json::from_value::<tspi_core::playout::ControlRequest>(v) {
+                    Ok(r) => Request::Forward(r),
+                    Err(e) => {
+                        let reply = json!({"ok": false, "error": format!("bad request: {e}")});
+                        return Ok(self.event(
+                            &json!({"event": "control_reply", "request": line, "reply": reply}),
+                        )?);
+                    }
+                }
+            }
             (Ok(v), Source::Live) => match v["op"].as_str() {
                 Some("live") => Request::Override,
                 Some("follow") => Request::Follow,
@@ -239,40 +250,6 @@ impl<W: Write> Headless<'_, W> {
             self.event(&v)?;
         }
         Ok(json!({"ok": true, "frames": frames.len()}))
-    }
-}
-
-/// Publish a heartbeat on `tspi.ops.status` (a failure is logged: the roster only
-/// misses one beat).
-pub async fn send_heartbeat(client: &async_nats::Client, hb: &tspi_core::ops::Heartbeat) {
-    if let Err(e) = client
-        .publish(
-            tspi_core::ops::STATUS_SUBJECT,
-            tspi_core::ops::to_cbor(hb).into(),
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "heartbeat not sent");
-    }
-}
-
-/// Ask a room's replayer (`player.<room>.ctrl`, JSON); its reply, or why there is none.
-pub async fn ask_replayer(
-    client: &async_nats::Client,
-    room: &str,
-    request: &serde_json::Value,
-) -> serde_json::Value {
-    let body = serde_json::to_vec(request).unwrap_or_default();
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        client.request(tspi_core::playout::control_subject(room), body.into()),
-    )
-    .await
-    {
-        Ok(Ok(r)) => serde_json::from_slice(&r.payload)
-            .unwrap_or_else(|_| json!({"ok": false, "error": "reply is not JSON"})),
-        Ok(Err(e)) => json!({"ok": false, "error": format!("no replayer for room {room}: {e}")}),
-        Err(_) => json!({"ok": false, "error": "replayer did not answer within 5 s"}),
     }
 }
 

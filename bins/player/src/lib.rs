@@ -5,6 +5,7 @@
 
 pub mod feed;
 pub mod headless;
+pub mod replayer_client;
 pub mod web;
 
 use std::time::Duration;

@@ -18,114 +18,11 @@
 //! until a reply says `Tspi-Export-State: done`.
 //! Reply: `{"ok":true,"status":{…}}` or `{"ok":false,"error":"…"}`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::session::{Clock, SessionStatus};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
-    Play {
-        #[serde(default)]
-        start: Option<String>,
-        #[serde(default)]
-        end: Option<String>,
-        #[serde(default)]
-        tag: Option<String>,
-        /// Seconds around the tag.
-        #[serde(default)]
-        window: Option<f64>,
-        #[serde(default)]
-        speed: Option<f64>,
-        #[serde(default)]
-        clock: Option<String>,
-        #[serde(default)]
-        paused: Option<bool>,
-        #[serde(default)]
-        segment: Option<u64>,
-        #[serde(default)]
-        snapshot: Option<SnapshotRequest>,
-    },
-    Pause,
-    Resume,
-    Seek {
-        #[serde(default)]
-        to: Option<String>,
-        #[serde(default)]
-        tag: Option<String>,
-        #[serde(default)]
-        segment: Option<u64>,
-        #[serde(default)]
-        snapshot: Option<SnapshotRequest>,
-    },
-    Speed {
-        speed: f64,
-    },
-    Stop,
-    Status,
-    Coverage {
-        start: String,
-        end: String,
-        #[serde(default)]
-        buckets: Option<u32>,
-    },
-    Tags {
-        start: String,
-        end: String,
-        #[serde(default)]
-        limit: Option<u32>,
-    },
-    Export(ExportRequest),
-    #[serde(rename = "export_next")]
-    ExportNext {
-        id: String,
-    },
-}
-
-/// `{"op":"export",…}`: which window, as which file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportRequest {
-    #[serde(default)]
-    pub start: Option<String>,
-    #[serde(default)]
-    pub end: Option<String>,
-    #[serde(default)]
-    pub tag: Option<String>,
-    /// Seconds before and after the tag (30 each by default).
-    #[serde(default)]
-    pub before: Option<f64>,
-    #[serde(default)]
-    pub after: Option<f64>,
-    pub format: String,
-    #[serde(default)]
-    pub sensors: Vec<u16>,
-    #[serde(default)]
-    pub clock: Option<String>,
-    /// `LAT,LON[,ALT]`: east/north/up, spherical sensors' default site, tags on a map.
-    #[serde(default)]
-    pub origin: Option<String>,
-    /// `ID=LAT,LON[,ALT]` per spherical sensor with its own site.
-    #[serde(default)]
-    pub sites: Vec<String>,
-    /// The wide CSV's step, seconds.
-    #[serde(default)]
-    pub step: Option<f64>,
-    #[serde(default)]
-    pub udp_port: Option<u16>,
-    /// Only check that the export can be made (the window, the sensors): nothing starts.
-    #[serde(default)]
-    pub check: Option<bool>,
-}
-
-/// The picture a segment starts with: each track's last record within `lookback`
-/// seconds and its trail over `trail` seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct SnapshotRequest {
-    pub trail: f64,
-    #[serde(default)]
-    pub lookback: Option<f64>,
-}
+pub use tspi_core::playout::{ControlRequest as Request, ExportRequest, SnapshotRequest};
 
 /// Longest trail or lookback a snapshot covers.
 pub const SNAPSHOT_MAX_S: f64 = 3_600.0;
@@ -135,9 +32,14 @@ pub const SNAPSHOT_POINTS: f64 = 60.0;
 pub const MAX_BUCKETS: u32 = 4_000;
 pub const MAX_TAGS: u32 = 2_000;
 
-impl SnapshotRequest {
+/// What a [`SnapshotRequest`] asks of the store.
+pub trait SnapshotPicture {
     /// The store's picture spec at `at`, checked: trail and lookback within an hour.
-    pub fn picture(&self, at: time::OffsetDateTime) -> Result<tspi_store::PictureSpec, String> {
+    fn picture(&self, at: time::OffsetDateTime) -> Result<tspi_store::PictureSpec, String>;
+}
+
+impl SnapshotPicture for SnapshotRequest {
+    fn picture(&self, at: time::OffsetDateTime) -> Result<tspi_store::PictureSpec, String> {
         let ok = |v: f64| v.is_finite() && (0.0..=SNAPSHOT_MAX_S).contains(&v);
         let lookback = self.lookback.unwrap_or(self.trail.max(60.0));
         if !ok(self.trail) || !ok(lookback) {

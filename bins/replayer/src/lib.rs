@@ -25,7 +25,7 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use control::{Reply, Request};
+use control::{Reply, Request, SnapshotPicture};
 use session::{Control, PlayState, PlaySummary, ReplayContext, SeekTo, Session, SessionSpec};
 
 /// Where a playout window comes from.

@@ -24,7 +24,7 @@ use tspi_store::ArchivedMessage;
 
 use tspi_core::playout::{self, Phase, SegmentKind, SegmentMarker};
 
-use crate::control::SnapshotRequest;
+use crate::control::{SnapshotPicture, SnapshotRequest};
 use crate::pacing::Pacer;
 
 /// Which time the original gaps are taken from.

@@ -35,6 +35,140 @@ pub fn control_subject(room: &str) -> String {
     format!("player.{room}.ctrl")
 }
 
+/// A request on `player.<room>.ctrl` (SPEC §4, `replayer serve`): JSON or CBOR maps with
+/// `op`. Built by the displays and the player, read by the replayer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ControlRequest {
+    Play {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        /// Seconds around the tag.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        speed: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paused: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        segment: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<SnapshotRequest>,
+    },
+    Pause,
+    Resume,
+    Seek {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        segment: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<SnapshotRequest>,
+    },
+    Speed {
+        speed: f64,
+    },
+    Stop,
+    Status,
+    Coverage {
+        start: String,
+        end: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buckets: Option<u32>,
+    },
+    Tags {
+        start: String,
+        end: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    Export(Box<ExportRequest>),
+    #[serde(rename = "export_next")]
+    ExportNext {
+        id: String,
+    },
+}
+
+impl ControlRequest {
+    /// Its `op`, as sent.
+    pub fn op(&self) -> &'static str {
+        match self {
+            ControlRequest::Play { .. } => "play",
+            ControlRequest::Pause => "pause",
+            ControlRequest::Resume => "resume",
+            ControlRequest::Seek { .. } => "seek",
+            ControlRequest::Speed { .. } => "speed",
+            ControlRequest::Stop => "stop",
+            ControlRequest::Status => "status",
+            ControlRequest::Coverage { .. } => "coverage",
+            ControlRequest::Tags { .. } => "tags",
+            ControlRequest::Export(_) => "export",
+            ControlRequest::ExportNext { .. } => "export_next",
+        }
+    }
+
+    /// The segment a `play` or `seek` opens, when it names one.
+    pub fn segment(&self) -> Option<u64> {
+        match self {
+            ControlRequest::Play { segment, .. } | ControlRequest::Seek { segment, .. } => *segment,
+            _ => None,
+        }
+    }
+}
+
+/// `{"op":"export",…}`: which window, as which file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Seconds before and after the tag (30 each by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<f64>,
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensors: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<String>,
+    /// `LAT,LON[,ALT]`: east/north/up, spherical sensors' default site, tags on a map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// `ID=LAT,LON[,ALT]` per spherical sensor with its own site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+    /// The wide CSV's step, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+    /// Only check that the export can be made (the window, the sensors): nothing starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<bool>,
+}
+
+/// The picture a segment starts with: each track's last record within `lookback`
+/// seconds and its trail over `trail` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    pub trail: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<f64>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -146,5 +280,84 @@ mod tests {
         assert_eq!(Phase::parse("nope"), None);
         assert_eq!(playout_prefix("r1"), "player.r1.playout.");
         assert_eq!(control_subject("r1"), "player.r1.ctrl");
+    }
+
+    /// One request of each op.
+    fn one_of_each() -> Vec<ControlRequest> {
+        vec![
+            ControlRequest::Play {
+                start: Some("2025-09-28T11:00:00Z".into()),
+                end: Some("2025-09-28T11:01:00Z".into()),
+                tag: None,
+                window: None,
+                speed: Some(2.0),
+                clock: None,
+                paused: Some(true),
+                segment: Some(3),
+                snapshot: Some(SnapshotRequest {
+                    trail: 60.0,
+                    lookback: None,
+                }),
+            },
+            ControlRequest::Pause,
+            ControlRequest::Resume,
+            ControlRequest::Seek {
+                to: None,
+                tag: Some("t1".into()),
+                segment: Some(4),
+                snapshot: None,
+            },
+            ControlRequest::Speed { speed: 0.5 },
+            ControlRequest::Stop,
+            ControlRequest::Status,
+            ControlRequest::Coverage {
+                start: "a".into(),
+                end: "b".into(),
+                buckets: Some(10),
+            },
+            ControlRequest::Tags {
+                start: "a".into(),
+                end: "b".into(),
+                limit: None,
+            },
+            ControlRequest::Export(Box::new(ExportRequest {
+                format: "csv".into(),
+                sensors: vec![7],
+                ..ExportRequest::default()
+            })),
+            ControlRequest::ExportNext { id: "e1".into() },
+        ]
+    }
+
+    #[test]
+    fn control_requests_round_trip_with_their_op_and_nothing_unset() {
+        for r in one_of_each() {
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["op"], r.op(), "{v}");
+            assert!(
+                v.as_object().unwrap().values().all(|f| !f.is_null()),
+                "unset fields are left out: {v}"
+            );
+            assert_eq!(serde_json::from_value::<ControlRequest>(v).unwrap(), r);
+        }
+        assert_eq!(one_of_each()[0].segment(), Some(3));
+        assert_eq!(one_of_each()[3].segment(), Some(4));
+        assert_eq!(ControlRequest::Stop.segment(), None);
+    }
+
+    #[test]
+    fn spec_lists_every_control_op() {
+        let spec = include_str!("../../../docs/SPEC.md");
+        let from = spec
+            .find("Its ops (tspi-core's `playout::ControlRequest`")
+            .expect("SPEC's replayer ops sentence");
+        let sentence = &spec[from..from + spec[from..].find(". `").unwrap_or(0)];
+        let listed: Vec<&str> = sentence
+            .split('`')
+            .skip(3) // the type's name and the parenthesis around it
+            .step_by(2)
+            .collect();
+        let ops: Vec<&str> = one_of_each().iter().map(ControlRequest::op).collect();
+        assert_eq!(listed, ops, "SPEC §4 replayer: {sentence}");
     }
 }

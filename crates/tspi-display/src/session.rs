@@ -11,7 +11,7 @@
 
 use serde_json::json;
 use tspi_core::ops::{ClientState, Heartbeat, OpsControl, LIVESTREAM_SUBJECT};
-use tspi_core::playout::{Phase, SegmentKind, SegmentMarker};
+use tspi_core::playout::{ControlRequest, Phase, SegmentKind, SegmentMarker, SnapshotRequest};
 use tspi_core::rfc3339::{format_utc_millis, parse_epoch_ms, tspi_to_epoch_ms};
 use tspi_core::{DisplayCommand, Tag, TelemetryRecord};
 
@@ -149,7 +149,7 @@ pub enum Request {
     Resume,
     Speed(f64),
     /// For the room's replayer as it is (headless `--source historical`).
-    Forward(serde_json::Value),
+    Forward(ControlRequest),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -179,7 +179,7 @@ pub enum Effect {
     /// Send to the room's replayer (`player.<room>.ctrl`).
     Replayer {
         room: String,
-        request: serde_json::Value,
+        request: ControlRequest,
     },
     /// Forget the picture: a new feed or a replay that restarts.
     Clear,
@@ -428,7 +428,7 @@ impl Session {
                     if let Mode::Replay { room } = &self.mode {
                         fx.push(Effect::Replayer {
                             room: room.clone(),
-                            request: json!({"op": "stop"}),
+                            request: ControlRequest::Stop,
                         });
                         self.go_live(ClientState::FollowingLivestream, &mut fx);
                     }
@@ -681,7 +681,7 @@ impl Session {
                         }
                         fx.push(Effect::Replayer {
                             room,
-                            request: json!({"op": "stop"}),
+                            request: ControlRequest::Stop,
                         });
                         self.go_live(ClientState::FollowingLivestream, fx);
                     }
@@ -729,7 +729,7 @@ impl Session {
                             }
                             fx.push(Effect::Replayer {
                                 room: room.clone(),
-                                request: json!({"op": "stop"}),
+                                request: ControlRequest::Stop,
                             });
                         }
                         if self.channel_id != g.channel_id {
@@ -748,7 +748,7 @@ impl Session {
                             self.cursor.pause(now_ms);
                             fx.push(Effect::Replayer {
                                 room: room.clone(),
-                                request: json!({"op": "pause"}),
+                                request: ControlRequest::Pause,
                             });
                             fx.push(Effect::Mode);
                         }
@@ -775,7 +775,7 @@ impl Session {
                         // live again.
                         fx.push(Effect::Replayer {
                             room,
-                            request: json!({"op": "stop"}),
+                            request: ControlRequest::Stop,
                         });
                         self.go_live(ClientState::FollowingLivestream, fx);
                     }
@@ -785,7 +785,7 @@ impl Session {
                         self.cursor.resume(now_ms);
                         fx.push(Effect::Replayer {
                             room: room.clone(),
-                            request: json!({"op": "resume"}),
+                            request: ControlRequest::Resume,
                         });
                         fx.push(Effect::Mode);
                     }
@@ -800,7 +800,7 @@ impl Session {
                         self.cursor.set_speed(x, now_ms);
                         fx.push(Effect::Replayer {
                             room: room.clone(),
-                            request: json!({"op": "speed", "speed": x}),
+                            request: ControlRequest::Speed { speed: x },
                         });
                         fx.push(Effect::Mode);
                     }
@@ -842,7 +842,7 @@ impl Session {
             if let Mode::Replay { room } = self.mode.clone() {
                 fx.push(Effect::Replayer {
                     room,
-                    request: json!({"op": "stop"}),
+                    request: ControlRequest::Stop,
                 });
                 self.go_live(ClientState::FollowingLivestream, fx);
             }
@@ -862,17 +862,20 @@ impl Session {
         self.segment = None;
         self.wanted = Some(segment);
         self.cursor = Cursor::replay(at_ms, now_ms, self.speed, self.paused, now_ms);
-        let mut play = json!({
-            "op": "play",
-            "start": format_utc_millis(at_ms),
-            "end": format_utc_millis(now_ms),
-            "speed": self.speed,
-            "paused": self.paused,
-            "segment": segment,
-        });
-        if let Some(s) = self.config.snapshot {
-            play["snapshot"] = json!({"trail": s.trail_s, "lookback": s.lookback_s});
-        }
+        let play = ControlRequest::Play {
+            start: Some(format_utc_millis(at_ms)),
+            end: Some(format_utc_millis(now_ms)),
+            tag: None,
+            window: None,
+            speed: Some(self.speed),
+            clock: None,
+            paused: Some(self.paused),
+            segment: Some(segment),
+            snapshot: self.config.snapshot.map(|s| SnapshotRequest {
+                trail: s.trail_s,
+                lookback: Some(s.lookback_s),
+            }),
+        };
         fx.push(Effect::Replayer {
             room,
             request: play,

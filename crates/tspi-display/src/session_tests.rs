@@ -278,7 +278,8 @@ fn the_override_and_a_private_replay_stay_put() {
 #[test]
 fn a_followed_room_forwards_requests_and_tracks_its_segments() {
     let mut s = Session::new(config(Start::Room("h1".into()), None));
-    let play = serde_json::json!({"op": "play", "start": "x", "end": "y"});
+    let play: ControlRequest =
+        serde_json::from_str(r#"{"op": "play", "start": "x", "end": "y"}"#).unwrap();
     assert_eq!(
         s.handle(Input::Request(&Request::Forward(play.clone())), T0),
         vec![Effect::Replayer {
@@ -434,6 +435,8 @@ fn a_web_tab_seeks_into_a_private_replay_and_back() {
         panic!("{fx:?}")
     };
     assert_eq!(room, "web-c1");
+    // As the replayer reads it.
+    let request = serde_json::to_value(request).unwrap();
     assert_eq!(request["op"], "play");
     assert_eq!(request["segment"], 1);
     assert_eq!(request["start"], format_utc_millis(T0));
@@ -483,7 +486,7 @@ fn a_web_tab_seeks_into_a_private_replay_and_back() {
     let fx = s.handle(Input::Request(&Request::Speed(5.0)), now + 1_050);
     assert!(fx.contains(&Effect::Replayer {
         room: "web-c1".into(),
-        request: serde_json::json!({"op": "speed", "speed": 5.0})
+        request: ControlRequest::Speed { speed: 5.0 }
     }));
     assert_eq!(s.cursor().at(now + 2_050), T0 + 6_000);
     let fx = s.handle(Input::Request(&Request::Speed(0.0)), now);
@@ -500,7 +503,7 @@ fn a_web_tab_seeks_into_a_private_replay_and_back() {
         "already in the room"
     );
     let play = fx.iter().find_map(|e| match e {
-        Effect::Replayer { request, .. } => Some(request.clone()),
+        Effect::Replayer { request, .. } => serde_json::to_value(request).ok(),
         _ => None,
     });
     assert_eq!(play.as_ref().unwrap()["paused"], true);
@@ -527,7 +530,7 @@ fn a_web_tab_seeks_into_a_private_replay_and_back() {
         fx[0],
         Effect::Replayer {
             room: "web-c1".into(),
-            request: serde_json::json!({"op": "stop"})
+            request: ControlRequest::Stop
         }
     );
     assert_eq!(fx[1], Effect::Open(FeedSpec::Live));
@@ -540,7 +543,7 @@ fn pausing_live_freezes_the_moment_and_a_replay_catches_up_with_live() {
     let mut s = web();
     let fx = s.handle(Input::Request(&Request::Pause), T0);
     let play = fx.iter().find_map(|e| match e {
-        Effect::Replayer { request, .. } => Some(request.clone()),
+        Effect::Replayer { request, .. } => serde_json::to_value(request).ok(),
         _ => None,
     });
     let play = play.expect("a paused replay of the present");
@@ -577,7 +580,7 @@ fn a_failed_replay_goes_back_to_live_and_groups_do_not_take_a_replaying_tab() {
         fx[0],
         Effect::Replayer {
             room: "web-c1".into(),
-            request: serde_json::json!({"op": "stop"})
+            request: ControlRequest::Stop
         }
     );
     assert_eq!(s.mode().name(), "channel");

@@ -16,7 +16,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::stream;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use tspi_core::playout::{ControlRequest, ExportRequest};
 
 use super::WebContext;
 
@@ -53,7 +54,7 @@ fn text(status: StatusCode, message: &str) -> Response {
 }
 
 /// The replayer's request for `q`, with this display's placement.
-fn request(ctx: &WebContext, q: &ExportQuery) -> Result<Value, String> {
+fn request(ctx: &WebContext, q: &ExportQuery) -> Result<ControlRequest, String> {
     let sensors = match q.sensors.as_deref().map(str::trim) {
         None | Some("") => Vec::new(),
         Some(list) => list
@@ -67,38 +68,25 @@ fn request(ctx: &WebContext, q: &ExportQuery) -> Result<Value, String> {
     };
     let placement = &ctx.options.placement;
     let site = |g: &tspi_core::geo::Geodetic| format!("{},{},{}", g.lat_deg, g.lon_deg, g.alt_m);
-    let mut r = json!({
-        "op": "export",
-        "format": q.format.as_deref().unwrap_or("csv"),
-        "sensors": sensors,
-        "sites": placement
+    Ok(ControlRequest::Export(Box::new(ExportRequest {
+        start: q.start.clone(),
+        end: q.end.clone(),
+        tag: q.tag.clone(),
+        before: q.before,
+        after: q.after,
+        format: q.format.clone().unwrap_or_else(|| "csv".into()),
+        sensors,
+        clock: q.clock.clone(),
+        origin: placement.origin().map(|o| site(&o.origin)),
+        sites: placement
             .sites()
             .iter()
             .map(|(id, f)| format!("{id}={}", site(&f.origin)))
-            .collect::<Vec<_>>(),
-    });
-    for (key, value) in [
-        ("start", &q.start),
-        ("end", &q.end),
-        ("tag", &q.tag),
-        ("clock", &q.clock),
-    ] {
-        if let Some(v) = value {
-            r[key] = json!(v);
-        }
-    }
-    for (key, value) in [("before", q.before), ("after", q.after), ("step", q.step)] {
-        if let Some(v) = value {
-            r[key] = json!(v);
-        }
-    }
-    if let Some(o) = placement.origin() {
-        r["origin"] = json!(site(&o.origin));
-    }
-    if q.check == Some(1) {
-        r["check"] = json!(true);
-    }
-    Ok(r)
+            .collect(),
+        step: q.step,
+        udp_port: None,
+        check: (q.check == Some(1)).then_some(true),
+    })))
 }
 
 /// Start the export and stream it.
@@ -165,7 +153,7 @@ pub async fn export(ctx: &WebContext, q: ExportQuery) -> Response {
         );
     };
     let client = ctx.client.clone();
-    let next = serde_json::to_vec(&json!({"op": "export_next", "id": id})).unwrap_or_default();
+    let next = serde_json::to_vec(&ControlRequest::ExportNext { id }).unwrap_or_default();
     let chunks = stream::unfold(Some(()), move |more| {
         let (client, subject, next) = (client.clone(), subject.clone(), next.clone());
         async move {
