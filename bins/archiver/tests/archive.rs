@@ -208,10 +208,7 @@ async fn exact_rows(mut pg: PgServer, schema: SchemaOptions) {
     // One set of metrics across both runs: they count what each instance did.
     let metrics = ArchiverMetrics::new(&mut Registry::default());
     let (_s, task) = start(&js, &url, &metrics);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&pg) < 1_000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tspi_test_support::wait_until(Duration::from_secs(30), || async { count(&pg) >= 1_000 }).await;
     task.abort();
     let _ = task.await;
     if timescale {
@@ -246,16 +243,13 @@ async fn exact_rows(mut pg: PgServer, schema: SchemaOptions) {
         .expect("the second archiver at work");
     pg.kill();
     publish_telemetry(&js, TELEMETRY - LATE_TELEMETRY..TELEMETRY).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metrics.db_errors.get() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tspi_test_support::wait_until(Duration::from_secs(30), || async {
+        metrics.db_errors.get() > 0
+    })
+    .await;
     pg.restart();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&pg) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tspi_test_support::wait_until(Duration::from_secs(60), || async { count(&pg) >= total }).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
 

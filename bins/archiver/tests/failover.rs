@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use prometheus_client::registry::Registry;
@@ -106,16 +106,13 @@ async fn archiver_follows_a_promoted_replica_without_losing_rows() {
     }
     primary.kill();
     publish(&nc, &js, N - LATE..N).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metrics.db_errors.get() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tspi_test_support::wait_until(Duration::from_secs(30), || async {
+        metrics.db_errors.get() > 0
+    })
+    .await;
     replica.promote();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&replica) < N && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tspi_test_support::wait_until(Duration::from_secs(60), || async { count(&replica) >= N }).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(

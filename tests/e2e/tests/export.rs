@@ -15,7 +15,7 @@ mod range;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use range::{block, screenshot_path, Range, RangeOptions, ORIGIN};
@@ -235,15 +235,12 @@ async fn filled_range() -> (Range, Archive, String) {
     range
         .console("tag", &["tag", "mid-run pass", "--at", &iso(mid)])
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let tag = loop {
-        let id = range.psql("SELECT id FROM tags WHERE label = 'mid-run pass'");
-        if !id.is_empty() {
-            break id;
-        }
-        assert!(Instant::now() < deadline, "the tag is not archived");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let tag_id = || range.psql("SELECT id FROM tags WHERE label = 'mid-run pass'");
+    let archived =
+        tspi_test_support::wait_until(Duration::from_secs(20), || async { !tag_id().is_empty() })
+            .await;
+    assert!(archived.is_some(), "the tag is not archived");
+    let tag = tag_id();
     (range, archive, tag)
 }
 

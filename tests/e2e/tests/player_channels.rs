@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-mod common;
+mod player;
 
 use std::time::{Duration, Instant};
 
-use common::{frame, Player};
 use futures::StreamExt;
+use player::{frame, Player};
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
 use tspi_core::ops::{ChannelInfo, ChannelKind, ClientState};
 use tspi_core::StreamPrefix;

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
@@ -13,8 +13,8 @@ use tspi_core::units::UnitSystem;
 use tspi_core::{DisplaySetting, StreamPrefix, TelemetryRecord};
 use tspi_test_support::{sigterm, NatsServer};
 
-mod common;
-use common::{frame, Player};
+mod player;
+use player::{frame, Player};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_tags_and_units_reach_live_players_at_once() {
@@ -139,21 +139,23 @@ async fn commands_tags_and_units_reach_live_players_at_once() {
     assert_eq!(s2["session"]["name"], "Sortie 7");
 
     // Both appear in the console's roster.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let roster = tspi_console::roster(&js, Duration::from_secs(600), Duration::from_secs(15))
+    let roster = || async {
+        tspi_console::roster(&js, Duration::from_secs(600), Duration::from_secs(15))
             .await
-            .unwrap();
-        let ids: Vec<&str> = roster.iter().map(|r| r.client_id.as_str()).collect();
-        if ids.contains(&"p1") && ids.contains(&"p2") {
-            let p1_row = roster.iter().find(|r| r.client_id == "p1").unwrap();
-            assert_eq!(p1_row.channel_id, "livestream");
-            assert_eq!(p1_row.operator.as_deref(), Some("ops1"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "roster: {ids:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .unwrap()
+    };
+    let both = tspi_test_support::wait_until(Duration::from_secs(10), || async {
+        let roster = roster().await;
+        ["p1", "p2"]
+            .iter()
+            .all(|id| roster.iter().any(|r| r.client_id == *id))
+    })
+    .await;
+    let roster = roster().await;
+    assert!(both.is_some(), "roster: {roster:?}");
+    let p1_row = roster.iter().find(|r| r.client_id == "p1").unwrap();
+    assert_eq!(p1_row.channel_id, "livestream");
+    assert_eq!(p1_row.operator.as_deref(), Some("ops1"));
 
     for p in [&mut p1, &mut p2] {
         sigterm(p.child.id());

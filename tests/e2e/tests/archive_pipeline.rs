@@ -17,7 +17,6 @@ use tspi_e2e::{stream_count, RunningProducer};
 use tspi_generator::{FleetOptions, GeneratorOptions, Kind, Sinks, Style};
 use tspi_test_support::{free_port, sigterm, NatsCluster, PgServer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_archiver");
 const TELEMETRY: u64 = 25_000;
 const COMMANDS: u64 = 30;
 const TAG_IDS: u64 = 5;
@@ -36,7 +35,7 @@ fn spawn_archiver(urls: &[String], db_url: &str, log: &std::path::Path) -> Archi
         .append(true)
         .open(log)
         .unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(tspi_test_support::workspace_bin("archiver"))
         .args(["--nats-server", &urls.join(","), "--database-url", db_url])
         .args([
             "--ack-wait",

@@ -11,8 +11,6 @@ use async_nats::jetstream;
 use serde_json::Value;
 use tspi_core::{Datagram, GeocentricRaw, Payload, StreamPrefix, TelemetryRecord};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_player");
-
 pub struct Player {
     pub child: Child,
     pub stdin: Option<std::process::ChildStdin>,
@@ -32,7 +30,7 @@ impl Player {
     }
 
     pub fn start_with(url: &str, id: &str, extra: &[&str]) -> Player {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(tspi_test_support::workspace_bin("player"))
             .args([
                 "--nats-server",
                 url,
