@@ -20,12 +20,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tspi_alarms::{
     AlarmEvent, Check, Evaluator, Level, RuleSet, Sample, CONTROL_SUBJECT, EVENT_PREFIX,
 };
+use tspi_core::alarm::AlarmRequest;
 use tspi_core::{StreamPrefix, TelemetryRecord};
 use tspi_display::Placement;
 
@@ -236,28 +236,6 @@ fn now_ms() -> i64 {
     tspi_runtime::now_epoch_ms()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum Request {
-    Ack {
-        id: String,
-        operator: String,
-    },
-    Shelve {
-        id: String,
-        operator: String,
-        /// Seconds (default 3600).
-        #[serde(default)]
-        seconds: Option<f64>,
-    },
-    Unshelve {
-        id: String,
-        operator: String,
-    },
-    List,
-    Rules,
-}
-
 /// What the rule set looks like to a display: names, kinds, levels, polygons (to draw).
 pub fn rules_json(rules: &RuleSet) -> Value {
     let list: Vec<Value> = rules
@@ -316,7 +294,7 @@ fn refresh_gauges(ev: &Evaluator, metrics: &AlarmerMetrics) {
 
 /// An operator's request: its reply, and the transition to publish first, if any.
 fn answer(ev: &mut Evaluator, payload: &[u8]) -> (Option<AlarmEvent>, Value) {
-    let request: Result<Request, String> =
+    let request: Result<AlarmRequest, String> =
         if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             serde_json::from_slice(payload).map_err(|e| e.to_string())
         } else {
@@ -326,19 +304,19 @@ fn answer(ev: &mut Evaluator, payload: &[u8]) -> (Option<AlarmEvent>, Value) {
     let operator_ok = |o: &str| !o.trim().is_empty() && o.len() <= 64;
     let result = match request {
         Err(e) => Err(format!("bad request: {e}")),
-        Ok(Request::List) => return (None, json!({"ok": true, "alarms": ev.active()})),
-        Ok(Request::Rules) => {
+        Ok(AlarmRequest::List) => return (None, json!({"ok": true, "alarms": ev.active()})),
+        Ok(AlarmRequest::Rules) => {
             let mut v = rules_json(ev.rules());
             v["ok"] = json!(true);
             return (None, v);
         }
         Ok(
-            Request::Ack { operator, .. }
-            | Request::Shelve { operator, .. }
-            | Request::Unshelve { operator, .. },
+            AlarmRequest::Ack { operator, .. }
+            | AlarmRequest::Shelve { operator, .. }
+            | AlarmRequest::Unshelve { operator, .. },
         ) if !operator_ok(&operator) => Err("an operator name (1-64 characters) is needed".into()),
-        Ok(Request::Ack { id, operator }) => ev.acknowledge(&id, operator.trim(), now_ms()),
-        Ok(Request::Shelve {
+        Ok(AlarmRequest::Ack { id, operator }) => ev.acknowledge(&id, operator.trim(), now_ms()),
+        Ok(AlarmRequest::Shelve {
             id,
             operator,
             seconds,
@@ -355,7 +333,9 @@ fn answer(ev: &mut Evaluator, payload: &[u8]) -> (Option<AlarmEvent>, Value) {
                 )
             }
         }
-        Ok(Request::Unshelve { id, operator }) => ev.shelve(&id, operator.trim(), None, now_ms()),
+        Ok(AlarmRequest::Unshelve { id, operator }) => {
+            ev.shelve(&id, operator.trim(), None, now_ms())
+        }
     };
     match result {
         Ok(e) => {

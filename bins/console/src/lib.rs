@@ -366,7 +366,7 @@ pub async fn serve_directory(
 /// A request to the alarmer (`alarms.ctrl`): its reply, or one line saying why not.
 pub async fn ask_alarmer(
     client: &async_nats::Client,
-    request: &serde_json::Value,
+    request: &tspi_core::alarm::AlarmRequest,
 ) -> anyhow::Result<serde_json::Value> {
     let body = serde_json::to_vec(request)?;
     let reply = tokio::time::timeout(

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tspi_bus::{connect, ensure_stream, NatsArgs, StreamSpec};
 use tspi_console::quality::Moment;
+use tspi_core::alarm::AlarmRequest;
 use tspi_core::units::UnitSystem;
 use tspi_core::DisplaySetting;
 use tspi_runtime::{exit_code, init_logging, parse_duration, LogArgs};
@@ -316,7 +317,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                     if json {
                         tspi_runtime::outln!("{}", serde_json::to_string(&list)?)?;
                     } else {
-                        tspi_runtime::outln!("{:<24} {:<14} {:<40} NAME", "CHANNEL", "KIND", "SUBJECT")?;
+                        tspi_runtime::outln!(
+                            "{:<24} {:<14} {:<40} NAME",
+                            "CHANNEL",
+                            "KIND",
+                            "SUBJECT"
+                        )?;
                         for c in list {
                             tspi_runtime::outln!(
                                 "{:<24} {:<14} {:<40} {}",
@@ -340,12 +346,18 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Quality { .. } => anyhow::bail!("quality reads the archive, not NATS"),
                 Command::Alarms { json } => {
-                    let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "list"})).await?;
+                    let reply = tspi_console::ask_alarmer(&client, &AlarmRequest::List).await?;
                     let alarms = reply["alarms"].as_array().cloned().unwrap_or_default();
                     if json {
                         tspi_runtime::outln!("{}", serde_json::Value::Array(alarms))?;
                     } else {
-                        tspi_runtime::outln!("{:<32} {:<9} {:<24} {:<14} WHAT", "ALARM", "LEVEL", "SINCE", "STATE")?;
+                        tspi_runtime::outln!(
+                            "{:<32} {:<9} {:<24} {:<14} WHAT",
+                            "ALARM",
+                            "LEVEL",
+                            "SINCE",
+                            "STATE"
+                        )?;
                         for a in alarms {
                             let state = if a["shelved_until_ms"].is_i64() {
                                 "shelved".to_owned()
@@ -367,21 +379,35 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Ack { id, operator } => {
                     let operator = operator.unwrap_or_else(|| sender.clone());
-                    let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "ack", "id": id, "operator": operator})).await?;
+                    let reply =
+                        tspi_console::ask_alarmer(&client, &AlarmRequest::Ack { id, operator })
+                            .await?;
                     tspi_runtime::outln!("{}", reply["alarm"])?;
                 }
-                Command::Shelve { id, duration, operator } => {
+                Command::Shelve {
+                    id,
+                    duration,
+                    operator,
+                } => {
                     let operator = operator.unwrap_or_else(|| sender.clone());
                     let reply = tspi_console::ask_alarmer(
                         &client,
-                        &serde_json::json!({"op": "shelve", "id": id, "operator": operator, "seconds": duration.as_secs_f64()}),
+                        &AlarmRequest::Shelve {
+                            id,
+                            operator,
+                            seconds: Some(duration.as_secs_f64()),
+                        },
                     )
                     .await?;
                     tspi_runtime::outln!("{}", reply["alarm"])?;
                 }
                 Command::Unshelve { id, operator } => {
                     let operator = operator.unwrap_or_else(|| sender.clone());
-                    let reply = tspi_console::ask_alarmer(&client, &serde_json::json!({"op": "unshelve", "id": id, "operator": operator})).await?;
+                    let reply = tspi_console::ask_alarmer(
+                        &client,
+                        &AlarmRequest::Unshelve { id, operator },
+                    )
+                    .await?;
                     tspi_runtime::outln!("{}", reply["alarm"])?;
                 }
                 Command::Clients {

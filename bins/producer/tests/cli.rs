@@ -121,7 +121,6 @@ async fn metrics_endpoint_counts_by_reason() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + T;
     let get = || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).ok()?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -130,13 +129,8 @@ async fn metrics_endpoint_counts_by_reason() {
         s.read_to_string(&mut body).ok()?;
         Some(body)
     };
-    while get().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metrics endpoint never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let up = tspi_test_support::wait_until(T, || async { get().is_some() }).await;
+    assert!(up.is_some(), "metrics endpoint never came up");
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let valid = tspi_core::Datagram {
         sensor_id: 5,
@@ -150,14 +144,11 @@ async fn metrics_endpoint_counts_by_reason() {
     sock.send_to(&valid, ("127.0.0.1", udp)).unwrap();
     sock.send_to(&valid[..36], ("127.0.0.1", udp)).unwrap();
     sock.send_to(&[0xC1, 9], ("127.0.0.1", udp)).unwrap();
-    let mut body = String::new();
-    while std::time::Instant::now() < deadline {
-        body = get().unwrap_or_default();
-        if body.contains("tspi_producer_published_total 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tspi_test_support::wait_until(T, || async {
+        get().is_some_and(|b| b.contains("tspi_producer_published_total 1"))
+    })
+    .await;
+    let body = get().unwrap_or_default();
     tspi_test_support::sigterm(child.id());
     let status = child.wait().unwrap();
     for line in [

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use tspi_bus::{ensure_stream, StreamArgs, StreamSpec};
@@ -80,17 +80,11 @@ async fn closed_pipe_ends_cleanly() {
             .unwrap();
         assert!(first.starts_with("{\"type\":\"geocentric\""), "{first}");
         // stdout dropped here: the pipe is closed.
-        let deadline = Instant::now() + T;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "receiver did not stop after the pipe closed"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        tspi_test_support::wait_until_blocking(T, || !matches!(child.try_wait(), Ok(None)));
+        let status = child
+            .try_wait()
+            .unwrap()
+            .unwrap_or_else(|| panic!("receiver did not stop after the pipe closed"));
         let mut err = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
         assert!(!err.contains("panicked"), "{err}");

@@ -92,6 +92,60 @@ pub const STREAM_SUBJECT: &str = "tspi.alarm.>";
 /// Requests to the evaluator (acknowledge, shelve, list, rules): not on any stream.
 pub const CONTROL_SUBJECT: &str = "alarms.ctrl";
 
+/// A request on [`CONTROL_SUBJECT`] (SPEC §3 "Alarms"): built by the console and the web
+/// display, read by the alarmer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AlarmRequest {
+    /// The active and shelved alarms.
+    List,
+    /// The rule set, as displays draw it.
+    Rules,
+    Ack {
+        id: String,
+        operator: String,
+    },
+    Shelve {
+        id: String,
+        operator: String,
+        /// Seconds (default 3600).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<f64>,
+    },
+    Unshelve {
+        id: String,
+        operator: String,
+    },
+}
+
+impl AlarmRequest {
+    /// Its `op`, as sent.
+    pub fn op(&self) -> &'static str {
+        match self {
+            AlarmRequest::List => "list",
+            AlarmRequest::Rules => "rules",
+            AlarmRequest::Ack { .. } => "ack",
+            AlarmRequest::Shelve { .. } => "shelve",
+            AlarmRequest::Unshelve { .. } => "unshelve",
+        }
+    }
+
+    /// An operator's action on alarm `id` by its op's name (`ack`, `shelve`,
+    /// `unshelve`), as a display's page asks for it; `None` for any other name.
+    pub fn action(op: &str, id: String, operator: String, seconds: Option<f64>) -> Option<Self> {
+        match op {
+            "ack" => Some(AlarmRequest::Ack { id, operator }),
+            "shelve" => Some(AlarmRequest::Shelve {
+                id,
+                operator,
+                seconds,
+            }),
+            "unshelve" => Some(AlarmRequest::Unshelve { id, operator }),
+            _ => None,
+        }
+    }
+}
+
 impl AlarmEvent {
     /// `tspi.alarm.event.<rule>.<key>` (rule names are subject-safe by validation).
     pub fn subject(&self) -> String {
@@ -154,5 +208,32 @@ mod tests {
         assert_eq!(e.msg_id(), "alarm:floor/10001:1");
         assert!(AlarmEvent::from_cbor(b"\xff\x00").is_err());
         assert!(Level::Critical > Level::Warning && Level::Warning > Level::Watch);
+    }
+
+    #[test]
+    fn alarm_requests_round_trip_and_spec_names_every_op() {
+        let all = [
+            AlarmRequest::List,
+            AlarmRequest::Rules,
+            AlarmRequest::action("ack", "r/1".into(), "ops".into(), None).unwrap(),
+            AlarmRequest::action("shelve", "r/1".into(), "ops".into(), Some(60.0)).unwrap(),
+            AlarmRequest::action("unshelve", "r/1".into(), "ops".into(), None).unwrap(),
+        ];
+        assert!(AlarmRequest::action("fly", "r/1".into(), "ops".into(), None).is_none());
+        let spec = include_str!("../../../docs/SPEC.md");
+        for r in all {
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["op"], r.op(), "{v}");
+            assert_eq!(serde_json::from_value::<AlarmRequest>(v).unwrap(), r);
+            let op = r.op();
+            assert!(
+                spec.contains(&format!("{{\"op\":\"{op}\""))
+                    || spec.contains(&format!("|\"{op}\"")),
+                "SPEC §3 does not show the alarmer's {op:?} request"
+            );
+        }
+        // An operator's action with a field it does not know is refused, not half-done.
+        let extra = r#"{"op":"shelve","id":"r/1","operator":"ops","secs":60}"#;
+        assert!(serde_json::from_str::<AlarmRequest>(extra).is_err());
     }
 }

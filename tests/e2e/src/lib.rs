@@ -109,10 +109,10 @@ impl RunningProducer {
 
     /// Wait until `acked` publishes were acknowledged (or `timeout`), then stop and drain.
     pub async fn finish(self, acked: u64, timeout: Duration) -> ProducerMetrics {
-        let deadline = Instant::now() + timeout;
-        while self.metrics.publish.published.get() < acked && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tspi_test_support::wait_until(timeout, || async {
+            self.metrics.publish.published.get() >= acked
+        })
+        .await;
         self.shutdown.cancel();
         match self.task.await {
             Ok(Ok(())) => {}

@@ -305,14 +305,13 @@ fn ctrl_c_stops_everything_in_order_and_every_program_drains() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "demo did not stop");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    tspi_test_support::wait_until_blocking(std::time::Duration::from_secs(90), || {
+        !matches!(child.try_wait(), Ok(None))
+    });
+    let status = child
+        .try_wait()
+        .unwrap()
+        .unwrap_or_else(|| panic!("demo did not stop"));
     let err = read(&err_path);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(

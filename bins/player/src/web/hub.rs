@@ -356,7 +356,9 @@ async fn follow_rules(hub: Arc<Hub>, client: async_nats::Client, shutdown: Cance
             Duration::from_secs(2),
             client.request(
                 tspi_core::alarm::CONTROL_SUBJECT,
-                br#"{"op":"rules"}"#.to_vec().into(),
+                serde_json::to_vec(&tspi_core::alarm::AlarmRequest::Rules)
+                    .unwrap_or_default()
+                    .into(),
             ),
         )
         .await;

@@ -575,26 +575,23 @@ pub async fn wait_archived(
     archiver: &Running,
     timeout: Duration,
 ) {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let archived = || {
         let sql = "SELECT count(*) FROM messages";
-        let rows: u64 = match role {
+        match role {
             Some(role) => psql_as(pg, role, db, sql).unwrap(),
             None => pg.psql(db, sql),
         }
         .trim()
-        .parse()
-        .unwrap();
-        if rows == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "archived {rows} of {want}: {}",
-            archiver.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        .parse::<u64>()
+        .unwrap()
+    };
+    let all = wait_until(timeout, || async { archived() == want }).await;
+    assert!(
+        all.is_some(),
+        "archived {} of {want}: {}",
+        archived(),
+        archiver.stderr()
+    );
 }
 
 /// The whole system, every program a separate process with its own deploy user:

@@ -176,12 +176,10 @@ pub fn run_dir() -> (tempfile::TempDir, PathBuf) {
 
 /// Nothing the demo started is left in its session, and every port is free again.
 pub fn assert_nothing_left(session: i32, ports: &DemoPorts) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut left = session_members(session);
-    while !left.is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        left = session_members(session);
-    }
+    tspi_test_support::wait_until_blocking(std::time::Duration::from_secs(10), || {
+        session_members(session).is_empty()
+    });
+    let left = session_members(session);
     assert!(left.is_empty(), "demo left processes: {left:?}");
     let bound: Vec<u16> = ports.tcp().into_iter().filter(|p| !tcp_free(*p)).collect();
     assert!(bound.is_empty(), "ports still bound: {bound:?}");

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tspi_core::alarm::AlarmRequest;
 use tspi_core::playout::ControlRequest;
 use tspi_display::{Input, Request, SnapshotSpec};
 
@@ -152,12 +153,6 @@ impl Tab {
         alarm: String,
         seconds: Option<f64>,
     ) {
-        if !matches!(action, "ack" | "shelve" | "unshelve") {
-            return self.refuse(
-                id,
-                format!("alarm action {action:?} is not ack, shelve or unshelve"),
-            );
-        }
         if alarm.is_empty() || alarm.len() > 200 {
             return self.refuse(id, "alarm: an alarm id is needed".into());
         }
@@ -172,10 +167,12 @@ impl Tab {
                 "an operator name is needed to acknowledge or shelve (the Operator field)".into(),
             );
         };
-        let mut body = json!({"op": action, "id": alarm, "operator": operator});
-        if let Some(s) = seconds {
-            body["seconds"] = json!(s);
-        }
+        let Some(body) = AlarmRequest::action(action, alarm, operator, seconds) else {
+            return self.refuse(
+                id,
+                format!("alarm action {action:?} is not ack, shelve or unshelve"),
+            );
+        };
         let client = self.ctx.client.clone();
         let late = self.late_tx.clone();
         tokio::spawn(async move {
