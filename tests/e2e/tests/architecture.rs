@@ -72,3 +72,81 @@ fn the_code_map_names_every_module() {
         "modules docs/ARCHITECTURE.md's code map does not name: {missing:?}"
     );
 }
+
+/// Whether the `sleep(` at `at` in `text` waits inside a loop of its function (a poll,
+/// bounded by the loop's own condition) rather than standing alone.
+fn in_a_loop(text: &str, at: usize) -> bool {
+    let mut depth = 0usize;
+    let bytes = text.as_bytes();
+    let mut i = at;
+    while i > 0 {
+        i -= 1;
+        match bytes[i] {
+            b'}' => depth += 1,
+            b'{' if depth > 0 => depth -= 1,
+            b'{' => {
+                let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+                let opener = &text[line_start..i];
+                let words: Vec<&str> = opener
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .collect();
+                if words.iter().any(|w| matches!(*w, "loop" | "while" | "for")) {
+                    return true;
+                }
+                if words.contains(&"fn") {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Issue 26: a test waits on a condition, not for things to settle. A sleep that is not
+/// a poll inside a loop is the behaviour under test (a fault's length, a measuring
+/// window, "nothing may arrive meanwhile") and a comment just above says so.
+#[test]
+fn every_sleep_in_the_tests_is_a_poll_or_says_why() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for dir in [
+        "tests/e2e/tests",
+        "tests/e2e/src",
+        "crates/tspi-test-support/src",
+    ] {
+        sources(&root.join(dir), &mut files);
+    }
+    for group in ["crates", "bins"] {
+        for package in std::fs::read_dir(root.join(group)).unwrap() {
+            let tests = package.unwrap().path().join("tests");
+            if tests.is_dir() {
+                sources(&tests, &mut files);
+            }
+        }
+    }
+    let mut unexplained = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (at, _) in text.match_indices("sleep(") {
+            let line_start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+            let line = &text[line_start..text[at..].find('\n').map_or(text.len(), |n| at + n)];
+            if line.trim_start().starts_with("//") || in_a_loop(&text, at) {
+                continue;
+            }
+            let above: Vec<&str> = text[..line_start].lines().rev().take(6).collect();
+            if !above.iter().any(|l| l.trim_start().starts_with("//")) {
+                let n = text[..at].lines().count();
+                unexplained.push(format!(
+                    "{}:{n}: {}",
+                    file.strip_prefix(&root).unwrap().display(),
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "sleeps that neither poll nor say why (wait on a condition: tspi_test_support::wait_until): {unexplained:#?}"
+    );
+}
