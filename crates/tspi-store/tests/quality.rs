@@ -8,11 +8,40 @@
 use bytes::Bytes;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
+use tokio_postgres::error::SqlState;
 use tspi_store::{
     analyse_quality, migrate, quality_rows, write_batch, JsonText, MessageKind, MessageRow,
     QualitySource, RowDetail, SchemaOptions, SensorQuality, TimescaleMode,
 };
-use tspi_test_support::PgServer;
+use tspi_test_support::{wait_until, PgServer};
+
+/// Refreshes the whole continuous aggregate by hand. The refresh policy's own job (every
+/// minute) may be refreshing at that moment, and TimescaleDB refuses a second refresh of
+/// the same window with 55P03 ("due to a concurrent refresh"): wait for it and ask again.
+async fn refresh_by_hand(client: &tokio_postgres::Client) {
+    let last_refusal = std::cell::RefCell::new(None);
+    let refreshed = wait_until(std::time::Duration::from_secs(60), || {
+        let attempt = client.batch_execute(
+            "CALL refresh_continuous_aggregate('sensor_quality_minute', NULL, NULL)",
+        );
+        let last_refusal = &last_refusal;
+        async move {
+            match attempt.await {
+                Ok(()) => true,
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                    *last_refusal.borrow_mut() = Some(e.to_string());
+                    false
+                }
+                Err(e) => panic!("refreshing the aggregate: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        refreshed.is_some(),
+        "the aggregate was still being refreshed after 60 s: {last_refusal:?}"
+    );
+}
 
 /// Where the traffic starts: 20 s into a minute, on day 335 of 2026.
 const T0: OffsetDateTime = datetime!(2026-12-01 10:00:20 UTC);
@@ -193,8 +222,7 @@ async fn the_continuous_aggregate_agrees_with_the_raw_rows() {
     let (_, raw) = report(&pool, Some(QualitySource::RawRows)).await;
     check(&analyse_quality(&raw));
     let mut client = pool.get().await.unwrap();
-    let refresh = "CALL refresh_continuous_aggregate('sensor_quality_minute', NULL, NULL)";
-    client.batch_execute(refresh).await.unwrap();
+    refresh_by_hand(&client).await;
     let (source, stored) = report(&pool, None).await;
     assert_eq!(source, QualitySource::ContinuousAggregate);
     assert_eq!(
@@ -224,7 +252,7 @@ async fn the_continuous_aggregate_agrees_with_the_raw_rows() {
     assert_eq!(analyse_quality(&raw)[2].messages, 300);
 
     // Materialized alone (no real-time part): the same rows.
-    client.batch_execute(refresh).await.unwrap();
+    refresh_by_hand(&client).await;
     client
         .batch_execute(
             "ALTER MATERIALIZED VIEW sensor_quality_minute SET (timescaledb.materialized_only = true)",
