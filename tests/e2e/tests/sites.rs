@@ -615,7 +615,27 @@ async fn a_sourcing_limit_paces_the_catch_up() {
         if n >= sent {
             break now;
         }
-        assert!(now < deadline, "the backlog did not arrive: {n} of {sent}");
+        if now >= deadline {
+            let consumer = site_consumer_info(&site.server.url(), &site_stream(&site)).await;
+            let source = admin
+                .get_stream("TSPI")
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .sources
+                .clone();
+            panic!(
+                "the backlog did not arrive: {n} of {sent}\nsite consumer: delivered {:?}, ack floor {:?}, pending {}, ack pending {}, push bound {}\ncentre sources: {source:?}\n{}",
+                consumer.delivered,
+                consumer.ack_floor,
+                consumer.num_pending,
+                consumer.num_ack_pending,
+                consumer.push_bound,
+                limited.stderr()
+            );
+        }
     };
     let state = count(admin.clone()).await;
     assert_eq!(state.messages, sent, "all of it, once");
