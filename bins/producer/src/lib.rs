@@ -519,6 +519,8 @@ pub struct SiteMetrics {
     pub backlog: Gauge,
     /// 1 once the centre's stream sources this site.
     pub sourced: Gauge,
+    /// 1 while the centre's source listens and takes nothing of a backlog.
+    pub sourcing_stalled: Gauge,
 }
 
 impl SiteMetrics {
@@ -534,6 +536,11 @@ impl SiteMetrics {
             "site_sourced",
             "1 once the centre's stream sources this site's stream",
             m.sourced.clone(),
+        );
+        registry.register(
+            "site_sourcing_stalled",
+            "1 while the centre's source listens (the link is up) and has taken none of the backlog for --site-stall-after",
+            m.sourcing_stalled.clone(),
         );
         m
     }
@@ -553,6 +560,9 @@ pub struct SiteOptions {
     pub central: String,
     /// The most the sourcing consumer delivers toward the centre, bits/s (0: no limit).
     pub sourcing_limit_bps: u64,
+    /// How long a listening source may take nothing of a backlog before it is called
+    /// stalled (`--site-stall-after`).
+    pub stall_after: Duration,
 }
 
 /// Site mode, beside ingest (which never waits for it): makes the site stream's sourcing
@@ -569,6 +579,7 @@ pub async fn provision_site(
         centre_domain,
         central,
         sourcing_limit_bps,
+        stall_after,
     } = options;
     let retry = |what: &'static str, last_warning: &mut Option<Instant>, e: &tspi_bus::BusError| {
         if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
@@ -607,6 +618,8 @@ pub async fn provision_site(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut centre_stored = None;
     let mut centre_listening = true;
+    let mut watch = tspi_bus::sites::SourcingWatch::new(stall_after);
+    let started = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -618,12 +631,14 @@ pub async fn provision_site(
         // test's site producer queued more while cut when it asked every second anyway
         // (2,250 and 5,512 against 364 and 977 — few, noisy runs). Asked before the site
         // is read, so the centre's answer is never newer than the site's last sequence.
+        let mut centre_answered = false;
         if centre_listening {
             if let Some(seq) =
                 tspi_bus::sites::centre_sourced_sequence(&client, &centre_domain, &central, &site)
                     .await
             {
                 centre_stored = Some(seq);
+                centre_answered = true;
             }
         }
         let Some(progress) = tspi_bus::sites::site_progress(&client, &site, &central).await else {
@@ -634,6 +649,32 @@ pub async fn provision_site(
         metrics
             .backlog
             .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        let reading = tspi_bus::sites::SourcingReading {
+            last: progress.last,
+            confirmed: progress.last - backlog,
+            delivered: progress.delivered,
+            centre_answered,
+            centre_listening: progress.centre_listening,
+        };
+        match watch.observe(started.elapsed(), reading) {
+            Some(tspi_bus::sites::SourcingVerdict::Stalled {
+                backlog,
+                confirmed,
+                for_,
+            }) => {
+                metrics.sourcing_stalled.set(1);
+                tracing::warn!(
+                    site = %site, centre = %centre_domain, stream = %central, backlog, confirmed,
+                    delivered = progress.delivered, still_for = ?for_,
+                    "the centre's source listens but has taken none of this site's backlog: is the centre's stream full or refusing messages? (the site keeps storing)"
+                );
+            }
+            Some(tspi_bus::sites::SourcingVerdict::Resumed) => {
+                metrics.sourcing_stalled.set(0);
+                tracing::info!(site = %site, backlog, "the centre's sourcing of this site moves again (or has nothing to take)");
+            }
+            None => {}
+        }
     }
 }
 

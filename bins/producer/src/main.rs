@@ -96,6 +96,12 @@ struct Cli {
     /// centre. Changing it updates the consumer in place.
     #[arg(long, default_value_t = 0)]
     site_sourcing_mbps: u64,
+    /// Site mode: how long the centre's source may listen, with a backlog to take, and
+    /// take none of it before tspi_producer_site_sourcing_stalled goes to 1 (and a
+    /// warning is logged): a centre stream that refuses messages (full, or out of
+    /// space) or a source that stopped asking. A cut link is not a stall.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    site_stall_after: Duration,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -175,6 +181,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                     centre_domain: cli.centre_domain.clone(),
                     central: cli.stream.stream_name.clone(),
                     sourcing_limit_bps: cli.site_sourcing_mbps.saturating_mul(1_000_000),
+                    stall_after: cli.site_stall_after,
                 };
                 tokio::spawn(tspi_producer::provision_site(
                     client.clone(),

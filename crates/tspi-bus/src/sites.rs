@@ -179,6 +179,8 @@ pub struct SiteProgress {
     /// server asks when half its byte window or `max_ack_pending` is outstanding, or
     /// when idle): a lower bound on what the centre has stored.
     pub ack_floor: u64,
+    /// The last site-stream sequence the consumer delivered toward the centre.
+    pub delivered: u64,
     /// Whether the centre's source is listening (the leaf link is up): only then is the
     /// centre worth asking.
     pub centre_listening: bool,
@@ -200,6 +202,7 @@ pub async fn site_progress(
     Some(SiteProgress {
         last: info.delivered.stream_sequence + info.num_pending,
         ack_floor: info.ack_floor.stream_sequence,
+        delivered: info.delivered.stream_sequence,
         centre_listening: info.push_bound,
     })
 }
@@ -242,6 +245,105 @@ pub async fn centre_sourced_sequence(
 pub fn site_backlog(progress: SiteProgress, centre: Option<u64>) -> u64 {
     let centre = centre.filter(|&c| c <= progress.last).unwrap_or(0);
     progress.last.saturating_sub(progress.ack_floor.max(centre))
+}
+
+/// One reading of the sourcing, as [`SourcingWatch`] judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcingReading {
+    /// The site stream's last sequence.
+    pub last: u64,
+    /// The best confirmation known: the centre's own count when it answered, else the
+    /// consumer's ack floor (as [`site_backlog`] counts from).
+    pub confirmed: u64,
+    /// The last site-stream sequence the sourcing consumer delivered.
+    pub delivered: u64,
+    /// Whether the centre answered this time (its count is fresh).
+    pub centre_answered: bool,
+    /// Whether the centre's source listens (the leaf link is up).
+    pub centre_listening: bool,
+}
+
+/// What [`SourcingWatch::observe`] concluded, when it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcingVerdict {
+    /// The centre has listened for the whole window with messages to take and none moved.
+    Stalled {
+        backlog: u64,
+        confirmed: u64,
+        for_: Duration,
+    },
+    /// Moving again (or nothing left to take, or the link down: a cut is not a stall).
+    Resumed,
+}
+
+/// Tells a stalled sourcing from a slow or cut one: the centre's source listens, the site
+/// holds messages the centre has not confirmed, and for `stall_after` nothing moved —
+/// neither the centre's confirmation nor, while the centre cannot be asked, the
+/// consumer's deliveries. A rate-limited catch-up moves every second; a cut link is not
+/// listening; a centre that refuses the messages (its stream full) or a source that
+/// stopped asking is a stall. Pure: the producer feeds it a reading a second.
+#[derive(Debug, Clone)]
+pub struct SourcingWatch {
+    stall_after: Duration,
+    /// The highest confirmation and delivery seen, and when either last rose.
+    confirmed: u64,
+    delivered: u64,
+    moved_at: Option<Duration>,
+    stalled: bool,
+}
+
+impl SourcingWatch {
+    pub fn new(stall_after: Duration) -> Self {
+        SourcingWatch {
+            stall_after,
+            confirmed: 0,
+            delivered: 0,
+            moved_at: None,
+            stalled: false,
+        }
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Takes a reading at `now` (any monotonic clock's offset); returns the verdict when
+    /// it changes.
+    pub fn observe(&mut self, now: Duration, reading: SourcingReading) -> Option<SourcingVerdict> {
+        if reading.last < self.confirmed {
+            // The site stream was made anew: its sequences start again.
+            self.confirmed = 0;
+            self.delivered = 0;
+        }
+        let backlog = reading.last.saturating_sub(reading.confirmed);
+        let mut moved = reading.confirmed > self.confirmed;
+        // Deliveries count only while the centre is silent: a centre that refuses what
+        // it is sent sees the same messages delivered again and again.
+        if !reading.centre_answered && reading.delivered > self.delivered {
+            moved = true;
+        }
+        self.confirmed = self.confirmed.max(reading.confirmed);
+        self.delivered = self.delivered.max(reading.delivered);
+        let idle = !reading.centre_listening || backlog == 0;
+        if moved || idle || self.moved_at.is_none() {
+            self.moved_at = Some(now);
+        }
+        let still_for = now.saturating_sub(self.moved_at.unwrap_or(now));
+        let stalled = !idle && !moved && still_for >= self.stall_after;
+        if stalled == self.stalled {
+            return None;
+        }
+        self.stalled = stalled;
+        Some(if stalled {
+            SourcingVerdict::Stalled {
+                backlog,
+                confirmed: self.confirmed,
+                for_: still_for,
+            }
+        } else {
+            SourcingVerdict::Resumed
+        })
+    }
 }
 
 /// Makes the centre's stream (`central` in JetStream domain `centre_domain`, reached
@@ -331,6 +433,7 @@ mod tests {
         let p = SiteProgress {
             last: 1_000,
             ack_floor: 200,
+            delivered: 1_000,
             centre_listening: true,
         };
         assert_eq!(site_backlog(p, None), 800, "only the ack floor");
@@ -346,6 +449,117 @@ mod tests {
             800,
             "a site stream made anew: the centre's count is of the old one"
         );
+    }
+
+    fn reading(last: u64, confirmed: u64, delivered: u64) -> SourcingReading {
+        SourcingReading {
+            last,
+            confirmed,
+            delivered,
+            centre_answered: true,
+            centre_listening: true,
+        }
+    }
+
+    /// Feeds one reading a second from `from` s; the verdicts, with their second.
+    fn run(
+        watch: &mut SourcingWatch,
+        from: u64,
+        readings: impl IntoIterator<Item = SourcingReading>,
+    ) -> Vec<(u64, SourcingVerdict)> {
+        readings
+            .into_iter()
+            .zip(from..)
+            .filter_map(|(r, t)| watch.observe(Duration::from_secs(t), r).map(|v| (t, v)))
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_catch_up_is_not_a_stall() {
+        let mut watch = SourcingWatch::new(Duration::from_secs(30));
+        // 10 a second against a backlog of 10,000: moving, for two minutes.
+        let slow = (0..120).map(|t| reading(10_000, t * 10, t * 10 + 50));
+        assert_eq!(run(&mut watch, 0, slow), vec![]);
+        assert!(!watch.is_stalled());
+    }
+
+    #[test]
+    fn a_cut_link_or_an_empty_backlog_is_not_a_stall() {
+        let mut watch = SourcingWatch::new(Duration::from_secs(30));
+        let cut = (0..100).map(|t| SourcingReading {
+            centre_listening: false,
+            centre_answered: false,
+            ..reading(500 + t * 10, 500, 500)
+        });
+        assert_eq!(run(&mut watch, 0, cut), vec![]);
+        let caught_up = (0..100).map(|_| reading(2_000, 2_000, 2_000));
+        assert_eq!(run(&mut watch, 100, caught_up), vec![]);
+    }
+
+    #[test]
+    fn a_listening_centre_that_takes_nothing_is_a_stall_until_it_moves() {
+        let mut watch = SourcingWatch::new(Duration::from_secs(30));
+        // The consumer delivers again and again (the centre refuses), the count stays.
+        let stuck = (0..40).map(|t| reading(2_000, 175, 175 + t % 3));
+        assert_eq!(
+            run(&mut watch, 0, stuck),
+            vec![(
+                30,
+                SourcingVerdict::Stalled {
+                    backlog: 1_825,
+                    confirmed: 175,
+                    for_: Duration::from_secs(30)
+                }
+            )]
+        );
+        assert!(watch.is_stalled());
+        assert_eq!(
+            run(&mut watch, 40, [reading(2_000, 176, 200)]),
+            vec![(40, SourcingVerdict::Resumed)]
+        );
+        // A cut while stalled clears it too: the backlog waits for the link.
+        let mut watch = SourcingWatch::new(Duration::from_secs(5));
+        run(&mut watch, 0, (0..6).map(|_| reading(100, 10, 10)));
+        assert!(watch.is_stalled());
+        let cut = SourcingReading {
+            centre_listening: false,
+            ..reading(100, 10, 10)
+        };
+        assert_eq!(
+            run(&mut watch, 6, [cut]),
+            vec![(6, SourcingVerdict::Resumed)]
+        );
+    }
+
+    #[test]
+    fn with_the_centre_silent_deliveries_are_the_movement() {
+        let mut watch = SourcingWatch::new(Duration::from_secs(30));
+        let silent = |delivered| SourcingReading {
+            centre_answered: false,
+            ..reading(5_000, 100, delivered)
+        };
+        // The ack floor moves rarely under flow control; deliveries show the flow.
+        assert_eq!(
+            run(&mut watch, 0, (0..60).map(|t| silent(100 + t * 20))),
+            vec![]
+        );
+        let verdicts = run(&mut watch, 60, (0..31).map(|_| silent(1_300)));
+        assert!(
+            matches!(
+                verdicts[..],
+                [(90, SourcingVerdict::Stalled { backlog: 4_900, .. })]
+            ),
+            "{verdicts:?}"
+        );
+    }
+
+    #[test]
+    fn a_site_stream_made_anew_starts_the_watch_again() {
+        let mut watch = SourcingWatch::new(Duration::from_secs(30));
+        run(&mut watch, 0, [reading(10_000, 9_000, 9_500)]);
+        // Sequences from 1 again, the centre confirming them: moving, not a stall.
+        let anew = (1..60).map(|t| reading(1_000, t * 10, t * 10 + 5));
+        assert_eq!(run(&mut watch, 1, anew), vec![]);
     }
 
     #[test]

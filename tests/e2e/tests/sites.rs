@@ -332,13 +332,25 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     let centre_killed_ms = base.elapsed().as_millis() as u64;
     // Caught up: less than a second of A's traffic not yet at the centre (while A is
     // live, what is in flight is never exactly none).
+    // A catch-up, through a leader's death, is never a stall.
+    let stalled_seen = std::cell::Cell::new(0.0f64);
     let a_drained = wait_until(Duration::from_secs(240), || async {
+        stalled_seen.set(
+            stalled_seen
+                .get()
+                .max(rig.producer_metric("tspi_producer_site_sourcing_stalled")),
+        );
         rig.producer_metric("tspi_producer_site_backlog") < per_site as f64
     })
     .await;
     let drained_at = healed.elapsed();
     centre.node(leader).restart();
     assert!(a_drained.is_some(), "A's backlog drained to the centre");
+    assert_eq!(
+        stalled_seen.get(),
+        0.0,
+        "A's sourcing was never called stalled while it caught up"
+    );
     let caught_up_ms = base.elapsed().as_millis() as u64;
 
     let mut valid = Vec::new();
@@ -532,42 +544,104 @@ async fn a_site_without_the_permission_gets_a_one_line_error() {
     eprintln!("permission-line: {line}");
 }
 
+/// The small range of the single-site tests: a three-node centre with `TSPI`, one site's
+/// server, and the loopback ports of the site's producer.
+struct OneSiteRange {
+    /// Held: one range at a time.
+    _alone: tokio::sync::MutexGuard<'static, ()>,
+    /// Held: the centre's servers stop when it drops.
+    _centre: NatsCluster,
+    admin: jetstream::Context,
+    site: SiteServer,
+    udp: u16,
+    metrics_port: u16,
+}
+
+impl OneSiteRange {
+    async fn start(site: &str) -> Self {
+        chaos::init_logging();
+        let alone = ONE_RANGE_AT_A_TIME.lock().await;
+        let centre = NatsCluster::start_centre(3).await;
+        let admin_client = tspi_e2e::client(&centre.urls()).await;
+        let admin = jetstream::new(admin_client.clone());
+        let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
+        ensure_stream(&admin_client, &admin, &spec).await.unwrap();
+        let site = SiteServer::start(&centre, site).await;
+        OneSiteRange {
+            _alone: alone,
+            _centre: centre,
+            admin,
+            site,
+            udp: free_udp_port(),
+            metrics_port: free_port(),
+        }
+    }
+
+    /// The site's producer on the range's ports, `extra` flags after, once the centre
+    /// sources the site.
+    async fn site_producer(&self, programs: &common::Programs<'static>, extra: &[&str]) -> Running {
+        let metrics_addr = format!("127.0.0.1:{}", self.metrics_port);
+        let mut args = vec!["--site", &self.site.name, "--metrics-addr", &metrics_addr];
+        args.extend_from_slice(extra);
+        let producer = programs.producer(self.udp, &args);
+        let sourced = wait_until(Duration::from_secs(30), || async {
+            source_names(&self.admin)
+                .await
+                .contains(&site_stream(&self.site))
+        })
+        .await;
+        assert!(sourced.is_some(), "{}", producer.stderr());
+        producer
+    }
+
+    /// `count` sensors at `rate` Hz for `seconds` into the site's producer.
+    fn send(&self, count: u32, rate: u32, seconds: u32, sensor_base: u16) {
+        let status = Command::new(workspace_bin("generator"))
+            .args(["--udp-target", &format!("127.0.0.1:{}", self.udp)])
+            .args(["--count", &count.to_string(), "--rate", &rate.to_string()])
+            .args(["--duration", &seconds.to_string()])
+            .args(["--sensor-base", &sensor_base.to_string()])
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+    }
+
+    fn producer_metric(&self, name: &str) -> f64 {
+        metric(&scrape(self.metrics_port), name)
+    }
+
+    /// The centre's `TSPI`, as `STREAM.INFO` has it now.
+    async fn centre_info(&self) -> jetstream::stream::Info {
+        let mut stream = self.admin.get_stream("TSPI").await.unwrap();
+        stream.info().await.unwrap().clone()
+    }
+
+    async fn centre_count(&self) -> u64 {
+        tspi_test_support::stream_info(&self.admin, "TSPI")
+            .await
+            .state
+            .messages
+    }
+}
+
 /// `--site-sourcing-mbps`: a backlog flows into the centre no faster than the limit (the
 /// sourcing consumer's rate limit), all of it and once; a new limit (none) changes the
 /// consumer in place, at its position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sourcing_limit_paces_the_catch_up() {
-    chaos::init_logging();
-    let _alone = ONE_RANGE_AT_A_TIME.lock().await;
     const LIMIT_MBPS: u64 = 1;
-    let centre = NatsCluster::start_centre(3).await;
-    let admin_client = tspi_e2e::client(&centre.urls()).await;
-    let admin = jetstream::new(admin_client.clone());
-    let spec = StreamSpec::tspi(&StreamArgs::default(), &StreamPrefix::default()).unwrap();
-    ensure_stream(&admin_client, &admin, &spec).await.unwrap();
-    let site = SiteServer::start(&centre, "l").await;
-    let udp = free_udp_port();
-    let metrics_port = free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let range = OneSiteRange::start("l").await;
+    let (site, admin, metrics_port) = (&range.site, range.admin.clone(), range.metrics_port);
     let limited_programs = programs_for(&[site.server.url()]);
-    let mut limited = limited_programs.producer(
-        udp,
-        &[
-            "--site",
-            "l",
-            "--site-sourcing-mbps",
-            &LIMIT_MBPS.to_string(),
-            "--metrics-addr",
-            &metrics_addr,
-        ],
-    );
-    let sourced = wait_until(Duration::from_secs(30), || async {
-        source_names(&admin).await.contains(&site_stream(&site))
-    })
-    .await;
-    assert!(sourced.is_some(), "{}", limited.stderr());
+    let mut limited = range
+        .site_producer(
+            &limited_programs,
+            &["--site-sourcing-mbps", &LIMIT_MBPS.to_string()],
+        )
+        .await;
     assert_eq!(
-        site_consumer_info(&site.server.url(), &site_stream(&site))
+        site_consumer_info(&site.server.url(), &site_stream(site))
             .await
             .config
             .rate_limit,
@@ -576,14 +650,7 @@ async fn a_sourcing_limit_paces_the_catch_up() {
 
     // A backlog of 2,000 datagrams written with the link cut.
     site.cut();
-    let status = Command::new(workspace_bin("generator"))
-        .args(["--udp-target", &format!("127.0.0.1:{udp}")])
-        .args(["--count", "10", "--rate", "50", "--duration", "4"])
-        .args(["--sensor-base", "700"])
-        .output()
-        .unwrap()
-        .status;
-    assert!(status.success());
+    range.send(10, 50, 4, 700);
     let sent = 2_000u64;
     let stored = wait_until(Duration::from_secs(30), || async {
         metric(&scrape(metrics_port), "tspi_producer_published_total") as u64 >= sent
@@ -616,23 +683,16 @@ async fn a_sourcing_limit_paces_the_catch_up() {
             break now;
         }
         if now >= deadline {
-            let consumer = site_consumer_info(&site.server.url(), &site_stream(&site)).await;
-            let source = admin
-                .get_stream("TSPI")
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .sources
-                .clone();
+            let consumer = site_consumer_info(&site.server.url(), &site_stream(site)).await;
+            let source = range.centre_info().await.sources;
             panic!(
-                "the backlog did not arrive: {n} of {sent}\nsite consumer: delivered {:?}, ack floor {:?}, pending {}, ack pending {}, push bound {}\ncentre sources: {source:?}\n{}",
+                "the backlog did not arrive: {n} of {sent}\nsite consumer: delivered {:?}, ack floor {:?}, pending {}, ack pending {}, push bound {}\ncentre sources: {source:?}\nsourcing stalled gauge: {}\n{}",
                 consumer.delivered,
                 consumer.ack_floor,
                 consumer.num_pending,
                 consumer.num_ack_pending,
                 consumer.push_bound,
+                metric(&scrape(metrics_port), "tspi_producer_site_sourcing_stalled"),
                 limited.stderr()
             );
         }
@@ -660,16 +720,93 @@ async fn a_sourcing_limit_paces_the_catch_up() {
     // The same site without a limit: the consumer is changed in place.
     limited.stop(Duration::from_secs(20)).await;
     let unlimited_programs = programs_for(&[site.server.url()]);
-    let unlimited = unlimited_programs.producer(udp, &["--site", "l"]);
+    let unlimited = unlimited_programs.producer(range.udp, &["--site", "l"]);
     let updated = wait_until(Duration::from_secs(30), || async {
         unlimited.stderr().contains("change=Updated")
     })
     .await;
     assert!(updated.is_some(), "{}", unlimited.stderr());
-    let info = site_consumer_info(&site.server.url(), &site_stream(&site)).await;
+    let info = site_consumer_info(&site.server.url(), &site_stream(site)).await;
     assert_eq!(info.config.rate_limit, 0);
     assert_eq!(
         info.delivered.stream_sequence, sent,
         "the consumer kept its position"
+    );
+}
+
+/// `tspi_producer_site_sourcing_stalled`: a centre stream that refuses what its source
+/// brings (full, with discard new) while the link is up is a stall the site producer
+/// reports — the gauge, a warning — and, the centre's limit raised, the source takes the
+/// rest, every message once, and the gauge clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_centre_that_takes_nothing_raises_the_stall_gauge() {
+    const ROOM: i64 = 100;
+    let range = OneSiteRange::start("f").await;
+    let set_room = |max_messages: i64| {
+        let range = &range;
+        async move {
+            let mut config = range.centre_info().await.config;
+            config.max_messages = max_messages;
+            config.discard = jetstream::stream::DiscardPolicy::New;
+            range.admin.update_stream(&config).await.unwrap();
+        }
+    };
+    set_room(ROOM).await;
+    let programs = programs_for(&[range.site.server.url()]);
+    let producer = range
+        .site_producer(&programs, &["--site-stall-after", "3s"])
+        .await;
+
+    // 300 datagrams with the link up: the centre has room for 100.
+    range.send(5, 20, 3, 720);
+    let sent = 300u64;
+    let stalled = wait_until(Duration::from_secs(60), || async {
+        range.producer_metric("tspi_producer_site_sourcing_stalled") == 1.0
+    })
+    .await;
+    assert!(
+        stalled.is_some(),
+        "the stall is reported: centre holds {}, site backlog {}\n{}",
+        range.centre_count().await,
+        range.producer_metric("tspi_producer_site_backlog"),
+        producer.stderr()
+    );
+    assert_eq!(
+        range.centre_count().await,
+        ROOM as u64,
+        "the centre took what it had room for"
+    );
+    assert_eq!(
+        range.producer_metric("tspi_producer_site_backlog"),
+        (sent - ROOM as u64) as f64,
+        "the rest is the site's backlog"
+    );
+    assert!(
+        producer
+            .stderr()
+            .contains("has taken none of this site's backlog"),
+        "{}",
+        producer.stderr()
+    );
+
+    // Room again: the source takes the rest, once, and the gauge clears.
+    let raised = Instant::now();
+    set_room(-1).await;
+    let drained = wait_until(Duration::from_secs(180), || async {
+        range.centre_count().await >= sent
+            && range.producer_metric("tspi_producer_site_sourcing_stalled") == 0.0
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "the rest arrives once the centre has room: {} of {sent}\n{}",
+        range.centre_count().await,
+        producer.stderr()
+    );
+    assert_eq!(range.centre_count().await, sent, "every message once");
+    eprintln!(
+        "sourcing-stall: reported with {} of {sent} at the centre; the rest in {:.1} s after the limit was raised",
+        ROOM,
+        raised.elapsed().as_secs_f64()
     );
 }
