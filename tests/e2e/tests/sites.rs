@@ -330,10 +330,10 @@ async fn two_sites_stay_exact_through_cuts_and_kills() {
     centre.node(leader).kill();
     let centre_killed_at = healed.elapsed();
     let centre_killed_ms = base.elapsed().as_millis() as u64;
-    // Caught up: less than a second of A's traffic not yet at the centre (while A is
-    // live, what is in flight is never exactly none).
     // A catch-up, through a leader's death, is never a stall.
     let stalled_seen = std::cell::Cell::new(0.0f64);
+    // Caught up: less than a second of A's traffic not yet at the centre (while A is
+    // live, what is in flight is never exactly none).
     let a_drained = wait_until(Duration::from_secs(240), || async {
         stalled_seen.set(
             stalled_seen
@@ -632,7 +632,7 @@ impl OneSiteRange {
 async fn a_sourcing_limit_paces_the_catch_up() {
     const LIMIT_MBPS: u64 = 1;
     let range = OneSiteRange::start("l").await;
-    let (site, admin, metrics_port) = (&range.site, range.admin.clone(), range.metrics_port);
+    let site = &range.site;
     let limited_programs = programs_for(&[site.server.url()]);
     let mut limited = range
         .site_producer(
@@ -653,18 +653,11 @@ async fn a_sourcing_limit_paces_the_catch_up() {
     range.send(10, 50, 4, 700);
     let sent = 2_000u64;
     let stored = wait_until(Duration::from_secs(30), || async {
-        metric(&scrape(metrics_port), "tspi_producer_published_total") as u64 >= sent
+        range.producer_metric("tspi_producer_published_total") as u64 >= sent
     })
     .await;
     assert!(stored.is_some(), "{}", limited.stderr());
-    let count = |js: jetstream::Context| async move {
-        tspi_test_support::stream_info(&js, "TSPI").await.state
-    };
-    assert_eq!(
-        count(admin.clone()).await.messages,
-        0,
-        "nothing crossed the cut"
-    );
+    assert_eq!(range.centre_count().await, 0, "nothing crossed the cut");
     site.heal();
 
     // Follow the flow: from the first backlog message at the centre to the last.
@@ -674,7 +667,7 @@ async fn a_sourcing_limit_paces_the_catch_up() {
     let mut sample = tokio::time::interval(Duration::from_millis(100));
     let last = loop {
         sample.tick().await;
-        let n = count(admin.clone()).await.messages;
+        let n = range.centre_count().await;
         let now = Instant::now();
         if n > 0 && first.is_none() {
             first = Some((now, n));
@@ -692,12 +685,12 @@ async fn a_sourcing_limit_paces_the_catch_up() {
                 consumer.num_pending,
                 consumer.num_ack_pending,
                 consumer.push_bound,
-                metric(&scrape(metrics_port), "tspi_producer_site_sourcing_stalled"),
+                range.producer_metric("tspi_producer_site_sourcing_stalled"),
                 limited.stderr()
             );
         }
     };
-    let state = count(admin.clone()).await;
+    let state = range.centre_info().await.state;
     assert_eq!(state.messages, sent, "all of it, once");
     let (t0, n0) = first.unwrap();
     let seconds = (last - t0).as_secs_f64();
