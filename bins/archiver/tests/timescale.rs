@@ -216,6 +216,20 @@ async fn the_archiver_runs_policies_the_scheduler_fails() {
         metrics.clone(),
         stop.clone(),
     ));
+    // Materialized, not computed on the fly: the aggregate's own hypertable holds them.
+    let materialization = pg.psql(
+        &db,
+        "SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+         FROM timescaledb_information.continuous_aggregates",
+    );
+    let materialized = || -> i64 {
+        pg.psql(&db, &format!("SELECT count(*) FROM {materialization}"))
+            .parse()
+            .unwrap()
+    };
+    // Done: a chunk compressed and the aggregate refreshed (the scheduler's compression
+    // can be visible while its refresh is still running), by the scheduler or, where it
+    // failed, by the archiver.
     let jobs_done = || {
         let scheduler_failed: i64 = pg
             .psql(
@@ -234,28 +248,20 @@ async fn the_archiver_runs_policies_the_scheduler_fails() {
             )
             .parse()
             .unwrap();
+        let refreshed = materialized() > 0;
         let runs = metrics.policy_runs.get();
-        async move { (scheduler_failed == 0 || runs > 0) && compressed > 0 }
+        async move { (scheduler_failed == 0 || runs > 0) && compressed > 0 && refreshed }
     };
     let took = tspi_test_support::wait_until(Duration::from_secs(120), jobs_done).await;
     stop.cancel();
     archiver.await.unwrap().unwrap();
     assert!(
         took.is_some(),
-        "no job ran: {} runs by the archiver",
-        metrics.policy_runs.get()
+        "the jobs did not finish: {} runs by the archiver, {} rows materialized",
+        metrics.policy_runs.get(),
+        materialized()
     );
-    // Materialized, not computed on the fly: the aggregate's own hypertable holds them.
-    let materialization = pg.psql(
-        &db,
-        "SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
-         FROM timescaledb_information.continuous_aggregates",
-    );
-    let materialized: i64 = pg
-        .psql(&db, &format!("SELECT count(*) FROM {materialization}"))
-        .parse()
-        .unwrap();
-    assert!(materialized > 0, "the quality aggregate was refreshed");
+    assert!(materialized() > 0, "the quality aggregate was refreshed");
     eprintln!(
         "jobs done in {took:?}: {} run by the archiver ({} failed there too)",
         metrics.policy_runs.get(),
